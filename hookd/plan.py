@@ -1,0 +1,161 @@
+"""A plan is data: what hookd wants to change, where, and why.
+
+Handlers produce it, the applier executes it, the CLI prints it (``hookd plan``,
+``hookd reconcile --dry-run``), the log records it, and its digest is stored on the image so a
+replayed event can be recognised as a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Literal
+
+from hookd.template import Value, Vector
+
+Status = Literal["applied", "skipped", "unsupported", "waiting", "error"]
+# The image status that matters most to an operator wins when templates disagree.
+STATUS_PRIORITY: dict[str, int] = {
+    "error": 0, "waiting": 1, "unsupported": 2, "applied": 3, "skipped": 4,
+}
+
+# Attributes hookd writes on the image (visible in Sunstone).
+STATUS_ATTR = "HOOKD_STATUS"
+REASON_ATTR = "HOOKD_REASON"
+DIGEST_ATTR = "HOOKD_DIGEST"
+TEMPLATES_ATTR = "HOOKD_TEMPLATES"
+SOURCE_ATTR = "HOOKD_SOURCE"
+OCI_DIGEST_ATTR = "HOOKD_OCI_CONFIG"
+IMAGE_STATUS_ATTRS = (
+    STATUS_ATTR, REASON_ATTR, DIGEST_ATTR, TEMPLATES_ATTR, SOURCE_ATTR, OCI_DIGEST_ATTR,
+)
+# The vector hookd keeps on each template it edits: which image it fixed the template for,
+# and a short hash of every value it wrote, so a later change by a person is recognised.
+RECORD_ATTR = "HOOKD"
+
+
+def short_hash(value: str | None) -> str:
+    if value is None:
+        return "-"
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One attribute's before and after, as shown to operators (``OS/KERNEL_DS``)."""
+
+    attribute: str
+    before: str | None
+    after: str | None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"attribute": self.attribute, "before": self.before, "after": self.after}
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateEdit:
+    """One merge update of one VM template: whole top-level attributes to send."""
+
+    template_id: int
+    attributes: tuple[tuple[str, tuple[Value, ...]], ...]
+    changes: tuple[Change, ...]
+
+    def payload(self) -> list[tuple[str, Value]]:
+        return [(name, value) for name, values in self.attributes for value in values]
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateOutcome:
+    """What hookd decided for one template that uses the image."""
+
+    template_id: int
+    template_name: str
+    status: Status
+    reason: str
+    hypervisor: str | None = None
+    edit: TemplateEdit | None = None
+    notes: tuple[str, ...] = ()
+    owned: tuple[tuple[str, str], ...] = ()  # (attribute, value) hookd wants in place
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePlan:
+    image_id: int
+    status: Status | None  # None: not hookd's business (no status written at all)
+    reason: str
+    templates: tuple[TemplateOutcome, ...] = ()
+    image_attributes: tuple[tuple[str, str], ...] = ()  # status attributes to write
+    image_changes: tuple[Change, ...] = ()
+    source: str | None = None
+    digest: str = ""
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def edits(self) -> tuple[TemplateEdit, ...]:
+        return tuple(t.edit for t in self.templates if t.edit is not None)
+
+    @property
+    def is_noop(self) -> bool:
+        return not self.edits and not self.image_attributes
+
+
+def digest_of(image_id: int, outcomes: tuple[TemplateOutcome, ...], status: str,
+              source: str | None) -> str:
+    """Digest of the state hookd wants: stable across runs, independent of dict order."""
+    doc = {
+        "image": image_id,
+        "status": status,
+        "source": source,
+        "templates": [
+            {"id": t.template_id, "hv": t.hypervisor, "status": t.status,
+             "owned": sorted(t.owned)}
+            for t in sorted(outcomes, key=lambda o: o.template_id)
+        ],
+    }
+    blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(blob).hexdigest()[:32]
+
+
+def render_value(value: Value | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return render_vector(value)
+
+
+def render_vector(vector: Vector) -> str:
+    inner = ", ".join(f'{k}="{v}"' for k, v in vector.items)
+    return f"[ {inner} ]"
+
+
+def render_plan(plan: ImagePlan, *, width: int = 100) -> str:
+    """A human-readable diff of a plan, for ``hookd plan`` and dry runs."""
+    lines = [f"image {plan.image_id}: {plan.status or 'not managed'}"
+             + (f" - {plan.reason}" if plan.reason else "")]
+    for outcome in plan.templates:
+        head = f"  template {outcome.template_id} ({outcome.template_name})"
+        if outcome.hypervisor:
+            head += f" [{outcome.hypervisor}]"
+        head += f": {outcome.status}"
+        if outcome.reason:
+            head += f" - {outcome.reason}"
+        lines.append(head)
+        for note in outcome.notes:
+            lines.append(f"    note: {note}")
+        if outcome.edit is None:
+            continue
+        for change in outcome.edit.changes:
+            lines.append(f"    {change.attribute}:")
+            lines.append(f"      - {_clip(change.before, width)}")
+            lines.append(f"      + {_clip(change.after, width)}")
+    for change in plan.image_changes:
+        lines.append(f"  image {change.attribute}: {_clip(change.before, width)} -> "
+                     f"{_clip(change.after, width)}")
+    return "\n".join(lines)
+
+
+def _clip(value: str | None, width: int) -> str:
+    if value is None:
+        return "(unset)"
+    text = value.replace("\n", "\\n")
+    return text if len(text) <= width else text[: width - 3] + "..."
