@@ -1,0 +1,93 @@
+"""What every per-hypervisor handler receives, and helpers they share."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from handlers.disks import DiskRef, disks
+from handlers.model import AttrPath, KernelChoice, PlannerSettings, Want, World
+from hookd.facts import ImageFacts, VmTemplateFacts
+from hookd.plan import short_hash
+from hookd.template import Vector
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerInput:
+    image: ImageFacts
+    template: VmTemplateFacts
+    hypervisor: str
+    disk_index: int  # the DISK that holds the image and must be the root disk
+    is_boot_disk: bool  # True when the drivers' own rule already makes it the root disk
+    world: World
+    settings: PlannerSettings
+    record: Mapping[str, str]  # the template's HOOKD vector: what hookd wrote before
+
+    @property
+    def disks(self) -> list[DiskRef]:
+        return disks(self.template)
+
+    def current(self, path: AttrPath) -> str | None:
+        return current_value(self.template, path)
+
+    def person_value(self, path: AttrPath) -> str | None:
+        """The current value when a person set it (not hookd), else None."""
+        value = self.current(path)
+        if value is None or value == "":
+            return None
+        recorded = self.record.get(path.record_key)
+        if recorded is not None and recorded == short_hash(value):
+            return None
+        return value
+
+
+def current_value(template: VmTemplateFacts, path: AttrPath) -> str | None:
+    tmpl = template.template
+    if path.vector is None:
+        return tmpl.get(path.name)
+    if path.index is None:
+        vec = tmpl.vector(path.vector)
+        return vec.get(path.name) if vec is not None else None
+    vectors = tmpl.vectors(path.vector)
+    if path.index >= len(vectors):
+        return None
+    return vectors[path.index].get(path.name)
+
+
+OS_KERNEL_DS = AttrPath("OS", "KERNEL_DS")
+OS_INITRD_DS = AttrPath("OS", "INITRD_DS")
+OS_ROOT = AttrPath("OS", "ROOT")
+OS_KERNEL_CMD = AttrPath("OS", "KERNEL_CMD")
+OS_BOOT = AttrPath("OS", "BOOT")
+SCHED_REQUIREMENTS = AttrPath(None, "SCHED_REQUIREMENTS")
+START_SCRIPT_BASE64 = AttrPath("CONTEXT", "START_SCRIPT_BASE64")
+
+
+def kernel_want(kernel: KernelChoice, path: AttrPath = OS_KERNEL_DS) -> Want:
+    return Want(path, kernel.file_ref, "set")
+
+
+def boot_want(inp: HandlerInput) -> list[Want]:
+    """Make our disk the root for drivers that root the first disk or OS/BOOT's first entry."""
+    if inp.is_boot_disk:
+        return []
+    os_vec = inp.template.template.vector("OS") or Vector()
+    boot = os_vec.get("BOOT") or ""
+    rest = [entry.strip() for entry in boot.split(",")
+            if entry.strip() and entry.strip().lower() != f"disk{inp.disk_index}"]
+    value = ",".join([f"disk{inp.disk_index}", *rest[1:]] if rest else [f"disk{inp.disk_index}"])
+    return [Want(OS_BOOT, value, "merge")]
+
+
+def kernel_wait_reason(hypervisor: str, world: World) -> str | None:
+    """Why a kernel-needing hypervisor must wait, or None when its kernel is usable."""
+    key = "kvm" if hypervisor in ("kvm", "qemu") else hypervisor
+    kernel = world.kernels.get(key)
+    if kernel is None:
+        problem = world.kernel_problems.get(key)
+        if problem:
+            return f"waiting for a {key} kernel: {problem}"
+        return f"waiting for a {key} kernel (set kernels.{key} in hookd.conf)"
+    if not kernel.usable:
+        return f"waiting for a {key} kernel: {kernel.reason}"
+    return None

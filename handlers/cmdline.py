@@ -1,0 +1,59 @@
+"""Kernel command lines: merge required tokens into what is there, without duplicates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# Keys the kernel accepts several times with different values; for those, a token counts as
+# present only if the exact token is there (console=ttyS0 next to console=tty1 is legitimate).
+_REPEATABLE = frozenset({"console"})
+
+
+def split(cmdline: str | None) -> list[str]:
+    """Split on whitespace, keeping double-quoted values (``foo="a b"``) in one token."""
+    if not cmdline:
+        return []
+    tokens: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in cmdline:
+        if char == '"':
+            quoted = not quoted
+            current.append(char)
+        elif char.isspace() and not quoted:
+            if current:
+                tokens.append("".join(current))
+                current = []
+        else:
+            current.append(char)
+    if current:
+        tokens.append("".join(current))
+    return tokens
+
+
+def _key(token: str) -> str:
+    return token.split("=", 1)[0]
+
+
+def present(tokens: Iterable[str], required: str) -> bool:
+    tokens = list(tokens)
+    if required in tokens:
+        return True
+    key = _key(required)
+    if "=" not in required or key in _REPEATABLE:
+        return False
+    # A person's value for the same key wins (e.g. panic=10 instead of panic=1).
+    return any(_key(token) == key and "=" in token for token in tokens)
+
+
+def merge(current: str | None, required: Iterable[str]) -> str:
+    """``current`` with every required token that is missing appended, in order."""
+    tokens = split(current)
+    for token in required:
+        if not present(tokens, token):
+            tokens.append(token)
+    return " ".join(tokens)
+
+
+def has_key(cmdline: str | None, key: str) -> bool:
+    return any(_key(token) == key for token in split(cmdline))

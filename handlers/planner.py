@@ -1,0 +1,365 @@
+"""The functional core: facts and settings in, an :class:`~hookd.plan.ImagePlan` out.
+
+For one image: is it hookd's business (scope, opt attribute, container classification,
+state)? For each VM template that uses it: which disk is the root, which hypervisor will run
+it, what that hypervisor's handler wants, the START_SCRIPT for Docker images, the scheduler
+pin. Then the ownership rules decide which wanted values may be written:
+
+* a value already in place is left alone;
+* a value hookd wrote before (its short hash is in the template's ``HOOKD`` vector) may be
+  replaced when hookd now wants something else;
+* a value a person changed after hookd set it, or set before hookd came, is never
+  overwritten (``set`` wants); values derived from the current one (``merge`` wants: kernel
+  command-line tokens, scheduler pins) are applied unless a person changed them after hookd.
+
+The result is one merge update per changed template (whole OS/CONTEXT/DISK vectors rebuilt
+from their current values plus hookd's edits) and the status attributes for the image.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from handlers import handler_for
+from handlers.base import (
+    SCHED_REQUIREMENTS,
+    START_SCRIPT_BASE64,
+    HandlerInput,
+    current_value,
+)
+from handlers.classify import Classification, classify
+from handlers.disks import boot_disk_index, disks, references
+from handlers.hypervisor import pin_requirements, resolve
+from handlers.model import (
+    KERNEL_HYPERVISORS,
+    OciProblem,
+    OciProcessFacts,
+    PlannerSettings,
+    Want,
+    World,
+)
+from hookd.facts import TYPE_CDROM, TYPE_OS, ImageFacts, VmTemplateFacts
+from hookd.plan import (
+    DIGEST_ATTR,
+    OCI_DIGEST_ATTR,
+    REASON_ATTR,
+    RECORD_ATTR,
+    SOURCE_ATTR,
+    STATUS_ATTR,
+    STATUS_PRIORITY,
+    TEMPLATES_ATTR,
+    Change,
+    ImagePlan,
+    Status,
+    TemplateEdit,
+    TemplateOutcome,
+    digest_of,
+    short_hash,
+)
+from hookd.template import Value, Vector
+
+RECORD_VERSION = "1"
+
+
+def known_hypervisors(world: World) -> tuple[str, ...]:
+    """VM_MADs that exist on this OpenNebula version (Firecracker, LXD and vCenter went in
+    6.10/7.0: commit 41f25a2518 and c1bbbdab28 in OpenNebula/one)."""
+    if world.one_version >= (6, 10, 0):
+        return ("kvm", "qemu", "lxc")
+    return ("kvm", "qemu", "lxc", "lxd", "firecracker", "vcenter")
+
+
+def usable(hypervisor: str, world: World) -> bool:
+    if hypervisor in ("lxc", "lxd"):
+        return True
+    if hypervisor in KERNEL_HYPERVISORS:
+        key = "kvm" if hypervisor in ("kvm", "qemu") else hypervisor
+        kernel = world.kernels.get(key)
+        return kernel is not None and kernel.usable
+    return False
+
+
+def choose(candidates: Sequence[str], world: World, settings: PlannerSettings) -> str:
+    def rank(hv: str) -> tuple[int, str]:
+        order = {name: i for i, name in enumerate(settings.prefer)}
+        alias = "kvm" if hv == "qemu" else ("lxc" if hv == "lxd" else hv)
+        return (order.get(hv, order.get(alias, len(order))), hv)
+
+    ordered = sorted(candidates, key=rank)
+    for hv in ordered:
+        if usable(hv, world):
+            return hv
+    return ordered[0]
+
+
+def _override(image: ImageFacts, world: World, settings: PlannerSettings) -> str | None:
+    if image.datastore_id in settings.datastore_overrides:
+        return settings.datastore_overrides[image.datastore_id]
+    if world.datastore is not None:
+        for cluster_id in world.datastore.cluster_ids:
+            if cluster_id in settings.cluster_overrides:
+                return settings.cluster_overrides[cluster_id]
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Evaluation:
+    changes: list[tuple[Want, str | None]]
+    owned: list[tuple[str, str]]
+    notes: list[str]
+
+
+def _evaluate(template: VmTemplateFacts, wants: Iterable[Want],
+              record: Mapping[str, str]) -> _Evaluation:
+    changes: list[tuple[Want, str | None]] = []
+    owned: list[tuple[str, str]] = []
+    notes: list[str] = []
+    for want in wants:
+        current = current_value(template, want.path)
+        recorded = record.get(want.path.record_key)
+        owned.append((str(want.path), want.value))
+        if current == want.value:
+            continue
+        if recorded is not None and recorded != short_hash(current):
+            notes.append(f"kept {want.path}={_show(current)}: a person changed it after hookd "
+                         f"set it")
+            continue
+        if recorded is None and current not in (None, "") and want.mode == "set":
+            notes.append(f"kept {want.path}={_show(current)} set by a person (hookd would set "
+                         f"{_show(want.value)})")
+            continue
+        changes.append((want, current))
+    return _Evaluation(changes, owned, notes)
+
+
+def _show(value: str | None, limit: int = 60) -> str:
+    if value is None:
+        return "(unset)"
+    text = value.replace("\n", "\\n")
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _build_edit(template: VmTemplateFacts, changes: list[tuple[Want, str | None]],
+                record: Vector, image: ImageFacts, hypervisor: str) -> TemplateEdit:
+    tmpl = template.template
+    singles: dict[str, str] = {}
+    vectors: dict[str, Vector] = {}
+    indexed: dict[str, list[Vector]] = {}
+    shown: list[Change] = []
+    new_record = record
+    for want, before in changes:
+        path = want.path
+        if path.vector is None:
+            singles[path.name] = want.value
+        elif path.index is None:
+            base = vectors.get(path.vector) or tmpl.vector(path.vector) or Vector()
+            vectors[path.vector] = base.set(path.name, want.value)
+        else:
+            group = indexed.setdefault(path.vector, list(tmpl.vectors(path.vector)))
+            group[path.index] = group[path.index].set(path.name, want.value)
+        new_record = new_record.set(path.record_key, short_hash(want.value))
+        shown.append(Change(str(path), before, want.value))
+    new_record = (new_record.set("IMAGE_ID", str(image.id)).set("HYPERVISOR", hypervisor)
+                  .set("VERSION", RECORD_VERSION))
+    attributes: list[tuple[str, tuple[Value, ...]]] = []
+    for name, value in singles.items():
+        attributes.append((name, (value,)))
+    for name, vector in vectors.items():
+        attributes.append((name, (vector,)))
+    for name, group in indexed.items():
+        attributes.append((name, tuple(group)))
+    attributes.append((RECORD_ATTR, (new_record,)))
+    return TemplateEdit(template.id, tuple(attributes), tuple(shown))
+
+
+def _start_script_wants(template: VmTemplateFacts, world: World, settings: PlannerSettings,
+                        record: Mapping[str, str]) -> tuple[list[Want], list[str], str | None]:
+    """Wants for CONTEXT/START_SCRIPT_BASE64, notes, and an error reason (or None)."""
+    oci = world.oci
+    if oci is None:
+        return [], [], "no image config was gathered for this Docker image"
+    if isinstance(oci, OciProblem):
+        return [], [], oci.reason
+    context = template.template.vector("CONTEXT") or Vector()
+    current_b64 = context.get("START_SCRIPT_BASE64") or ""
+    current_plain = context.get("START_SCRIPT") or ""
+    ours_b64 = current_b64 and record.get(START_SCRIPT_BASE64.record_key) == short_hash(
+        current_b64)
+    if current_b64 and not ours_b64:
+        return [], ["kept the START_SCRIPT_BASE64 a person wrote; hookd's script is not "
+                    "installed (remove it to let hookd start the app)"], None
+    if current_plain:
+        if settings.start_script_policy == "keep":
+            return [], ["kept the START_SCRIPT a person wrote; hookd's script is not installed "
+                        "(start_script.policy: append combines both)"], None
+        from handlers.start_script import StartScriptError, compose_with_user_script
+
+        try:
+            combined = compose_with_user_script(current_plain, oci.script)
+        except StartScriptError as exc:
+            return [], [f"kept the START_SCRIPT a person wrote: {exc.reason}"], None
+        value = base64.b64encode(combined.encode("utf-8")).decode("ascii")
+        return [Want(START_SCRIPT_BASE64, value, "merge")], [], None
+    value = base64.b64encode(oci.script.encode("utf-8")).decode("ascii")
+    return [Want(START_SCRIPT_BASE64, value, "set")], [], None
+
+
+def plan_template(image: ImageFacts, template: VmTemplateFacts, world: World,
+                  settings: PlannerSettings, classification: Classification) -> TemplateOutcome:
+    refs = disks(template)
+    ours = [d.index for d in refs if references(d, image, template)]
+    name = template.name
+    if not ours:
+        return TemplateOutcome(template.id, name, "skipped", "does not use this image")
+    record_vec = template.template.vector(RECORD_ATTR) or Vector()
+    record = record_vec.as_dict()
+
+    boot = boot_disk_index(template)
+    root = boot if boot is not None and boot < len(refs) else 0
+    if root in ours:
+        disk_index, is_boot = root, True
+    else:
+        disk_index, is_boot = ours[0], False
+        root_ref = refs[root]
+        if not root_ref.is_volatile:
+            root_image = (world.disk_images.get(root_ref.image_id)
+                          if root_ref.image_id is not None else None)
+            if root_image is None or root_image.type in (TYPE_OS, TYPE_CDROM):
+                what = (f"image {root_image.id} ({root_image.name})" if root_image
+                        else f"image {root_ref.image_id or root_ref.image_name!r}")
+                return TemplateOutcome(template.id, name, "skipped",
+                                       f"boots from DISK {root} ({what}), not from this image")
+
+    hosts = [h.vm_mad for h in world.hosts]
+    resolution = resolve(
+        template_hypervisor=template.template.get("HYPERVISOR"),
+        requirements=template.template.get("SCHED_REQUIREMENTS"),
+        host_hypervisors=hosts,
+        override=_override(image, world, settings),
+        known=known_hypervisors(world),
+    )
+    if not resolution.candidates:
+        ds = world.datastore
+        where = f"datastore {ds.id} ({ds.name})" if ds else f"datastore {image.datastore_id}"
+        return TemplateOutcome(
+            template.id, name, "waiting",
+            f"waiting for a host: no host in the clusters of {where} and the template names no "
+            f"hypervisor")
+    hypervisor = choose(resolution.candidates, world, settings)
+    notes: list[str] = []
+    if len(resolution.candidates) > 1:
+        notes.append(f"chose {hypervisor} among {', '.join(resolution.candidates)} "
+                     f"({resolution.evidence}; preference {', '.join(settings.prefer)})")
+
+    result = handler_for(hypervisor)(HandlerInput(
+        image=image, template=template, hypervisor=hypervisor, disk_index=disk_index,
+        is_boot_disk=is_boot, world=world, settings=settings, record=record,
+    ))
+    notes.extend(result.notes)
+    wants: list[Want] = list(result.wants)
+    status: Status = result.status
+    reason = result.reason
+
+    if result.status != "unsupported":
+        if classification.docker and settings.start_script:
+            script_wants, script_notes, error = _start_script_wants(template, world, settings,
+                                                                    record)
+            wants.extend(script_wants)
+            notes.extend(script_notes)
+            if error is not None:
+                status, reason = "error", f"no START_SCRIPT: {error}"
+        if resolution.needs_pin and settings.pin and usable(hypervisor, world):
+            current = template.template.get("SCHED_REQUIREMENTS")
+            wants.append(Want(SCHED_REQUIREMENTS, pin_requirements(current, hypervisor),
+                              "merge"))
+
+    evaluation = _evaluate(template, wants, record)
+    notes.extend(evaluation.notes)
+    edit = (_build_edit(template, evaluation.changes, record_vec, image, hypervisor)
+            if evaluation.changes else None)
+    return TemplateOutcome(template.id, name, status, reason, hypervisor, edit, tuple(notes),
+                           tuple(evaluation.owned))
+
+
+def _aggregate(outcomes: Sequence[TemplateOutcome]) -> tuple[Status, str]:
+    relevant = [o for o in outcomes if o.reason != "does not use this image"]
+    if not relevant:
+        return "skipped", "no VM template uses this image yet"
+    status = min((o.status for o in relevant), key=lambda s: STATUS_PRIORITY[s])
+    parts: list[str] = []
+    for outcome in relevant:
+        if outcome.status == "applied" and not outcome.notes:
+            continue
+        text = outcome.reason if outcome.status != "applied" else "; ".join(outcome.notes)
+        if not text:
+            continue
+        parts.append(text if len(relevant) == 1 else f"template {outcome.template_id} "
+                     f"({outcome.template_name}): {text}")
+    return status, "; ".join(parts)
+
+
+def triage(image: ImageFacts, world: World,
+           settings: PlannerSettings) -> ImagePlan | Classification:
+    """Decide whether the image is hookd's business: a final plan if not, else its class."""
+    if settings.scope_datastores and image.datastore_id not in settings.scope_datastores:
+        return ImagePlan(image.id, None, f"datastore {image.datastore_id} is out of scope")
+    classification = classify(image, world, settings)
+    if classification.opted_out:
+        return _with_status(image, "skipped", f"opted out ({settings.opt_attribute})", (),
+                            None, world)
+    if not classification.container:
+        return ImagePlan(image.id, None, classification.reason)
+    if not image.usable:
+        return ImagePlan(image.id, None,
+                         f"image is {image.state_name}; hookd acts once it is READY")
+    return classification
+
+
+def conclude(image: ImageFacts, outcomes: Iterable[TemplateOutcome], world: World,
+             classification: Classification) -> ImagePlan:
+    """The image's status from its templates' outcomes, and the attributes to write."""
+    relevant = tuple(o for o in outcomes if o.reason != "does not use this image")
+    status, reason = _aggregate(relevant)
+    source = None
+    if classification.docker and isinstance(world.oci, OciProcessFacts):
+        source = world.oci.source
+    return _with_status(image, status, reason, relevant, source, world)
+
+
+def plan_image(image: ImageFacts, templates: Sequence[VmTemplateFacts], world: World,
+               settings: PlannerSettings) -> ImagePlan:
+    """The whole plan for one image and the templates that (may) use it."""
+    decided = triage(image, world, settings)
+    if isinstance(decided, ImagePlan):
+        return decided
+    outcomes = [plan_template(image, t, world, settings, decided) for t in templates]
+    return conclude(image, outcomes, world, decided)
+
+
+def _with_status(image: ImageFacts, status: Status, reason: str,
+                 outcomes: tuple[TemplateOutcome, ...], source: str | None,
+                 world: World) -> ImagePlan:
+    digest = digest_of(image.id, outcomes, status, source)
+    applied = sorted(o.template_id for o in outcomes if o.status == "applied")
+    wanted: dict[str, str] = {
+        STATUS_ATTR: status,
+        REASON_ATTR: reason,
+        TEMPLATES_ATTR: ",".join(str(t) for t in applied),
+        DIGEST_ATTR: digest,
+    }
+    if source is not None:
+        wanted[SOURCE_ATTR] = source
+        oci = world.oci
+        if isinstance(oci, OciProcessFacts) and oci.config_digest:
+            wanted[OCI_DIGEST_ATTR] = oci.config_digest
+    writes: list[tuple[str, str]] = []
+    changes: list[Change] = []
+    for key, value in wanted.items():
+        current = image.template.get(key)
+        if (current or "") != value:
+            writes.append((key, value))
+            changes.append(Change(key, current, value))
+    return ImagePlan(image.id, status, reason, outcomes, tuple(writes), tuple(changes), source,
+                     digest)
