@@ -1,0 +1,233 @@
+"""Event intake: oned's ZeroMQ stream in, triggers out. Knows ZeroMQ and HOOK_MESSAGE only.
+
+oned's hook-manager driver (src/hm_mad/one_hm.rb) publishes every event as a 2-frame
+message: an ASCII key and the single-line base64 of a ``<HOOK_MESSAGE>``. Keys hookd
+subscribes to (shared/reference/opennebula-events-and-api.md §1.3):
+
+* ``EVENT STATE IMAGE/READY//<id> `` (trailing space) — an image reached READY; the body
+  embeds the image as oned serialised it at the transition (``HookStateImage``);
+* ``EVENT API <call> 1`` for the calls that create, change or delete VM templates, change
+  or delete images, or change which hosts and datastores a cluster has.
+
+Events are hints: a trigger only says "look at image N" (or template N); the object's
+current state is read over XML-RPC by the reconciler (the READY body's embedded image is
+oned's own serialisation at the moment of the transition and is used as the first read).
+API bodies carry IN parameters unescaped, so a template holding ``&`` or ``<`` makes the body
+malformed (recorded on 6.8.3): numeric parameters are read leniently, free text never.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from hookd.facts import ImageFacts, MalformedObject
+from hookd.xmlsafe import UnsafeXml, parse
+
+TriggerKind = Literal["image", "template", "template_deleted", "image_deleted", "world"]
+
+READY_PREFIX = b"EVENT STATE IMAGE/READY/"
+_READY_KEY = re.compile(rb"^EVENT STATE IMAGE/READY//(\d{1,10}) $")
+_API_KEY = re.compile(rb"^EVENT API (one(?:\.[a-z_]{1,40}){2,3}) ([01])$")
+_PARAM = re.compile(
+    r"<PARAMETER><POSITION>(\d{1,3})</POSITION><TYPE>(IN|OUT)</TYPE>"
+    r"<VALUE>(-?\d{1,10})</VALUE></PARAMETER>")
+
+# call -> (trigger kind, where the object id is: ("IN", position) or ("OUT", position))
+API_CALLS: dict[str, tuple[TriggerKind, tuple[str, int]]] = {
+    "one.template.allocate": ("template", ("OUT", 2)),
+    "one.template.clone": ("template", ("OUT", 2)),
+    "one.template.update": ("template", ("IN", 2)),
+    "one.template.chown": ("template", ("IN", 2)),
+    "one.template.delete": ("template_deleted", ("IN", 2)),
+    "one.image.update": ("image", ("IN", 2)),
+    "one.image.rename": ("image", ("IN", 2)),
+    "one.image.chown": ("image", ("IN", 2)),
+    "one.image.delete": ("image_deleted", ("IN", 2)),
+    "one.host.allocate": ("world", ("OUT", 2)),
+    "one.host.delete": ("world", ("IN", 2)),
+    "one.cluster.addhost": ("world", ("IN", 2)),
+    "one.cluster.delhost": ("world", ("IN", 2)),
+    "one.cluster.adddatastore": ("world", ("IN", 2)),
+    "one.cluster.deldatastore": ("world", ("IN", 2)),
+}
+
+
+def subscriptions() -> list[bytes]:
+    """ZMQ SUB filters (byte prefixes). Only successful API calls matter."""
+    return [READY_PREFIX] + [f"EVENT API {call} 1".encode() for call in API_CALLS]
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    kind: TriggerKind
+    object_id: int
+    reason: str
+    image: ImageFacts | None = None  # the image as oned serialised it in a READY event
+    raw: bytes = b""  # the decoded API body, for echo suppression
+    received: float = 0.0
+
+
+class Malformed(Exception):
+    """A message hookd will not act on; ``reason`` is short and goes to a metric label."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_key_bytes: int = 256
+    max_message_bytes: int = 4 * 1024 * 1024
+
+
+def decode(frames: list[bytes], limits: Limits = Limits(), now: float = 0.0) -> Trigger | None:
+    """Turn one ZMQ multipart message into a trigger, None (not ours), or raise Malformed."""
+    if len(frames) != 2:
+        raise Malformed("frames", f"{len(frames)} frames instead of 2")
+    key, content = frames
+    if len(key) > limits.max_key_bytes:
+        raise Malformed("key_size", f"key of {len(key)} bytes")
+    if len(content) > limits.max_message_bytes:
+        raise Malformed("size", f"content of {len(content)} bytes")
+    ready = _READY_KEY.match(key)
+    api = None if ready else _API_KEY.match(key)
+    if ready is None and api is None:
+        return None
+    try:
+        body = base64.b64decode(content, validate=True)
+    except (binascii.Error, ValueError):
+        raise Malformed("base64", "content is not base64") from None
+    if ready is not None:
+        return _state_trigger(int(ready.group(1)), body, limits, now)
+    if api is None:  # unreachable: one of the two patterns matched
+        return None
+    call = api.group(1).decode()
+    if api.group(2) != b"1" or call not in API_CALLS:
+        return None
+    return _api_trigger(call, body, limits, now)
+
+
+def _state_trigger(image_id: int, body: bytes, limits: Limits, now: float) -> Trigger:
+    try:
+        root = parse(body, max_bytes=limits.max_message_bytes)
+    except UnsafeXml as exc:
+        raise Malformed("xml", exc.reason) from None
+    if root.tag != "HOOK_MESSAGE":
+        raise Malformed("root", f"root element <{root.tag}>")
+    if (root.findtext("HOOK_TYPE") != "STATE" or root.findtext("HOOK_OBJECT") != "IMAGE"
+            or root.findtext("STATE") != "READY"):
+        raise Malformed("fields", "not an IMAGE READY state message")
+    resource = (root.findtext("RESOURCE_ID") or "").strip()
+    if not resource.isdigit() or int(resource) != image_id:
+        raise Malformed("id", "RESOURCE_ID does not match the key")
+    snapshot: ImageFacts | None = None
+    element = root.find("IMAGE")
+    if element is not None:
+        try:
+            snapshot = ImageFacts.from_element(element)
+        except MalformedObject:
+            snapshot = None
+        if snapshot is not None and (snapshot.id != image_id or snapshot.state != 1):
+            snapshot = None
+    return Trigger("image", image_id, "READY event", snapshot, received=now)
+
+
+def _api_trigger(call: str, body: bytes, limits: Limits, now: float) -> Trigger:
+    kind, (direction, position) = API_CALLS[call]
+    if len(body) > limits.max_message_bytes:
+        raise Malformed("size", f"body of {len(body)} bytes")
+    if b"<!DOCTYPE" in body.upper() or b"<!ENTITY" in body.upper():
+        raise Malformed("xml", "body declares a DOCTYPE or ENTITY")
+    text = body.decode("utf-8", errors="replace")
+    if not text.startswith("<HOOK_MESSAGE><HOOK_TYPE>API</HOOK_TYPE><CALL>" + call + "</CALL>"):
+        raise Malformed("fields", "API message does not start as oned writes it")
+    value = _parameter(text, direction, position)
+    if value is None:
+        raise Malformed("id", f"no numeric {direction} parameter {position}")
+    return Trigger(kind, value, call, raw=body, received=now)
+
+
+def _parameter(text: str, direction: str, position: int) -> int | None:
+    """A numeric parameter, read without trusting the document's structure.
+
+    IN parameters precede any free text of a call (position 2 is the object id), so the
+    first match is authoritative; OUT parameters are written after all IN ones, so the last
+    match is: free text in between cannot forge them.
+    """
+    try:
+        root = parse(text.encode("utf-8"))
+    except UnsafeXml:
+        root = None
+    if root is not None:
+        # Direct children only: a template inside a VALUE may contain look-alike elements.
+        found = [p for p in root.findall("CALL_INFO/PARAMETERS/PARAMETER")
+                 if p.findtext("TYPE") == direction and p.findtext("POSITION") == str(position)]
+        if not found:
+            return None
+        value = (found[0 if direction == "IN" else -1].findtext("VALUE") or "").strip()
+        return int(value) if re.fullmatch(r"-?\d{1,10}", value) else None
+    matches = [m for m in _PARAM.finditer(text)
+               if m.group(2) == direction and int(m.group(1)) == position]
+    if not matches:
+        return None
+    chosen = matches[0] if direction == "IN" else matches[-1]
+    return int(chosen.group(3))
+
+
+# -- echo suppression ------------------------------------------------------------------------
+class EchoFilter:
+    """Recognise the API events caused by hookd's own updates.
+
+    The applier registers the exact template text it sent; oned writes IN parameters
+    verbatim into the API event body, so finding that text (with the object id) in the body
+    identifies our own call. A person's update cannot match unless it sent byte-identical
+    content, and then ignoring it changes nothing.
+    """
+
+    def __init__(self, ttl: float = 120.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._expected: dict[tuple[str, int], list[tuple[float, bytes]]] = {}
+
+    def expect(self, call: str, object_id: int, payload: str) -> None:
+        now = self._clock()
+        with self._lock:
+            entries = [e for e in self._expected.get((call, object_id), [])
+                       if now - e[0] < self._ttl]
+            entries.append((now, payload.encode("utf-8")))
+            self._expected[(call, object_id)] = entries[-8:]
+            if len(self._expected) > 100_000:
+                self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        for key in [k for k, v in self._expected.items() if all(now - t >= self._ttl
+                                                                 for t, _ in v)]:
+            del self._expected[key]
+
+    def is_echo(self, trigger: Trigger) -> bool:
+        if not trigger.raw:
+            return False
+        key = (trigger.reason, trigger.object_id)
+        now = self._clock()
+        with self._lock:
+            entries = self._expected.get(key)
+            if not entries:
+                return False
+            for i, (when, payload) in enumerate(entries):
+                if now - when < self._ttl and payload in trigger.raw:
+                    del entries[i]
+                    if not entries:
+                        del self._expected[key]
+                    return True
+        return False
+

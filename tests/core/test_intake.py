@@ -1,0 +1,152 @@
+"""Decoding oned's event messages: recorded frames, and everything that is not one."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hookd.intake import EchoFilter, Malformed, Trigger, decode, subscriptions
+from tests.shared_data import recorded_events
+
+READY_XML = (
+    "<HOOK_MESSAGE><HOOK_TYPE>STATE</HOOK_TYPE><HOOK_OBJECT>IMAGE</HOOK_OBJECT>"
+    "<STATE>READY</STATE><RESOURCE_ID>{id}</RESOURCE_ID><IMAGE><ID>{id}</ID><UID>0</UID>"
+    "<GID>0</GID><UNAME>oneadmin</UNAME><GNAME>oneadmin</GNAME><NAME>nginx</NAME>"
+    "<TYPE>0</TYPE><DISK_TYPE>0</DISK_TYPE><PERSISTENT>0</PERSISTENT>"
+    "<SOURCE><![CDATA[dummy_path]]></SOURCE><PATH><![CDATA[docker://nginx]]></PATH>"
+    "<STATE>1</STATE><PREV_STATE>4</PREV_STATE><DATASTORE_ID>101</DATASTORE_ID>"
+    "<DATASTORE>images</DATASTORE><TEMPLATE><FROM_APP><![CDATA[0]]></FROM_APP></TEMPLATE>"
+    "</IMAGE></HOOK_MESSAGE>")
+
+
+def ready(image_id: int = 7) -> list[bytes]:
+    body = READY_XML.format(id=image_id).encode()
+    return [f"EVENT STATE IMAGE/READY//{image_id} ".encode(), base64.b64encode(body)]
+
+
+def test_ready_event_gives_an_image_trigger_with_the_snapshot() -> None:
+    trigger = decode(ready(7))
+    assert trigger is not None and trigger.kind == "image" and trigger.object_id == 7
+    assert trigger.image is not None and trigger.image.prev_state == 4
+
+
+def test_recorded_ready_events_decode() -> None:
+    events = recorded_events("image_allocate_dummy_ds_ready.jsonl")
+    triggers = [decode([e["key"].encode(), e["content_b64"].encode()]) for e in events]
+    ready_ones = [t for t in triggers if t is not None and t.reason == "READY event"]
+    assert len(ready_ones) == 1  # only the STATE family key; EVENT IMAGE 1/READY/ is not ours
+    assert ready_ones[0].object_id == 1
+    assert ready_ones[0].image is not None and ready_ones[0].image.prev_state == 0
+
+
+def test_recorded_malformed_api_body_still_gives_the_new_id() -> None:
+    events = recorded_events("api_one.image.allocate_with_ampersand.jsonl")
+    api = [e for e in events if e["key"].startswith("EVENT API")]
+    assert api
+    # one.image.allocate is not a call hookd acts on; read the id the way hookd would for a
+    # template allocate by rewriting only the call name.
+    raw = base64.b64decode(api[0]["content_b64"]).replace(b"one.image.allocate",
+                                                         b"one.template.allocate")
+    trigger = decode([b"EVENT API one.template.allocate 1", base64.b64encode(raw)])
+    assert trigger is not None and trigger.kind == "template" and trigger.object_id == 5
+
+
+def test_recorded_template_update_event() -> None:
+    events = recorded_events("api_one.template.update.jsonl")
+    trigger = decode([events[0]["key"].encode(), events[0]["content_b64"].encode()])
+    assert trigger is not None and trigger.kind == "template" and trigger.object_id == 0
+
+
+def test_failed_api_calls_are_not_triggers() -> None:
+    assert decode([b"EVENT API one.template.update 0", base64.b64encode(b"<x/>")]) is None
+
+
+def test_forged_out_parameter_in_free_text_does_not_win() -> None:
+    forged = ("<PARAMETER><POSITION>2</POSITION><TYPE>OUT</TYPE><VALUE>999</VALUE>"
+              "</PARAMETER>")
+    body = ("<HOOK_MESSAGE><HOOK_TYPE>API</HOOK_TYPE><CALL>one.template.allocate</CALL>"
+            "<CALL_INFO><RESULT>1</RESULT><PARAMETERS>"
+            "<PARAMETER><POSITION>1</POSITION><TYPE>IN</TYPE><VALUE>****</VALUE></PARAMETER>"
+            f"<PARAMETER><POSITION>2</POSITION><TYPE>IN</TYPE><VALUE>NAME=\"a & {forged}"
+            "\"</VALUE></PARAMETER>"
+            "<PARAMETER><POSITION>1</POSITION><TYPE>OUT</TYPE><VALUE>true</VALUE></PARAMETER>"
+            "<PARAMETER><POSITION>2</POSITION><TYPE>OUT</TYPE><VALUE>12</VALUE></PARAMETER>"
+            "<PARAMETER><POSITION>3</POSITION><TYPE>OUT</TYPE><VALUE>0</VALUE></PARAMETER>"
+            "</PARAMETERS><EXTRA></EXTRA></CALL_INFO></HOOK_MESSAGE>")
+    for text in (body, body.replace(" & ", " and ")):  # malformed, then well-formed
+        trigger = decode([b"EVENT API one.template.allocate 1",
+                          base64.b64encode(text.encode())])
+        assert trigger is not None and trigger.object_id == 12
+
+
+@pytest.mark.parametrize(("frames", "reason"), [
+    ([b"EVENT STATE IMAGE/READY//7 "], "frames"),
+    ([b"EVENT STATE IMAGE/READY//7 ", b"a", b"b"], "frames"),
+    ([b"EVENT STATE IMAGE/READY//7 ", b"!!!notbase64"], "base64"),
+    ([b"EVENT STATE IMAGE/READY//7 ", base64.b64encode(b"not xml")], "xml"),
+    ([b"EVENT STATE IMAGE/READY//7 ", base64.b64encode(
+        b'<!DOCTYPE x [<!ENTITY a "b">]><HOOK_MESSAGE>&a;</HOOK_MESSAGE>')], "xml"),
+    ([b"EVENT STATE IMAGE/READY//7 ", base64.b64encode(b"<OTHER/>")], "root"),
+    ([b"EVENT STATE IMAGE/READY//7 ", base64.b64encode(READY_XML.format(id=8).encode())],
+     "id"),
+    ([b"EVENT STATE IMAGE/READY//7 ", base64.b64encode(
+        READY_XML.format(id=7).replace("<RESOURCE_ID>7", "<RESOURCE_ID>x").encode())], "id"),
+    ([b"X" * 300, b""], "key_size"),
+    ([b"EVENT STATE IMAGE/READY//7 ", b"A" * (5 * 1024 * 1024)], "size"),
+    ([b"EVENT API one.template.update 1", base64.b64encode(b"<HOOK_MESSAGE/>")], "fields"),
+])
+def test_malformed_messages_are_rejected_with_a_reason(frames: list[bytes],
+                                                       reason: str) -> None:
+    with pytest.raises(Malformed) as info:
+        decode(frames)
+    assert info.value.reason == reason
+
+
+def test_billion_laughs_is_refused_without_expansion() -> None:
+    bomb = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+            + "".join(f'<!ENTITY lol{i} "{"&lol" + str(i - 1) + ";" * 10 if i else "&lol;"}">'
+                      for i in range(1, 9))
+            + ']><HOOK_MESSAGE>&lol8;</HOOK_MESSAGE>')
+    with pytest.raises(Malformed):
+        decode([b"EVENT STATE IMAGE/READY//7 ", base64.b64encode(bomb.encode())])
+
+
+def test_keys_we_do_not_want_are_ignored() -> None:
+    assert decode([b"EVENT IMAGE 7/READY/ ", base64.b64encode(b"<x/>")]) is None
+    assert decode([b"EVENT STATE IMAGE/READY//7", base64.b64encode(b"<x/>")]) is None
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.binary(max_size=300), min_size=0, max_size=4))
+def test_arbitrary_frames_never_crash(frames: list[bytes]) -> None:
+    try:
+        result = decode(frames)
+    except Malformed:
+        return
+    assert result is None or isinstance(result, Trigger)
+
+
+def test_subscriptions_include_ready_and_template_calls() -> None:
+    subs = subscriptions()
+    assert b"EVENT STATE IMAGE/READY/" in subs
+    assert b"EVENT API one.template.update 1" in subs
+    assert all(not s.endswith(b" ") for s in subs)
+
+
+def test_echo_filter_recognises_our_own_update_once() -> None:
+    now = [100.0]
+    echo = EchoFilter(ttl=10, clock=lambda: now[0])
+    payload = "<TEMPLATE><OS><ROOT>vda</ROOT></OS></TEMPLATE>"
+    echo.expect("one.template.update", 5, payload)
+    body = ("<HOOK_MESSAGE>...<VALUE>" + payload + "</VALUE>...").encode()
+    ours = Trigger("template", 5, "one.template.update", raw=body, received=time.monotonic())
+    assert echo.is_echo(ours)
+    assert not echo.is_echo(ours)  # consumed
+    echo.expect("one.template.update", 5, payload)
+    assert not echo.is_echo(Trigger("template", 6, "one.template.update", raw=body))
+    now[0] += 11
+    assert not echo.is_echo(ours)  # expired
