@@ -1,0 +1,73 @@
+"""Kernel inspection: is this file a kernel that boots OpenNebula VMs on KVM or Firecracker?
+
+A wrong kernel makes every VM fail at boot, and kernel files are untrusted input (operators
+upload them), so hookd inspects a kernel before attaching it (``OS/KERNEL_DS``):
+
+>>> report = inspect_kernel("/boot/vmlinux-6.1.0-56-cloud-amd64")     # doctest: +SKIP
+>>> verdict = check_kernel(report, "kvm")                              # doctest: +SKIP
+>>> verdict.usable, verdict.reason, verdict.warnings                   # doctest: +SKIP
+
+- ``inspect_kernel(path, *, config_path=None) -> KernelReport``: format, ELF header, PVH note,
+  bzImage header, kernel config findings. Reads headers and notes by offset with caps; raises
+  ``KernelInspectionError`` (a ``PermanentError``) for missing, empty, huge, truncated or
+  malformed files.
+- ``check_kernel(report, hypervisor, *, arch="x86_64", strict=False) -> KernelVerdict``.
+- ``verify_kernel(path, hypervisor, ...)``: both, with inspection errors folded into the verdict.
+- ``extract_vmlinux(bzimage_path, out_path) -> KernelReport``: the vmlinux inside a bzImage.
+
+The module does no logging and no I/O besides reading the files it is given (and, for
+``extract_vmlinux``, writing its output and running ``lz4``/``zstd``/``lzop`` when needed).
+"""
+
+from __future__ import annotations
+
+from hookd.kernels.check import check_kernel, verify_kernel
+from hookd.kernels.extract import extract_vmlinux
+from hookd.kernels.inspection import inspect_kernel
+from hookd.kernels.model import (
+    ARCHES,
+    CHECKED_OPTIONS,
+    EXTRACT_TIMEOUT_SECONDS,
+    HYPERVISORS,
+    MAX_KERNEL_SIZE,
+    MAX_VMLINUX_SIZE,
+    XEN_ELFNOTE_PHYS32_ENTRY,
+    Arch,
+    ConfigOrigin,
+    ConfigState,
+    Hypervisor,
+    KernelConfig,
+    KernelExtractionError,
+    KernelFormat,
+    KernelInspectionError,
+    KernelReport,
+    KernelVerdict,
+    LoadSegment,
+    PvhEntry,
+)
+
+__all__ = [
+    "ARCHES",
+    "CHECKED_OPTIONS",
+    "EXTRACT_TIMEOUT_SECONDS",
+    "HYPERVISORS",
+    "MAX_KERNEL_SIZE",
+    "MAX_VMLINUX_SIZE",
+    "XEN_ELFNOTE_PHYS32_ENTRY",
+    "Arch",
+    "ConfigOrigin",
+    "ConfigState",
+    "Hypervisor",
+    "KernelConfig",
+    "KernelExtractionError",
+    "KernelFormat",
+    "KernelInspectionError",
+    "KernelReport",
+    "KernelVerdict",
+    "LoadSegment",
+    "PvhEntry",
+    "check_kernel",
+    "extract_vmlinux",
+    "inspect_kernel",
+    "verify_kernel",
+]

@@ -1,0 +1,273 @@
+"""ELF header, program header and note parsing with hard limits (System V gABI, ``elf(5)``).
+
+Reads only the ELF header, the program header table and the PT_NOTE segments, each by offset.
+Every offset and size is checked against the file before it is used; anything inconsistent raises
+``KernelInspectionError``: a kernel that lies about its own layout is refused, never guessed at.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from hookd.kernels._reader import KernelFile
+from hookd.kernels.model import (
+    MAX_NOTE_BYTES_TOTAL,
+    MAX_NOTE_SEGMENT_BYTES,
+    MAX_NOTES,
+    MAX_PROGRAM_HEADERS,
+    XEN_ELFNOTE_PHYS32_ENTRY,
+    KernelInspectionError,
+    LoadSegment,
+    PvhEntry,
+)
+
+ELF_MAGIC: Final = b"\x7fELF"
+PT_LOAD: Final = 1
+PT_DYNAMIC: Final = 2
+PT_INTERP: Final = 3
+PT_NOTE: Final = 4
+PN_XNUM: Final = 0xFFFF
+_MAX_OWNERS: Final = 32
+
+
+@dataclass(frozen=True)
+class ElfInfo:
+    elf_class: Literal[32, 64]
+    endian: Literal["little", "big"]
+    machine: int
+    type: int
+    entry: int
+    has_interpreter: bool
+    loads: tuple[LoadSegment, ...]
+    note_owners: tuple[str, ...]
+    pvh: PvhEntry | None
+    pvh_problem: str | None
+
+
+@dataclass
+class _NoteScan:
+    owners: list[str]
+    pvh: PvhEntry | None = None
+    pvh_problem: str | None = None
+    notes_seen: int = 0
+    bytes_read: int = 0
+
+
+def parse_elf(f: KernelFile) -> ElfInfo:
+    """Parse ``f``, which starts with the ELF magic."""
+    ident = f.read_at(0, 16, what="ELF identification")
+    ei_class, ei_data, ei_version = ident[4], ident[5], ident[6]
+    if ei_class not in (1, 2):
+        raise KernelInspectionError(f"{f.path} is malformed: unknown ELF class {ei_class}.")
+    if ei_data not in (1, 2):
+        raise KernelInspectionError(f"{f.path} is malformed: unknown ELF data encoding {ei_data}.")
+    if ei_version != 1:
+        raise KernelInspectionError(f"{f.path} is malformed: unknown ELF version {ei_version}.")
+    elf_class: Literal[32, 64] = 64 if ei_class == 2 else 32
+    endian: Literal["little", "big"] = "little" if ei_data == 1 else "big"
+    e = "<" if ei_data == 1 else ">"
+
+    header_size = 64 if elf_class == 64 else 52
+    raw = f.read_at(0, header_size, what="ELF header")
+    fmt = e + ("HHIQQQIHHHHHH" if elf_class == 64 else "HHIIIIIHHHHHH")
+    (
+        e_type,
+        e_machine,
+        e_version,
+        e_entry,
+        e_phoff,
+        e_shoff,
+        _e_flags,
+        _e_ehsize,
+        e_phentsize,
+        e_phnum,
+        e_shentsize,
+        e_shnum,
+        _e_shstrndx,
+    ) = (int(v) for v in struct.unpack_from(fmt, raw, 16))
+    if e_version != 1:
+        raise KernelInspectionError(f"{f.path} is malformed: ELF header version {e_version}.")
+
+    phdr_size = 56 if elf_class == 64 else 32
+    if e_phnum == PN_XNUM:
+        raise KernelInspectionError(
+            f"{f.path} uses extended program header numbering (e_phnum=0xffff), which no kernel "
+            "image does."
+        )
+    if e_phnum > MAX_PROGRAM_HEADERS:
+        raise KernelInspectionError(
+            f"{f.path} claims {e_phnum} program headers, more than the limit of "
+            f"{MAX_PROGRAM_HEADERS} for a kernel image."
+        )
+    if e_phnum and e_phentsize != phdr_size:
+        raise KernelInspectionError(
+            f"{f.path} is malformed: program header entries are {e_phentsize} bytes instead of "
+            f"{phdr_size}."
+        )
+    if e_phnum and e_phoff < header_size:
+        # Firecracker's loader refuses this too (InvalidProgramHeaderOffset).
+        raise KernelInspectionError(
+            f"{f.path} is malformed: its program header table (offset {e_phoff}) overlaps the "
+            "ELF header."
+        )
+    table = f.read_at(e_phoff, e_phnum * phdr_size, what="program header table") if e_phnum else b""
+
+    # The section header table of a vmlinux sits at the very end of the file: checking that it is
+    # inside the file catches a kernel truncated in transit even when every segment survived.
+    if e_shoff:
+        if e_shentsize == 0 or e_shentsize > 4096:
+            raise KernelInspectionError(
+                f"{f.path} is malformed: section header entries are {e_shentsize} bytes."
+            )
+        count = max(e_shnum, 1)  # e_shnum == 0 means "more than 0xff00", counted in entry 0
+        if e_shoff + count * e_shentsize > f.size:
+            raise KernelInspectionError(
+                f"{f.path} is truncated: its section header table ends at byte "
+                f"{e_shoff + count * e_shentsize}, past the end of the file ({f.size} bytes)."
+            )
+
+    address_limit = 1 << elf_class
+    loads: list[LoadSegment] = []
+    has_interpreter = False
+    scan = _NoteScan(owners=[])
+    note_segments: list[tuple[int, int, int, int]] = []  # index, offset, filesz, align
+    for index in range(e_phnum):
+        if elf_class == 64:
+            p_type, _flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align = (
+                int(v) for v in struct.unpack_from(e + "IIQQQQQQ", table, index * phdr_size)
+            )
+        else:
+            p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, _flags, p_align = (
+                int(v) for v in struct.unpack_from(e + "IIIIIIII", table, index * phdr_size)
+            )
+        if p_filesz and p_offset + p_filesz > f.size:
+            raise KernelInspectionError(
+                f"{f.path} is truncated or malformed: program header {index} (type {p_type:#x}) "
+                f"covers bytes {p_offset}-{p_offset + p_filesz}, past the end of the file "
+                f"({f.size} bytes)."
+            )
+        if p_type == PT_LOAD:
+            if p_memsz < p_filesz:
+                raise KernelInspectionError(
+                    f"{f.path} is malformed: loadable segment {index} has a memory size smaller "
+                    "than its file size."
+                )
+            if p_paddr + p_memsz > address_limit or p_vaddr + p_memsz > address_limit:
+                raise KernelInspectionError(
+                    f"{f.path} is malformed: loadable segment {index} wraps around the "
+                    f"{elf_class}-bit address space."
+                )
+            loads.append(LoadSegment(p_offset, p_paddr, p_vaddr, p_filesz, p_memsz))
+        elif p_type == PT_INTERP:
+            has_interpreter = True
+        elif p_type == PT_NOTE and p_filesz:
+            note_segments.append((index, p_offset, p_filesz, p_align))
+
+    for index, p_offset, p_filesz, p_align in note_segments:
+        _scan_note_segment(f, scan, e, index=index, offset=p_offset, size=p_filesz, p_align=p_align)
+
+    return ElfInfo(
+        elf_class=elf_class,
+        endian=endian,
+        machine=e_machine,
+        type=e_type,
+        entry=e_entry,
+        has_interpreter=has_interpreter,
+        loads=tuple(loads),
+        note_owners=tuple(scan.owners),
+        pvh=scan.pvh,
+        pvh_problem=scan.pvh_problem,
+    )
+
+
+def _align(value: int, alignment: int) -> int:
+    return (value + alignment - 1) & ~(alignment - 1)
+
+
+def _scan_note_segment(
+    f: KernelFile, scan: _NoteScan, e: str, *, index: int, offset: int, size: int, p_align: int
+) -> None:
+    if size > MAX_NOTE_SEGMENT_BYTES:
+        raise KernelInspectionError(
+            f"{f.path} is malformed: note segment {index} is {size} bytes, more than the "
+            f"{MAX_NOTE_SEGMENT_BYTES}-byte limit."
+        )
+    scan.bytes_read += size
+    if scan.bytes_read > MAX_NOTE_BYTES_TOTAL:
+        raise KernelInspectionError(
+            f"{f.path} is malformed: its note segments add up to more than "
+            f"{MAX_NOTE_BYTES_TOTAL} bytes."
+        )
+    data = f.read_at(offset, size, what=f"note segment {index}")
+    # Notes are 4-byte aligned; binutils (readelf) uses 8 when the segment says p_align == 8.
+    # (QEMU's get_elf_note_type aligns to p_align; Linux emits p_align 4, where both agree.)
+    alignment = 8 if p_align == 8 else 4
+    position = 0
+    while position < size:
+        if size - position < 12:
+            if any(data[position:]):
+                raise KernelInspectionError(
+                    f"{f.path} is malformed: note segment {index} ends with "
+                    f"{size - position} stray bytes."
+                )
+            return
+        scan.notes_seen += 1
+        if scan.notes_seen > MAX_NOTES:
+            raise KernelInspectionError(
+                f"{f.path} is malformed: it has more than {MAX_NOTES} ELF notes."
+            )
+        namesz, descsz, n_type = (int(v) for v in struct.unpack_from(e + "III", data, position))
+        name_start = position + 12
+        # The descriptor starts at the next aligned offset after the 12-byte header and the name
+        # (with 4-byte alignment this is the classic "name padded to 4").
+        desc_start = position + _align(12 + namesz, alignment)
+        desc_end = desc_start + descsz
+        if desc_end > size:
+            raise KernelInspectionError(
+                f"{f.path} is malformed: the ELF note at byte {position} of note segment {index} "
+                f"claims namesz={namesz} and descsz={descsz}, which overrun the segment "
+                f"({size} bytes)."
+            )
+        owner = (
+            data[name_start : name_start + namesz]
+            .rstrip(b"\0")
+            .decode("ascii", "backslashreplace")[:64]
+        )
+        if owner not in scan.owners and len(scan.owners) < _MAX_OWNERS:
+            scan.owners.append(owner)
+        if n_type == XEN_ELFNOTE_PHYS32_ENTRY:
+            _take_pvh_note(scan, e, owner, data[desc_start:desc_end])
+        position = desc_start + _align(descsz, alignment)
+
+
+def _take_pvh_note(scan: _NoteScan, e: str, owner: str, desc: bytes) -> None:
+    # QEMU (hw/i386/x86-common.c read_pvh_start_addr via include/hw/elf_ops.h.inc
+    # get_elf_note_type) matches n_type only, not the owner; the PHYS32 entry is 32-bit, Linux
+    # stores it as an 8-byte _ASM_PTR on x86-64: take the low 32 bits of a 4- or 8-byte descriptor.
+    if len(desc) == 4:
+        value = int(struct.unpack(e + "I", desc)[0])
+    elif len(desc) == 8:
+        value = int(struct.unpack(e + "Q", desc)[0])
+    else:
+        if scan.pvh is None and scan.pvh_problem is None:
+            scan.pvh_problem = (
+                f"the XEN_ELFNOTE_PHYS32_ENTRY note has a {len(desc)}-byte descriptor instead of "
+                "4 or 8 bytes"
+            )
+        return
+    entry = PvhEntry(
+        address=value & 0xFFFFFFFF, owner=owner, descriptor_size=len(desc), descriptor=value
+    )
+    if scan.pvh is None:
+        if scan.pvh_problem is None:
+            scan.pvh = entry
+    elif scan.pvh.address != entry.address:
+        # QEMU calls the note callback once per PT_NOTE segment (the last one wins), Firecracker
+        # takes the first: a kernel whose notes disagree boots differently in each. Refuse it.
+        scan.pvh_problem = (
+            f"two XEN_ELFNOTE_PHYS32_ENTRY notes disagree ({scan.pvh.address:#x} and "
+            f"{entry.address:#x})"
+        )
+        scan.pvh = None

@@ -1,0 +1,37 @@
+"""The rule for required tests that need the system: skip on a laptop, fail in CI.
+
+A test that cannot run because something outside the repository is missing (apt, the Debian
+mirror, the ``lz4`` program, …) calls ``unavailable(reason)``:
+
+- normally it is skipped with that reason (``pytest -ra`` lists it);
+- when the environment variable ``CI`` is ``true`` (case-insensitive; CI runs ``.ci/run`` with
+  ``CI=true``), it fails instead, so a CI machine that lost a package or the mirror cannot turn
+  required tests into silent skips. (Same rule as ``tests/oci/_require.py``.)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import NoReturn
+
+import pytest
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip the current test, or fail it when running in CI."""
+    if in_ci():
+        pytest.fail(f"required test cannot run in CI (CI=true): {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_program(program: str, debian_package: str) -> str:
+    """The path of ``program``, or ``unavailable`` naming the Debian package that provides it."""
+    path = shutil.which(program)
+    if path is None:
+        unavailable(f"{program} is not installed (Debian package {debian_package})")
+    return path
