@@ -1,0 +1,182 @@
+"""The local Docker Engine as a config source (``GET /images/<name>/json`` over a unix socket).
+
+Off unless ``engine_socket`` is configured. The engine is local and trusted more than a remote
+registry, but its answer is still read with a timeout, under the request deadline and up to a
+size cap. Its ``Config`` cannot be verified against a digest (the engine does not return the
+raw blob), so results from here are never put in the content cache.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+from typing import Any
+from urllib.parse import quote
+
+import structlog
+
+from hookd.errors import HookdError
+from hookd.oci.digest import is_digest
+from hookd.oci.errors import (
+    InvalidResponse,
+    NoMatchingPlatform,
+    NotFound,
+    RegistryUnavailable,
+    ResponseTooLarge,
+    UnexpectedStatus,
+)
+from hookd.oci.imageconfig import FetchedConfig, config_platform, validate_config
+from hookd.oci.manifest import load_object
+from hookd.oci.platforms import Platform
+from hookd.oci.reference import ImageReference
+from hookd.oci.transport import Deadline, register_socket
+
+log = structlog.get_logger(__name__)
+
+_CHUNK = 64 * 1024
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        register_socket(sock)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _engine_repository(ref: ImageReference) -> str:
+    if ref.is_docker_hub:
+        return ref.repository.removeprefix("library/")
+    return f"{ref.registry}/{ref.repository}"
+
+
+def engine_name(ref: ImageReference) -> str:
+    """The name the engine knows the image by: ``nginx:1.25``, ``user/app@sha256:…``,
+    ``registry.example:5000/app:1.0``."""
+    name = _engine_repository(ref)
+    return f"{name}@{ref.digest}" if ref.digest else f"{name}:{ref.tag}"
+
+
+class EngineClient:
+    """Reads image configs from the Docker Engine API on ``socket_path``."""
+
+    def __init__(
+        self,
+        socket_path: str,
+        *,
+        timeout: float = 10.0,
+        deadline: float = 30.0,
+        max_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
+        self.socket_path = socket_path
+        self._timeout = timeout
+        self._deadline = deadline
+        self._max_bytes = max_bytes
+
+    @property
+    def source(self) -> str:
+        return f"engine:{self.socket_path}"
+
+    def fetch_config(self, ref: ImageReference, platform: Platform) -> FetchedConfig:
+        name = engine_name(ref)
+        what = f"local Docker engine image {name}"
+        status, body = self._get(f"/images/{quote(name, safe='/:@')}/json", what)
+        if status == 404:
+            raise NotFound(f"the local Docker engine has no image {name}", code=404)
+        if status >= 500:
+            raise RegistryUnavailable(f"the local Docker engine answered HTTP {status} for {name}")
+        if status != 200:
+            raise UnexpectedStatus(f"the local Docker engine answered HTTP {status} for {name}")
+        inspect = load_object(body, what)
+        image_id = inspect.get("Id")
+        if not isinstance(image_id, str) or not is_digest(image_id):
+            raise InvalidResponse(f"{what} has no valid image Id")
+        document: dict[str, Any] = {}
+        for key, field in (("os", "Os"), ("architecture", "Architecture"), ("variant", "Variant")):
+            value = inspect.get(field)
+            if isinstance(value, str) and value:
+                document[key] = value
+        section = inspect.get("Config")
+        document["config"] = section if section is not None else {}
+        validate_config(document, what)
+        found = config_platform(document)
+        found_platform = Platform.parse(found) if found is not None else None
+        if found_platform is not None and (
+            found_platform.os != platform.os or found_platform.architecture != platform.architecture
+        ):
+            raise NoMatchingPlatform(
+                f"the local Docker engine has {name} for {found}, not for {platform}"
+            )
+        log.debug("oci.engine.config", image=name)
+        return FetchedConfig(
+            reference=ref,
+            config=document,
+            config_digest=image_id,
+            manifest_digest=self._repo_digest(ref, inspect.get("RepoDigests")),
+            source=self.source,
+            platform=found,
+        )
+
+    @staticmethod
+    def _repo_digest(ref: ImageReference, entries: Any) -> str | None:
+        if not isinstance(entries, list):
+            return None
+        names = {_engine_repository(ref), f"{ref.display_registry}/{ref.repository}"}
+        for entry in entries:
+            if isinstance(entry, str):
+                name, _, digest = entry.partition("@")
+                if name in names and is_digest(digest):
+                    return digest
+        return None
+
+    def _get(self, path: str, what: str) -> tuple[int, bytes]:
+        connection = _UnixHTTPConnection(self.socket_path, self._timeout)
+        deadline = Deadline(self._deadline)
+        try:
+            with deadline:
+                connection.request("GET", path, headers={"Host": "docker"})
+                response = connection.getresponse()
+                length = response.getheader("Content-Length", "")
+                if length.isdigit() and int(length) > self._max_bytes:
+                    raise ResponseTooLarge(
+                        f"{what}: the engine's answer is larger than {self._max_bytes} bytes"
+                    )
+                chunks: list[bytes] = []
+                size = 0
+                while chunk := response.read(_CHUNK):
+                    size += len(chunk)
+                    if size > self._max_bytes:
+                        raise ResponseTooLarge(
+                            f"{what}: the engine's answer is larger than {self._max_bytes} bytes"
+                        )
+                    chunks.append(chunk)
+                if deadline.expired:
+                    raise self._deadline_error(what)
+                return response.status, b"".join(chunks)
+        except HookdError:
+            if deadline.expired:
+                raise self._deadline_error(what) from None
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            if deadline.expired:
+                raise self._deadline_error(what) from None
+            raise RegistryUnavailable(
+                f"cannot talk to the local Docker engine at {self.socket_path} "
+                f"({type(exc).__name__})"
+            ) from None
+        finally:
+            connection.close()
+
+    def _deadline_error(self, what: str) -> RegistryUnavailable:
+        return RegistryUnavailable(
+            f"{what}: the engine did not answer within the {self._deadline:g} s deadline"
+        )
