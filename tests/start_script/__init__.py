@@ -1,0 +1,1 @@
+"""Tests of the START_SCRIPT generator (handlers/start_script.py), executed in real shells."""
