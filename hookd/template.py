@@ -132,12 +132,11 @@ class Template:
             return cls()
         attrs: list[Attribute] = []
         for child in element:
-            if not isinstance(child.tag, str):
+            if _special(child):
                 continue
             if len(child):
-                items = tuple(
-                    (sub.tag.upper(), sub.text or "") for sub in child if isinstance(sub.tag, str)
-                )
+                items = tuple((sub.tag.upper(), sub.text or "") for sub in child
+                              if not _special(sub))
                 attrs.append(Attribute(child.tag.upper(), Vector(items)))
             else:
                 attrs.append(Attribute(child.tag.upper(), child.text or ""))
@@ -168,6 +167,12 @@ class Template:
         if not placed:
             out.extend(new)
         return Template(tuple(out))
+
+
+def _special(node: etree._Element) -> bool:
+    """Comments, processing instructions and entity references are not attributes."""
+    tag: object = node.tag
+    return not isinstance(tag, str)
 
 
 def parse_template_xml(text: str | bytes) -> Template:
@@ -212,4 +217,5 @@ def to_xml(attributes: Iterable[tuple[str, Value]]) -> str:
                 )
         else:
             element.text = _check_value(tag, value)
-    return etree.tostring(root, encoding="unicode")
+    text: str = etree.tostring(root, encoding="unicode")
+    return text

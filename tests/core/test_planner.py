@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from handlers.model import OciProblem, PlannerSettings
+from handlers.model import OciProblem, OciProcessFacts, PlannerSettings
 from handlers.planner import plan_image
 from hookd.facts import ImageFacts, VmTemplateFacts
 from hookd.plan import ImagePlan, short_hash
@@ -277,7 +277,6 @@ def test_persons_start_script_is_kept_by_default_and_appended_on_request() -> No
 
 
 def test_start_script_policy_append_keeps_the_persons_script() -> None:
-    pytest.importorskip("handlers.start_script")
     tmpl = f.vmtemplate(attrs=[("CONTEXT", {"NETWORK": "YES", "START_SCRIPT": "echo mine"})])
     settings = PlannerSettings(start_script_policy="append")
     plan = plan_image(f.image(), [tmpl], f.world(["lxc"]), settings)
@@ -292,7 +291,7 @@ def test_hookds_own_earlier_script_is_replaced_when_the_config_changes() -> None
     img, tmpl = f.image(), f.vmtemplate()
     plan = plan_image(img, [tmpl], f.world(["lxc"]), f.DEFAULTS)
     after = f.apply_edits(tmpl, plan)
-    new_oci = f.OciProcessFacts("#!/bin/sh\necho v2\n", "sha256:def", "registry:docker.io")
+    new_oci = OciProcessFacts("#!/bin/sh\necho v2\n", "sha256:def", "registry:docker.io")
     plan2 = plan_image(f.apply_status(img, plan), [after], f.world(["lxc"], oci=new_oci),
                        f.DEFAULTS)
     ctx = attrs(f.apply_edits(after, plan2))["CONTEXT"]

@@ -22,16 +22,15 @@ def test_every_hard_value_round_trips(value: str) -> None:
     assert os_vec is not None and os_vec.get("KERNEL_CMD") == value
 
 
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",),
+@given(st.text(alphabet=st.characters(blacklist_categories=["Cs"],
                                       blacklist_characters="\x00\ufffe\uffff"), max_size=200))
 def test_any_xml_expressible_text_round_trips(value: str) -> None:
     if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
         with pytest.raises(TemplateValueError):
             to_xml([("A", value)])
         return
-    # XML normalises bare carriage returns on parse; oned stores what libxml2 gives it.
-    expected = value.replace("\r\n", "\n").replace("\r", "\n")
-    assert parse_template_xml(to_xml([("A", value)])).get("A") == expected
+    # lxml writes a carriage return as &#13;, so even that survives the parse.
+    assert parse_template_xml(to_xml([("A", value)])).get("A") == value
 
 
 def test_control_characters_are_refused_not_mangled() -> None:
