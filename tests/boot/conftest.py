@@ -1,0 +1,104 @@
+"""Session fixtures for the boot proof: the Debian kernel, the initrd and the root filesystem,
+built once and cached (pytest's cache directory, keyed by everything that goes into them).
+
+Where qemu, busybox-static, genisoimage, e2fsprogs or the Debian kernel are missing the
+tests are skipped with the reason; with ``CI=true`` that is a failure (tests/kernels/ci.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from hookd.testing.boot import (
+    BootResult,
+    BootUnavailable,
+    Machine,
+    boot_template,
+    build_initrd,
+    build_rootfs,
+    require_boot_tools,
+)
+from hookd.testing.debian_kernel import DebianKernel, KernelUnavailable, fetch_debian_kernel
+from tests.kernels.ci import unavailable
+
+from .scenario import (
+    APP_GROUP,
+    APP_USER,
+    INITRD_IMAGE_ID,
+    KERNEL_IMAGE_ID,
+    ROOTFS_IMAGE_ID,
+)
+
+#: How long one boot may take before the harness kills QEMU (a boot takes ~5 s under TCG).
+BOOT_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class BootGuest:
+    """The built guest: the Debian kernel, the initrd and the root filesystem.
+
+    A template refers to them by image id (the kernel and the initrd as KERNEL/RAMDISK
+    images, the root filesystem as the Docker Hub image); :meth:`boot` maps the ids of this
+    scenario by default, or those given (e.g. the ids an OpenNebula simulator assigned).
+    """
+
+    kernel: DebianKernel
+    initrd: Path
+    rootfs: Path
+
+    def boot(
+        self,
+        template_xml: str,
+        *,
+        kernel_id: int = KERNEL_IMAGE_ID,
+        initrd_id: int = INITRD_IMAGE_ID,
+        rootfs_id: int = ROOTFS_IMAGE_ID,
+        kernel: Path | None = None,
+        machine: Machine = "pc",
+        microvm_initrd: Path | None = None,
+        start_script_limit: int | None = None,
+    ) -> BootResult:
+        """Boot a VM template XML (as oned returns it) on this guest. ``kernel`` replaces
+        the file behind ``kernel_id`` (default: the PVH vmlinux)."""
+        return boot_template(
+            template_xml,
+            {kernel_id: kernel or self.kernel.vmlinux, initrd_id: self.initrd},
+            {rootfs_id: self.rootfs},
+            # The Docker Hub image's DEV_PREFIX (DockerMarket APPTEMPLATE64: DEV_PREFIX="vd").
+            dev_prefixes={rootfs_id: "vd"},
+            machine=machine,
+            timeout=BOOT_TIMEOUT,
+            microvm_initrd=microvm_initrd,
+            start_script_limit=start_script_limit,
+        )
+
+
+def _cache_dir(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        path = cache.mkdir("hookd-boot")
+        assert isinstance(path, Path)
+        return path
+    return tmp_path_factory.mktemp("hookd-boot-cache")
+
+
+@pytest.fixture(scope="session")
+def boot_guest(pytestconfig: pytest.Config,
+               tmp_path_factory: pytest.TempPathFactory) -> BootGuest:
+    try:
+        require_boot_tools()
+    except BootUnavailable as error:
+        unavailable(f"cannot boot guests: {error.reason}")
+    try:
+        kernel = fetch_debian_kernel()
+    except KernelUnavailable as error:
+        unavailable(f"no Debian kernel to boot: {error.reason}")
+    cache = _cache_dir(pytestconfig, tmp_path_factory)
+    out = tmp_path_factory.mktemp("boot-guest")
+    initrd = build_initrd(kernel, out / "initrd.cpio.gz", cache_dir=cache)
+    rootfs = build_rootfs(out / "rootfs.ext4", users=[APP_USER], groups=[APP_GROUP],
+                          cache_dir=cache)
+    return BootGuest(kernel, initrd, rootfs)
