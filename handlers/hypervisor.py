@@ -175,6 +175,7 @@ class Resolution:
     candidates: tuple[str, ...]
     evidence: str
     needs_pin: bool
+    allowed: tuple[str, ...] = ()  # what SCHED_REQUIREMENTS allow, when they say anything
 
 
 def resolve(
@@ -185,7 +186,12 @@ def resolve(
     override: str | None,
     known: Iterable[str] = (),
 ) -> Resolution:
-    """The hypervisors that could run the template, and how we know."""
+    """The hypervisors that could run the template, and how we know.
+
+    With requirements that name hypervisors, the candidates are those the requirements allow
+    *and* the image's hosts have: a template whose requirements exclude every host that can
+    reach its image cannot be scheduled, and no edit of hookd's would change that.
+    """
     if override:
         return Resolution((override.lower(),), "configuration override", False)
     if template_hypervisor and template_hypervisor.strip():
@@ -194,8 +200,7 @@ def resolve(
     req = requirement_filter(requirements)
     if req.mentions_hypervisor:
         pool = sorted(set(hosts) | {k.lower() for k in known})
-        allowed = [h for h in pool if req.allows(h)]
-        in_hosts = [h for h in allowed if h in hosts]
-        chosen = in_hosts or allowed
-        return Resolution(tuple(chosen), "SCHED_REQUIREMENTS", len(chosen) > 1)
+        allowed = tuple(h for h in pool if req.allows(h))
+        chosen = tuple(h for h in allowed if h in hosts)
+        return Resolution(chosen, "SCHED_REQUIREMENTS", len(chosen) > 1, allowed)
     return Resolution(tuple(hosts), "hosts of the image datastore's clusters", len(hosts) > 1)

@@ -243,10 +243,17 @@ def plan_template(image: ImageFacts, template: VmTemplateFacts, world: World,
     if not resolution.candidates:
         ds = world.datastore
         where = f"datastore {ds.id} ({ds.name})" if ds else f"datastore {image.datastore_id}"
-        return TemplateOutcome(
-            template.id, name, "waiting",
-            f"waiting for a host: no host in the clusters of {where} and the template names no "
-            f"hypervisor")
+        have = sorted(set(hosts))
+        if resolution.allowed and have:
+            why = (f"waiting for a host: SCHED_REQUIREMENTS allow {', '.join(resolution.allowed)}"
+                   f" but the clusters of {where} only have {', '.join(have)} hosts")
+        elif resolution.allowed:
+            why = (f"waiting for a host: no host in the clusters of {where} (SCHED_REQUIREMENTS "
+                   f"allow {', '.join(resolution.allowed)})")
+        else:
+            why = (f"waiting for a host: no host in the clusters of {where} and the template "
+                   f"names no hypervisor")
+        return TemplateOutcome(template.id, name, "waiting", why)
     hypervisor = choose(resolution.candidates, world, settings)
     notes: list[str] = []
     if len(resolution.candidates) > 1:

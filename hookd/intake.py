@@ -64,6 +64,9 @@ def subscriptions() -> list[bytes]:
     return [READY_PREFIX] + [f"EVENT API {call} 1".encode() for call in API_CALLS]
 
 
+_SUBSCRIBED = tuple(subscriptions())
+
+
 @dataclass(frozen=True, slots=True)
 class Trigger:
     kind: TriggerKind
@@ -101,6 +104,9 @@ def decode(frames: list[bytes], limits: Limits = Limits(), now: float = 0.0) -> 
     ready = _READY_KEY.match(key)
     api = None if ready else _API_KEY.match(key)
     if ready is None and api is None:
+        if any(key.startswith(prefix) for prefix in _SUBSCRIBED):
+            # It passed our subscription filter but is not shaped like oned's keys.
+            raise Malformed("key", "key does not have oned's format")
         return None
     try:
         body = base64.b64decode(content, validate=True)

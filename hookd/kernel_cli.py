@@ -77,10 +77,26 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     extract.add_argument("out", metavar="OUT", help="where to write the vmlinux")
     extract.set_defaults(func=run_extract)
 
-    # `hookd kernel register` (upload a checked vmlinux as a KERNEL image into a FILE_DS) is
-    # registered here by the lead: add `commands.add_parser("register", ...)` with
-    # `set_defaults(func=...)`, and import the OpenNebula client inside its handler, not at
-    # module level.
+    register = commands.add_parser(
+        "register",
+        help="check a kernel, then create it as a KERNEL image in a file datastore",
+        description=(
+            "Check FILE for the hypervisor (as 'kernel check' does) and, if usable, create a "
+            "KERNEL image from it in the file datastore DATASTORE (oned copies the file, which "
+            "must be readable on the front-end). Prints the new image ID to put in hookd.conf "
+            "under kernels:."
+        ),
+    )
+    register.add_argument("file", metavar="FILE", help="the kernel image (vmlinux or Image)")
+    register.add_argument("--hypervisor", required=True, choices=("kvm", "firecracker"))
+    register.add_argument("--datastore", required=True, type=int, metavar="ID",
+                          help="a Kernels & Files datastore (TYPE FILE_DS)")
+    register.add_argument("--name", help="image name (default: kernel-<hypervisor>-<file>)")
+    register.add_argument("--config", dest="hookd_config", metavar="FILE",
+                          help="hookd configuration (default /etc/one/hookd.conf)")
+    register.add_argument("--kernel-config", metavar="FILE",
+                          help="the kernel's .config (default: beside FILE or embedded)")
+    register.set_defaults(func=run_register)
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -114,6 +130,45 @@ def run_extract(args: argparse.Namespace) -> int:
     for line in report.findings():
         print(line)
     print(f"OK: wrote {args.out}")
+    return 0
+
+
+def run_register(args: argparse.Namespace) -> int:
+    """Check, then ``one.image.allocate`` a KERNEL image (PATH = the file) in a FILE_DS."""
+    from pathlib import Path
+
+    from hookd.client import OneClient
+    from hookd.config import load, read_session
+    from hookd.errors import HookdError
+    from hookd.facts import DS_FILE
+    from hookd.kernels import verify_kernel
+    from hookd.template import to_xml
+
+    path = Path(args.file).resolve()
+    verdict = verify_kernel(path, args.hypervisor, config_path=args.kernel_config)
+    for warning in verdict.warnings:
+        print(f"warning: {warning}")
+    if not verdict.usable:
+        print(f"FAIL: {verdict.reason}")
+        return 1
+    try:
+        config = load(Path(args.hookd_config) if args.hookd_config else None)
+        client = OneClient(config.xmlrpc, read_session(config.auth_file))
+        datastore = client.datastore(args.datastore)
+        if datastore.type != DS_FILE:
+            print(f"FAIL: datastore {datastore.id} ({datastore.name}) is not a file datastore "
+                  f"(Kernels & Files); KERNEL images must live in one")
+            return 1
+        name = args.name or f"kernel-{args.hypervisor}-{path.name}"
+        image_id = client.allocate_image(
+            to_xml([("NAME", name), ("TYPE", "KERNEL"), ("PATH", str(path)),
+                    ("DESCRIPTION", f"{args.hypervisor} kernel registered by hookd")]),
+            datastore.id)
+    except HookdError as error:
+        print(f"FAIL: {error.reason}")
+        return 1
+    print(f"OK: created KERNEL image {image_id} ({name}) in datastore {datastore.id}; set "
+          f"kernels: {{{args.hypervisor}: {image_id}}} in hookd.conf and reload hookd")
     return 0
 
 

@@ -35,6 +35,13 @@ IMAGE_STATUS_ATTRS = (
 RECORD_ATTR = "HOOKD"
 
 
+def _loggable(value: str | None, limit: int) -> str | None:
+    if value is None or len(value) <= limit:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8")).hexdigest()
+    return f"<{len(value)} characters, sha256:{digest}>"
+
+
 def short_hash(value: str | None) -> str:
     if value is None:
         return "-"
@@ -49,8 +56,12 @@ class Change:
     before: str | None
     after: str | None
 
-    def as_dict(self) -> dict[str, str | None]:
-        return {"attribute": self.attribute, "before": self.before, "after": self.after}
+    def as_dict(self, limit: int = 2048) -> dict[str, str | None]:
+        """For the log: values longer than ``limit`` become their size and sha256, so one
+        line stays well under journald's line limit (LineMax=48K) while still identifying
+        exactly what was written (``hookd plan``/``start-script`` show the full text)."""
+        return {"attribute": self.attribute, "before": _loggable(self.before, limit),
+                "after": _loggable(self.after, limit)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,10 @@ class RemoteControls:
     def reset_counters(self) -> None:
         self.invoke("reset_counters")
 
+    def template_changes(self, kind: str = "vmtemplate") -> dict[int, int]:
+        raw = cast(dict[str, int], self.invoke("template_changes", kind))
+        return {int(k): v for k, v in raw.items()}
+
     def lock(self, kind: str, oid: int, level: int = 1) -> None:
         self.invoke("lock", kind, oid, level)
 

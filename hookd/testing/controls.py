@@ -90,6 +90,14 @@ class Controls:
 
     def reset_counters(self) -> None:
         self._faults.reset_counters()
+        with self._world.lock:
+            self._world.template_changes.clear()
+
+    def template_changes(self, kind: str = "vmtemplate") -> dict[int, int]:
+        """How many updates really changed each object's template (``vmtemplate`` or
+        ``image``), since the last reset: "fixed exactly once" means 1 per template."""
+        with self._world.lock:
+            return {oid: n for (k, oid), n in self._world.template_changes.items() if k == kind}
 
     # -- objects -------------------------------------------------------------------------
     def _pool(self, kind: str) -> Pool[Any]:

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,9 +56,11 @@ class StandaloneSimulator:
         env["PYTHONPATH"] = _PACKAGE_ROOT + (
             os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
         )
+        # stderr goes to a file: a pipe nobody reads would block a chatty simulator.
+        self.stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in terminate()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "hookd.testing", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            stdout=subprocess.PIPE, stderr=self.stderr_file, env=env,
         )
         stdout = self.process.stdout
         if stdout is None:
@@ -88,9 +91,11 @@ class StandaloneSimulator:
                 self.process.wait()
         stdout = self.process.stdout
         self.trailing_output = stdout.read().decode() if stdout is not None else ""
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
+        if stdout is not None:
+            stdout.close()
+        self.stderr_file.seek(0)
+        self.stderr_output = self.stderr_file.read().decode(errors="replace")
+        self.stderr_file.close()
         return self.process.returncode
 
 

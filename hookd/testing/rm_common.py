@@ -95,6 +95,8 @@ def store_template(world: World, obj: PoolObject, candidate: Template) -> bool:
     if not candidate.xml_is_well_formed():
         return False  # insert_replace: "Error transforming ... to XML."; change lost
     candidate.normalize_for_storage()
+    if candidate.to_xml() != obj.template.to_xml():
+        world.count_template_change(obj)
     obj.template = candidate
     obj.invalidate()
     if isinstance(obj, Image):

@@ -78,6 +78,9 @@ def build(sim: Simulator) -> dict[str, Callable[..., Any]]:
         "sim.clear_faults": _ok(c.clear_faults),
         "sim.counters": c.counters,
         "sim.reset_counters": _ok(c.reset_counters),
+        # XML-RPC structs need string keys.
+        "sim.template_changes": lambda kind="vmtemplate": {
+            str(k): v for k, v in c.template_changes(kind).items()},
         "sim.lock": _ok(c.lock),
         "sim.unlock": _ok(c.unlock),
         "sim.set_image_state": _ok(c.set_image_state),

@@ -262,6 +262,12 @@ class World:
         self.apps: Pool[MarketPlaceApp] = Pool("MARKETPLACEAPP_POOL")
         self.users: Pool[User] = Pool("USER_POOL")
         self.admin_name = "oneadmin"
+        # Test accounting, not oned state: how often each object's template really changed.
+        self.template_changes: dict[tuple[str, int], int] = {}
+
+    def count_template_change(self, obj: PoolObject) -> None:
+        key = (type(obj).__name__.lower(), obj.oid)
+        self.template_changes[key] = self.template_changes.get(key, 0) + 1
 
     def rename_admin(self, name: str) -> None:
         """Give user 0 (and the UNAME of everything it owns) a new name."""

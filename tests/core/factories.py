@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from handlers.model import KernelChoice, OciFacts, OciProcessFacts, PlannerSettings, World
-from hookd.facts import AppFacts, DatastoreFacts, HostFacts, ImageFacts, MarketFacts, VmTemplateFacts
+from hookd.facts import (
+    AppFacts,
+    DatastoreFacts,
+    HostFacts,
+    ImageFacts,
+    MarketFacts,
+    VmTemplateFacts,
+)
 from hookd.plan import ImagePlan
 from hookd.template import Attribute, Template, Value, Vector
 
@@ -65,12 +72,13 @@ def kernel(image_id: int = 0, usable: bool = True, reason: str = "",
 
 
 SCRIPT = "#!/bin/sh\necho start nginx\n"
+DEFAULT_OCI = OciProcessFacts(SCRIPT, "sha256:abc", "registry:docker.io")
 
 
 def world(hypervisors: Iterable[str] = ("kvm",), *, market: str | None = "dockerhub",
           kernels: Mapping[str, KernelChoice | None] | None = None,
           initrds: Mapping[str, KernelChoice | None] | None = None,
-          oci: OciFacts | None = OciProcessFacts(SCRIPT, "sha256:abc", "registry:docker.io"),
+          oci: OciFacts | None = DEFAULT_OCI,
           version: tuple[int, int, int] = (6, 8, 3),
           disk_images: Mapping[int, ImageFacts] | None = None) -> World:
     hosts = tuple(HostFacts(i, f"{hv}-host", hv, "kvm", 100, 2)

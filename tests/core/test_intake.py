@@ -117,7 +117,16 @@ def test_billion_laughs_is_refused_without_expansion() -> None:
 
 def test_keys_we_do_not_want_are_ignored() -> None:
     assert decode([b"EVENT IMAGE 7/READY/ ", base64.b64encode(b"<x/>")]) is None
-    assert decode([b"EVENT STATE IMAGE/READY//7", base64.b64encode(b"<x/>")]) is None
+    assert decode([b"EVENT API one.vm.allocate 1", base64.b64encode(b"<x/>")]) is None
+
+
+@pytest.mark.parametrize("key", [b"EVENT STATE IMAGE/READY//7", b"EVENT STATE IMAGE/READY//x ",
+                                 b"EVENT STATE IMAGE/READY//7 extra",
+                                 b"EVENT API one.template.update 1x"])
+def test_subscribed_keys_in_the_wrong_shape_are_malformed(key: bytes) -> None:
+    with pytest.raises(Malformed) as info:
+        decode([key, base64.b64encode(b"<x/>")])
+    assert info.value.reason == "key"
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

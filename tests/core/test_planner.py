@@ -90,7 +90,7 @@ def test_vcenter_is_unsupported_and_untouched() -> None:
 
 
 def test_unknown_vm_mad_is_unsupported() -> None:
-    plan, after = fixed(f.image(), f.vmtemplate(), hypervisors=["xen3"])
+    plan, _after = fixed(f.image(), f.vmtemplate(), hypervisors=["xen3"])
     assert plan.status == "unsupported"
     assert "'xen3'" in plan.reason
     assert not plan.edits
@@ -330,11 +330,11 @@ def test_image_as_second_disk_after_an_os_disk_is_skipped() -> None:
 
 def test_image_as_second_disk_after_a_volatile_disk_becomes_root() -> None:
     tmpl = f.vmtemplate(disks=[{"TYPE": "fs", "SIZE": "1024"}, {"IMAGE_ID": "10"}])
-    plan, after = fixed(f.image(), tmpl, hypervisors=["kvm"])
+    _plan, after = fixed(f.image(), tmpl, hypervisors=["kvm"])
     os_vec = attrs(after)["OS"]
     # The volatile disk takes vdb? No: the first OS disk gets the first letter.
     assert isinstance(os_vec, dict) and os_vec["ROOT"] == "vda"
-    plan_fc, after_fc = fixed(f.image(), tmpl, hypervisors=["firecracker"])
+    _plan_fc, after_fc = fixed(f.image(), tmpl, hypervisors=["firecracker"])
     os_fc = attrs(after_fc)["OS"]
     assert isinstance(os_fc, dict) and os_fc["BOOT"] == "disk1"
 
@@ -344,7 +344,7 @@ def test_several_disks_all_kept_when_a_disk_is_edited() -> None:
     tmpl = f.vmtemplate(disks=[{"IMAGE_ID": "10", "SIZE": "4096"},
                                {"TYPE": "swap", "SIZE": "512"}],
                         attrs=[("CONTEXT", {"NETWORK": "YES"})])
-    plan, after = fixed(img, tmpl, hypervisors=["kvm"], market="linuxcontainers", oci=None)
+    _plan, after = fixed(img, tmpl, hypervisors=["kvm"], market="linuxcontainers", oci=None)
     got = attrs(after)
     assert got["DISK"] == [{"IMAGE_ID": "10", "SIZE": "4096", "DEV_PREFIX": "vd"},
                            {"TYPE": "swap", "SIZE": "512"}]
@@ -361,7 +361,7 @@ def test_explicit_target_wins_and_is_warned() -> None:
 def test_values_with_quotes_and_newlines_survive() -> None:
     tmpl = f.vmtemplate(attrs=[("CONTEXT", {"NETWORK": "YES", "MOTD": 'say "hi"\nline2\\'}),
                                ("OS", {"KERNEL_CMD": 'console=ttyS0 foo="a b"'})])
-    plan, after = fixed(f.image(), tmpl, hypervisors=["kvm"])
+    _plan, after = fixed(f.image(), tmpl, hypervisors=["kvm"])
     got = attrs(after)
     assert isinstance(got["CONTEXT"], dict)
     assert got["CONTEXT"]["MOTD"] == 'say "hi"\nline2\\'
@@ -393,3 +393,13 @@ def test_several_templates_status_is_the_most_actionable() -> None:
     assert plan.reason == ("template 6 (nginx-kvm): waiting for a kvm kernel (set kernels.kvm "
                            "in hookd.conf)")
     assert dict(plan.image_attributes)["HOOKD_TEMPLATES"] == "5"
+
+
+def test_requirements_excluding_every_reachable_host_wait_with_the_reason() -> None:
+    img = f.image(path=f.TURNKEY_PATH, attrs=[("FROM_APP", "3")])
+    vm = f.vmtemplate(attrs=[("SCHED_REQUIREMENTS", 'HYPERVISOR="lx*"')])
+    plan = plan_image(img, [vm], f.world(["kvm"], market="turnkeylinux", oci=None), f.DEFAULTS)
+    assert plan.status == "waiting"
+    assert plan.reason == ("waiting for a host: SCHED_REQUIREMENTS allow lxc, lxd but the "
+                           "clusters of datastore 101 (images) only have kvm hosts")
+    assert not plan.edits

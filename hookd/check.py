@@ -1,0 +1,186 @@
+"""``hookd check``: one line per prerequisite, OK or FAIL with a hint; exit 1 on any FAIL."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from hookd.config import Config, load, read_session
+from hookd.errors import HookdError
+
+
+@dataclass(frozen=True)
+class Line:
+    ok: bool
+    what: str
+    detail: str
+    hint: str = ""
+
+    def render(self) -> str:
+        text = f"{'OK  ' if self.ok else 'FAIL'}  {self.what}: {self.detail}"
+        if not self.ok and self.hint:
+            text += f"\n      hint: {self.hint}"
+        return text
+
+
+def check_auth_file(path: Path | None) -> Line:
+    if path is None:
+        return Line(False, "credentials", "no ONE_AUTH file found",
+                    "set one.auth_file in hookd.conf or $ONE_AUTH, or create "
+                    "/var/lib/one/.one/one_auth (user:password)")
+    try:
+        info = path.stat()
+    except OSError as exc:
+        return Line(False, "credentials", f"{path}: {exc.strerror}",
+                    "hookd runs as oneadmin and reads oneadmin's one_auth")
+    if info.st_mode & (stat.S_IRGRP | stat.S_IROTH | stat.S_IWGRP | stat.S_IWOTH):
+        return Line(False, "credentials",
+                    f"{path} is readable or writable by other users (mode "
+                    f"{stat.S_IMODE(info.st_mode):04o})",
+                    f"chmod 600 {path}")
+    if not os.access(path, os.R_OK):
+        return Line(False, "credentials", f"{path} is not readable by this user",
+                    "run hookd check as the user the service runs as (oneadmin)")
+    try:
+        read_session(path)
+    except HookdError as exc:
+        return Line(False, "credentials", exc.reason)
+    return Line(True, "credentials", f"{path} (mode {stat.S_IMODE(info.st_mode):04o})")
+
+
+def check_zmq(endpoint: str, timeout: float) -> Line:
+    import zmq
+    from zmq.utils.monitor import recv_monitor_message
+
+    context = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    monitor = sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    try:
+        sub.connect(endpoint)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if monitor.poll(int(left * 1000)):
+                event = recv_monitor_message(monitor)
+                if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    return Line(True, "event stream", f"ZMTP handshake with {endpoint}")
+        return Line(False, "event stream", f"no ZMTP handshake with {endpoint} within "
+                    f"{timeout:g} s",
+                    "is oned running with its hook manager (HM_MAD one_hm -p 2101)? one_hm "
+                    "binds 127.0.0.1 by default (-b): run hookd on the front-end or change "
+                    "-b in oned.conf")
+    except zmq.ZMQError as exc:
+        return Line(False, "event stream", f"{endpoint}: {exc}",
+                    "one.zmq must look like tcp://localhost:2101")
+    finally:
+        sub.disable_monitor()
+        monitor.close(0)
+        sub.close(0)
+        context.term()
+
+
+def run_checks(config_path: Path | None, *, zmq_timeout: float = 3.0,
+               out: TextIO = sys.stdout) -> int:
+    lines: list[Line] = []
+
+    def emit(line: Line) -> None:
+        lines.append(line)
+        print(line.render(), file=out, flush=True)
+
+    try:
+        config = load(config_path)
+    except HookdError as exc:
+        emit(Line(False, "configuration", exc.reason))
+        return 1
+    emit(Line(True, "configuration", config.where))
+    emit(Line(True, "endpoints", f"xmlrpc {config.xmlrpc} (from {config.xmlrpc_origin}), "
+              f"events {config.zmq} (from {config.zmq_origin})"))
+    auth = check_auth_file(config.auth_file)
+    emit(auth)
+    if auth.ok:
+        _oned_checks(config, emit)
+    emit(check_zmq(config.zmq, zmq_timeout))
+    return 0 if all(line.ok for line in lines) else 1
+
+
+def _oned_checks(config: Config, emit: Callable[[Line], None]) -> None:
+    from hookd.daemon import build
+    from hookd.facts import DS_FILE
+    from hookd.logs import configure_logging
+
+    configure_logging(level="error", stream=sys.stderr)
+    try:
+        c = build(config)
+    except HookdError as exc:
+        emit(Line(False, "setup", exc.reason))
+        return
+    try:
+        user = c.client.whoami()
+    except HookdError as exc:
+        hint = ("check user:password in the ONE_AUTH file"
+                if "authenticat" in exc.reason.lower()
+                else f"is oned running and listening on {config.xmlrpc}?")
+        emit(Line(False, "oned XML-RPC", exc.reason, hint))
+        return
+    emit(Line(True, "oned XML-RPC", f"{config.xmlrpc}: authenticated as "
+              f"{user.findtext('NAME')} (uid {user.findtext('ID')})"))
+    try:
+        version = c.client.version()
+        c.world.refresh()
+    except HookdError as exc:
+        emit(Line(False, "oned version", exc.reason))
+        return
+    markets = sorted({m.market_mad for m in c.world.snapshot.markets.values()})
+    vm_mads = sorted({h.vm_mad for h in c.world.snapshot.hosts})
+    emit(Line(True, "oned version", f"{version}; marketplaces: {', '.join(markets) or 'none'}; "
+              f"VM_MADs: {', '.join(vm_mads) or 'no hosts yet'}"))
+    try:
+        raft = c.client.raft()
+        role = (raft.state_name.lower() if raft.ha_enabled else "solo (HA off)")
+        note = "" if raft.may_act else "; hookd stands by until this oned becomes leader"
+        emit(Line(True, "raft role", role + note))
+    except HookdError as exc:
+        emit(Line(False, "raft role", exc.reason))
+    snap = c.world.snapshot
+    for hv in ("kvm", "firecracker"):
+        needed = any(m in ((hv, "qemu") if hv == "kvm" else (hv,)) for m in vm_mads)
+        choice = snap.kernels.get(hv)
+        configured = config.sections["kernels"][hv] is not None
+        if not configured:
+            if needed:
+                emit(Line(False, f"{hv} kernel", f"{hv} hosts exist but kernels.{hv} is not set",
+                          f"register one with: hookd kernel register FILE --hypervisor {hv} "
+                          f"--datastore <file datastore id>, then set kernels.{hv}"))
+            continue
+        if choice is None:
+            emit(Line(False, f"{hv} kernel", snap.kernel_problems.get(hv, "not found")))
+        elif not choice.usable:
+            emit(Line(False, f"{hv} kernel", choice.reason,
+                      f"hookd kernel check FILE --hypervisor {hv} shows why"))
+        else:
+            extra = f" ({'; '.join(choice.warnings)})" if choice.warnings else ""
+            emit(Line(True, f"{hv} kernel", f"image {choice.image_id} ({choice.name}){extra}"))
+        ds_ok = any(d.type == DS_FILE for d in snap.datastores.values())
+        if not ds_ok:
+            emit(Line(False, f"{hv} kernel", "no file datastore (Kernels & Files) exists"))
+    docker_markets = [m for m in snap.markets.values()
+                      if m.market_mad in ("dockerhub", "docker_registry")]
+    if not docker_markets or not config.sections["start_script"]["enabled"]:
+        emit(Line(True, "registry", "no Docker marketplace on this front-end (or start "
+                  "scripts disabled): no registry needed"))
+        return
+    from hookd.oci import DOCKER_HUB_API_HOST, probe
+    from hookd.settings import registry_settings
+
+    settings = registry_settings(config)
+    target = next(iter(settings.mirrors.get(DOCKER_HUB_API_HOST, ())), DOCKER_HUB_API_HOST)
+    ok, detail = probe(settings, target)
+    emit(Line(ok, "registry", f"Docker Hub via {target}: {detail}",
+              "hookd reads image configs from the registry; set registries.mirrors "
+              "if the front-end has no Internet access"))

@@ -1,0 +1,375 @@
+"""The service: wiring, the main loop, sweeps, the HA gate, signals.
+
+Threads:
+
+* the **main loop** (the process's main thread) polls the ZeroMQ socket, turns messages into
+  jobs, pings the systemd watchdog, starts periodic sweeps and handles SIGHUP/SIGTERM flags.
+  A hung main loop stops the watchdog pings, so systemd restarts hookd;
+* **workers** run reconciles (:class:`hookd.reconciler.Reconciler`);
+* the **supervisor** asks oned for its Raft role every ``ha.poll_interval`` seconds and runs
+  sweeps when asked (start-up, every reconnection of the event stream, every
+  ``reconcile.sweep_interval``, on becoming leader, after SIGHUP).
+
+Nothing is done while this oned is a Raft follower: hookd runs on every front-end of an HA
+cluster and only the leader's hookd writes.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from hookd import __version__
+from hookd.applier import Applier
+from hookd.client import ClientOptions, OneClient
+from hookd.config import Config, load, read_session
+from hookd.engine import Engine
+from hookd.errors import ConfigError, HookdError, PermanentError, TransientError
+from hookd.index import TemplateIndex
+from hookd.intake import EchoFilter, Trigger
+from hookd.logs import configure_logging, get_logger, install_excepthooks, register_secret
+from hookd.metrics import HookdMetrics, MetricsServer
+from hookd.reconciler import Backoff, Reconciler
+from hookd.sdnotify import Notifier, WatchdogPinger
+from hookd.settings import oci_resolver, planner_settings
+from hookd.stream import EventStream, StreamSettings
+from hookd.world import WorldCache
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Components:
+    config: Config
+    client: OneClient
+    world: WorldCache
+    index: TemplateIndex
+    echo: EchoFilter
+    applier: Applier
+    engine: Engine
+    metrics: HookdMetrics
+
+
+def build(config: Config, *, session: str | None = None,
+          metrics: HookdMetrics | None = None) -> Components:
+    """Everything but threads and sockets: shared by ``run``, ``reconcile``, ``plan``."""
+    metrics = metrics or HookdMetrics()
+    if session is None:
+        session = read_session(config.auth_file)
+    if ":" in session:
+        register_secret(session.split(":", 1)[1])
+    one = config.sections["one"]
+    options = ClientOptions(connect_timeout=float(one["connect_timeout"]),
+                            read_timeout=float(one["timeout"]),
+                            tls_verify=one["tls_verify"], page_size=int(one["page_size"]))
+    client = OneClient(config.xmlrpc, session, options,
+                       observer=lambda method, _d, _ok: metrics.observe_call(method))
+    world = WorldCache(client, kernels=config.sections["kernels"],
+                       initrds=config.sections["initrds"])
+    index = TemplateIndex()
+    echo = EchoFilter()
+    applier = Applier(client, echo, on_fix=metrics.observe_fix)
+    engine = Engine(client, world, index, applier, planner_settings(config),
+                    oci_resolver(config, world))
+    return Components(config, client, world, index, echo, applier, engine, metrics)
+
+
+class Daemon:
+    def __init__(self, config_path: Path | None, *, config: Config | None = None,
+                 session: str | None = None, log_stream: Any = None) -> None:
+        self.config_path = config_path
+        self.config = config if config is not None else load(config_path)
+        self._session = session
+        self._log_stream = log_stream
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._sweep_requested = threading.Event()
+        self._sweep_reasons: set[str] = set()
+        self._lock = threading.Lock()
+        self.leader: bool | None = None
+        self.first_sweep_done = False
+        self.last_sweep: float = 0.0
+        self.status_text = "starting"
+        self._ready_sent = False
+
+    # -- signals ---------------------------------------------------------------------------
+    def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        self._stop.set()
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self._reload.set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_sweep(self, reason: str) -> None:
+        with self._lock:
+            self._sweep_reasons.add(reason)
+        self._sweep_requested.set()
+
+    # -- the run -----------------------------------------------------------------------------
+    def run(self) -> int:
+        self._configure_logging()
+        install_excepthooks()
+        self.notifier = Notifier.from_env()
+        interval = self.notifier.watchdog_interval()
+        self.pinger = WatchdogPinger(self.notifier, interval) if interval else None
+        try:
+            self.c = build(self.config, session=self._session)
+        except ConfigError as exc:
+            log.error("hookd.config_error", reason=exc.reason)
+            return 2
+        c = self.c
+        c.metrics.set_info(__version__)
+        events = self.config.sections["events"]
+        self.stream = EventStream(
+            StreamSettings(
+                endpoint=self.config.zmq,
+                heartbeat_interval=float(events["heartbeat_interval"]),
+                heartbeat_timeout=float(events["heartbeat_timeout"]),
+                reconnect_initial=float(events["reconnect_initial"]),
+                reconnect_max=float(events["reconnect_max"]),
+                max_message_bytes=int(events["max_message_bytes"]),
+            ),
+            on_trigger=self._on_trigger,
+            on_connected=lambda: self.request_sweep("event stream connected"),
+            on_malformed=c.metrics.observe_malformed,
+            on_event=c.metrics.observe_event,
+            on_state=c.metrics.set_zmq_connected,
+        )
+        rec = self.config.sections["reconcile"]
+        self.reconciler = Reconciler(
+            c.engine,
+            workers=int(rec["workers"]),
+            backoff=Backoff(float(rec["backoff_initial"]), float(rec["backoff_max"]),
+                            int(rec["attempts"])),
+            on_reconcile=c.metrics.observe_reconcile,
+            on_failure=c.metrics.observe_failure,
+        )
+        metrics_server = self._start_metrics()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_term)
+            signal.signal(signal.SIGINT, self._on_term)
+            signal.signal(signal.SIGHUP, self._on_hup)
+        log.info("hookd.starting", version=__version__, config=self.config.where,
+                 xmlrpc=self.config.xmlrpc, xmlrpc_from=self.config.xmlrpc_origin,
+                 zmq=self.config.zmq, zmq_from=self.config.zmq_origin,
+                 auth_file=str(self.config.auth_file) if self.config.auth_file else None)
+        self.reconciler.start()
+        self.stream.open()
+        supervisor = threading.Thread(target=self._supervise, name="hookd-supervisor",
+                                      daemon=True)
+        supervisor.start()
+        self.request_sweep("start-up")
+        try:
+            self._main_loop(supervisor)
+        finally:
+            self._shutdown(metrics_server)
+        return 0
+
+    def _configure_logging(self) -> None:
+        section = self.config.sections["log"]
+        configure_logging(
+            level=section["level"],
+            stream=self._log_stream or sys.stdout,
+            fmt=section["format"],
+            file_path=Path(section["file"]) if section["file"] else None,
+        )
+
+    def _start_metrics(self) -> MetricsServer | None:
+        listen = self.config.sections["metrics"]["listen"]
+        if not listen:
+            return None
+        host, _, port = str(listen).rpartition(":")
+        server = MetricsServer(self.c.metrics.registry, host=host or "127.0.0.1",
+                               port=int(port))
+        server.start()
+        log.info("metrics.listening", url=f"http://{host or '127.0.0.1'}:{server.port}/metrics")
+        return server
+
+    def _main_loop(self, supervisor: threading.Thread) -> None:
+        sweep_interval = float(self.config.sections["reconcile"]["sweep_interval"])
+        next_periodic = time.monotonic() + sweep_interval
+        while not self._stop.is_set():
+            self.stream.poll(0.2)
+            now = time.monotonic()
+            if self._reload.is_set():
+                self._reload.clear()
+                self._do_reload()
+                sweep_interval = float(self.config.sections["reconcile"]["sweep_interval"])
+            if now >= next_periodic:
+                next_periodic = now + sweep_interval
+                self.request_sweep("periodic")
+            self.c.metrics.set_queue(self.reconciler.depth, self.reconciler.in_flight)
+            if self.pinger is not None and supervisor.is_alive():
+                self.pinger.maybe_ping()
+
+    # -- triggers from the event stream --------------------------------------------------------
+    def _on_trigger(self, trigger: Trigger) -> None:
+        c = self.c
+        if trigger.kind in ("template", "image") and trigger.raw and c.echo.is_echo(trigger):
+            return
+        if trigger.kind == "image":
+            self.reconciler.submit_image(trigger.object_id, trigger.reason,
+                                         snapshot=trigger.image)
+        elif trigger.kind == "template":
+            self.reconciler.submit_template(trigger.object_id, trigger.reason)
+        elif trigger.kind == "template_deleted":
+            c.engine.forget_template(trigger.object_id)
+        elif trigger.kind == "image_deleted":
+            c.engine.forget_image(trigger.object_id)
+            self.reconciler.waiting.discard(trigger.object_id)
+        elif trigger.kind == "world":
+            c.world.invalidate()
+            self.reconciler.requeue_waiting(trigger.reason)
+
+    # -- the supervisor: HA gate and sweeps ------------------------------------------------------
+    def _supervise(self) -> None:
+        poll = float(self.config.sections["ha"]["poll_interval"])
+        next_poll = 0.0
+        failures = 0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_poll:
+                ok = self._poll_raft()
+                failures = 0 if ok else failures + 1
+                delay = poll if ok else min(poll * 6, 0.5 * (2 ** min(failures, 6)))
+                next_poll = time.monotonic() + delay
+            if self._sweep_requested.wait(timeout=min(0.5, max(0.05, next_poll - now))):
+                if self.leader:
+                    self._sweep_requested.clear()
+                    with self._lock:
+                        reasons, self._sweep_reasons = self._sweep_reasons, set()
+                    self._run_sweep(", ".join(sorted(reasons)))
+                else:
+                    # Wait for oned / leadership; keep the request pending.
+                    self._stop.wait(0.2)
+
+    def _poll_raft(self) -> bool:
+        try:
+            raft = self.c.client.raft()
+        except HookdError as exc:
+            self._gate(None, f"waiting for oned at {self.config.xmlrpc}: {exc.reason}")
+            return False
+        if raft.may_act:
+            role = "leader" if raft.ha_enabled else "solo (HA off)"
+            self._gate(True, f"active: {role}")
+        else:
+            self._gate(False, f"standing by: this oned is a Raft {raft.state_name.lower()}")
+        return True
+
+    def _gate(self, leader: bool | None, status: str) -> None:
+        previous = self.leader
+        self.leader = leader
+        self.c.metrics.set_leader(bool(leader))
+        if leader and not previous:
+            log.info("ha.active", status=status)
+            self.request_sweep("became active" if previous is False else "oned reachable")
+        elif leader is False and previous is not False:
+            log.info("ha.standby", status=status)
+            self.reconciler.pause()
+        elif leader is None and (previous is not None or not self._ready_sent):
+            log.warning("oned.unreachable", status=status)
+            self.reconciler.pause()
+        if not leader:
+            self._set_status(status)
+            if not self._ready_sent:
+                # Healthy, but waiting (for oned or leadership): tell systemd we are up.
+                self._ready(status)
+
+    def _run_sweep(self, reason: str) -> None:
+        started = time.monotonic()
+        self._set_status(f"sweeping ({reason})")
+        try:
+            stats = self.c.engine.sweep(self.reconciler.submit_image,
+                                        reason=f"sweep ({reason})")
+        except (TransientError, PermanentError) as exc:
+            log.warning("sweep.failed", reason=exc.reason, trigger=reason)
+            self._set_status(f"sweep failed, retrying: {exc.reason}")
+            self._stop.wait(2.0)
+            self.request_sweep(reason)
+            return
+        self.last_sweep = time.time()
+        self.c.metrics.set_sweep(time.monotonic() - started, self.last_sweep)
+        first = not self.first_sweep_done
+        self.first_sweep_done = True
+        if self.leader:
+            self.reconciler.resume()
+        status = (f"active: {stats.container_images} container images, "
+                  f"{stats.templates} templates; last sweep {stats.duration:.1f} s "
+                  f"({reason})")
+        self._set_status(status)
+        if first:
+            self._ready(status)
+
+    def _ready(self, status: str) -> None:
+        if not self._ready_sent:
+            self._ready_sent = True
+            self.notifier.ready(status)
+            log.info("hookd.ready", status=status)
+
+    def _set_status(self, text: str) -> None:
+        if text != self.status_text:
+            self.status_text = text
+            self.notifier.status(text)
+
+    # -- reload and stop -------------------------------------------------------------------------
+    def _do_reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            new = load(self.config_path)
+        except ConfigError as exc:
+            log.error("hookd.reload_failed", reason=exc.reason,
+                      hint="the previous configuration stays in force")
+            self.notifier.status(f"reload failed: {exc.reason}")
+            self._ready_after_reload()
+            return
+        if (new.xmlrpc, new.zmq, new.auth_file) != (self.config.xmlrpc, self.config.zmq,
+                                                    self.config.auth_file):
+            log.warning("hookd.reload_connection_unchanged",
+                        hint="connection settings (endpoint, auth file, event stream) take "
+                             "effect after a restart")
+        self.config = new
+        self._configure_logging()
+        c = self.c
+        c.world.configure(new.sections["kernels"], new.sections["initrds"])
+        c.engine.reconfigure(planner_settings(new), oci_resolver(new, c.world))
+        requeued = self.reconciler.requeue_waiting("configuration reloaded")
+        self.request_sweep("configuration reloaded")
+        log.info("hookd.reloaded", config=new.where, waiting_images_requeued=requeued)
+        self._ready_after_reload()
+
+    def _ready_after_reload(self) -> None:
+        self.notifier.ready(self.status_text)
+
+    def _shutdown(self, metrics_server: MetricsServer | None) -> None:
+        self.notifier.stopping()
+        timeout = float(self.config.sections["reconcile"]["shutdown_timeout"])
+        log.info("hookd.stopping", in_flight=self.reconciler.in_flight,
+                 queued=self.reconciler.depth, timeout=timeout)
+        self._stop.set()
+        self._sweep_requested.set()
+        finished = self.reconciler.stop(timeout)
+        self.stream.close()
+        if metrics_server is not None:
+            metrics_server.stop()
+        log.info("hookd.stopped", clean=finished)
+
+
+def run(config_path: Path | None, **kwargs: Any) -> int:
+    """The service's entry point. Exit 2 on a configuration error: the unit's
+    RestartPreventExitStatus=2 keeps systemd from restarting into the same error."""
+    try:
+        daemon = Daemon(config_path, **kwargs)
+    except ConfigError as exc:
+        configure_logging(level="info")
+        log.error("hookd.config_error", reason=exc.reason)
+        return 2
+    return daemon.run()
+

@@ -1,0 +1,182 @@
+"""``hookd demo``: the whole job, on the built-in simulator, with nothing else installed.
+
+Starts the OpenNebula simulator (oned's XML-RPC API and hook-manager event stream on
+loopback) and an in-process registry that serves the image configs of the Docker Hub apps,
+runs the real hookd service against them, exports a Docker Hub, a TurnKey and a Linux
+Containers app (6.8; on 7.4 only Linux Containers exists) to KVM, Firecracker and LXC
+clusters, and prints each VM template before and after hookd fixed it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from hookd.template import Template
+from hookd.xmlsafe import parse
+
+# Image configs of the demo's Docker Hub images, as the real images carry them.
+NGINX = {
+    "Entrypoint": ["/docker-entrypoint.sh"],
+    "Cmd": ["nginx", "-g", "daemon off;"],
+    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "NGINX_VERSION=1.27.3"],
+    "StopSignal": "SIGQUIT",
+    "ExposedPorts": {"80/tcp": {}},
+}
+REDIS = {
+    "Entrypoint": ["docker-entrypoint.sh"],
+    "Cmd": ["redis-server"],
+    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "REDIS_VERSION=7.4.1"],
+    "WorkingDir": "/data",
+}
+
+
+def _flatten(template: Template) -> dict[str, str]:
+    out: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    for attr in template:
+        if attr.name == "HOOKD":
+            continue
+        if isinstance(attr.value, str):
+            out[attr.name] = attr.value
+            continue
+        n = counts.get(attr.name, 0)
+        counts[attr.name] = n + 1
+        label = attr.name if attr.name not in ("DISK", "NIC") else f"{attr.name}[{n}]"
+        for key, value in attr.value.items:
+            out[f"{label}/{key}"] = value
+    return out
+
+
+def _template_of(xml: str) -> Template:
+    return Template.from_element(parse(xml).find("TEMPLATE"))
+
+
+def _show(value: str | None, width: int = 60) -> str:
+    if value is None:
+        return "(unset)"
+    text = value.replace("\n", "\\n")
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def diff(before_xml: str, after_xml: str) -> list[tuple[str, str | None, str | None]]:
+    before, after = _flatten(_template_of(before_xml)), _flatten(_template_of(after_xml))
+    keys = sorted(set(before) | set(after))
+    return [(k, before.get(k), after.get(k)) for k in keys if before.get(k) != after.get(k)]
+
+
+def _image_attr(xml: str, name: str) -> str | None:
+    return _template_of(xml).get(name)
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def run_demo(*, one_version: str = "6.8", verbose: bool = False,
+             out: TextIO = sys.stdout) -> int:
+    from hookd.config import from_mapping
+    from hookd.daemon import Daemon
+    from hookd.history import run_history
+    from hookd.testing import Simulator
+    from hookd.testing.registry import FakeRegistry, image_config
+
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="hookd-demo-"))
+    registry = FakeRegistry().start()
+    for repo, cfg in (("library/nginx", NGINX), ("library/redis", REDIS)):
+        registry.add_image(repo, "latest", {"linux/amd64": {
+            **image_config("linux/amd64"), "config": cfg}})
+    sim = Simulator(one_version=one_version, ready_delay=0.3, registry=registry.host)
+    sim.start()
+    auth = work / "one_auth"
+    auth.write_text(sim.session + "\n")
+    auth.chmod(0o600)
+    log_file = work / "hookd.log"
+    is_7 = one_version.startswith("7")
+    config = from_mapping({
+        "one": {"xmlrpc": sim.xmlrpc_url, "zmq": sim.zmq_url, "auth_file": str(auth)},
+        "kernels": {"kvm": "kernel-kvm"} if is_7 else {"kvm": "kernel-kvm",
+                                                        "firecracker": "kernel-firecracker"},
+        "registries": {"mirrors": {"docker.io": [f"http://{registry.host}"]},
+                       "insecure": [registry.host], "cache_dir": str(work / "oci-cache")},
+        "events": {"heartbeat_interval": 1.0, "heartbeat_timeout": 3.0},
+        "log": {"file": str(log_file), "format": "json"},
+        "hypervisors": {"prefer": ["kvm", "firecracker", "lxc"]},
+    })
+    console: TextIO = out if verbose else io.StringIO()
+    daemon = Daemon(None, config=config, log_stream=console)
+    thread = threading.Thread(target=daemon.run, name="hookd-demo", daemon=True)
+    print(f"hookd demo: OpenNebula {sim.info()['one_version']} simulator at {sim.xmlrpc_url} "
+          f"(events {sim.zmq_url}); registry {registry.url}", file=out)
+    thread.start()
+    try:
+        _wait(lambda: daemon.first_sweep_done, 15, "hookd's first sweep")
+        print(f"hookd is running: {daemon.status_text}\n", file=out)
+        seed = sim.seed_info
+        if is_7:
+            jobs = [("Linux Containers", "lxc/debian_bookworm", "kvm-images", "KVM"),
+                    ("Linux Containers", "lxc/alpine_3.19", "lxc-images", "LXC")]
+        else:
+            turnkey = next(k for k in seed.apps if k.startswith("turnkey/"))
+            # TurnKey and Linux Containers templates require HYPERVISOR="lx*" (their
+            # marketplace's VM template): they go to LXC hosts; Docker Hub to KVM and
+            # Firecracker. The mixed cluster shows the choice among several hypervisors.
+            jobs = [("Docker Hub", "dockerhub/nginx", "kvm-images", "KVM"),
+                    ("Docker Hub", "dockerhub/redis", "fc-images", "Firecracker"),
+                    ("TurnKey", turnkey, "lxc-images", "LXC"),
+                    ("Linux Containers", "lxc/debian_bookworm", "mixed-images",
+                     "KVM+LXC+Firecracker")]
+        exports = []
+        for market, app_key, ds_name, hv in jobs:
+            app_id, ds_id = seed.apps[app_key], seed.datastores[ds_name]
+            name = app_key.split("/", 1)[1].split("_")[0] + "-" + hv.split("+")[0].lower()
+            image_id, template_id = sim.export_app(app_id, ds_id, name=name)
+            if template_id is None:
+                raise RuntimeError(f"export of {app_key} created no VM template")
+            before = sim.template_xml(template_id)
+            exports.append((market, app_key, ds_name, hv, image_id, template_id, before))
+            print(f"exported {market} app {app_key!r} to datastore {ds_name} ({hv} hosts): "
+                  f"image {image_id}, VM template {template_id}", file=out)
+        print(file=out)
+        for market, app_key, _ds, hv, image_id, template_id, before in exports:
+            _wait(lambda i=image_id: _image_attr(sim.image_xml(i), "HOOKD_STATUS") is not None,
+                  15, f"hookd to handle image {image_id}")
+            after = sim.template_xml(template_id)
+            image = sim.image_xml(image_id)
+            status = _image_attr(image, "HOOKD_STATUS")
+            reason = _image_attr(image, "HOOKD_REASON")
+            print(f"== {market} {app_key} on {hv}: image {image_id} READY -> HOOKD_STATUS="
+                  f"{status}" + (f" ({reason})" if reason else ""), file=out)
+            print(f"   VM template {template_id}, before -> after:", file=out)
+            for key, old, new in diff(before, after):
+                print(f"     {key:32} {_show(old)}\n     {'':32} -> {_show(new)}", file=out)
+                if key.endswith("START_SCRIPT_BASE64") and new:
+                    script = base64.b64decode(new).decode("utf-8", "replace")
+                    lines = script.splitlines()
+                    print(f"     {'':32}    (a {len(lines)}-line /bin/sh script; it starts "
+                          f"the image's Entrypoint+Cmd as a service - see hookd "
+                          f"start-script)", file=out)
+            print(file=out)
+        print("What hookd changed (hookd history --log " + str(log_file) + "):", file=out)
+        run_history(None, log_file=str(log_file), out=out)
+    finally:
+        daemon.request_stop()
+        thread.join(timeout=25)
+        sim.stop()
+        registry.stop()
+    print(f"\ndemo finished in {time.monotonic() - started:.1f} s (files in {work})", file=out)
+    return 0

@@ -1,0 +1,167 @@
+"""The ZeroMQ SUB socket towards oned's hook-manager driver.
+
+Facts relied on (shared/reference/python-deps-oci-systemd.md §2, verified with pyzmq 27 /
+libzmq 4.3.5): libzmq reconnects by itself with ``RECONNECT_IVL`` doubling up to
+``RECONNECT_IVL_MAX``; without ZMTP heartbeats a frozen publisher (process stopped, TCP still
+open) is never noticed, with ``HEARTBEAT_IVL``/``HEARTBEAT_TIMEOUT`` the connection is
+dropped and re-established; ``HANDSHAKE_SUCCEEDED`` on the monitor socket is the reliable
+"connected" signal; messages published while disconnected are lost (PUB/SUB has no replay),
+which is why every (re)connection triggers a sweep.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from hookd.intake import Limits, Malformed, Trigger, decode, subscriptions
+from hookd.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    endpoint: str
+    heartbeat_interval: float = 5.0
+    heartbeat_timeout: float = 15.0
+    reconnect_initial: float = 0.1
+    reconnect_max: float = 30.0
+    max_message_bytes: int = 4 * 1024 * 1024
+    receive_hwm: int = 100_000
+
+
+class EventStream:
+    """Owns the SUB socket and its monitor; driven by :meth:`poll` from the main loop."""
+
+    def __init__(
+        self,
+        settings: StreamSettings,
+        on_trigger: Callable[[Trigger], None],
+        on_connected: Callable[[], None],
+        on_malformed: Callable[[str], None] = lambda reason: None,
+        on_event: Callable[[str], None] = lambda kind: None,
+        on_state: Callable[[bool], None] = lambda connected: None,
+    ) -> None:
+        self.settings = settings
+        self._on_trigger = on_trigger
+        self._on_connected = on_connected
+        self._on_malformed = on_malformed
+        self._on_event = on_event
+        self._on_state = on_state
+        self._limits = Limits(max_message_bytes=settings.max_message_bytes)
+        self._context = zmq.Context()
+        self._sub: zmq.Socket[bytes] | None = None
+        self._monitor: zmq.Socket[bytes] | None = None
+        self._poller = zmq.Poller()
+        self.connected = False
+        self.connections = 0
+        self.malformed = 0
+
+    def open(self) -> None:
+        s = self.settings
+        sub: zmq.Socket[bytes] = self._context.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RCVHWM, s.receive_hwm)
+        sub.setsockopt(zmq.RECONNECT_IVL, max(1, int(s.reconnect_initial * 1000)))
+        sub.setsockopt(zmq.RECONNECT_IVL_MAX, max(1, int(s.reconnect_max * 1000)))
+        sub.setsockopt(zmq.HEARTBEAT_IVL, int(s.heartbeat_interval * 1000))
+        sub.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(s.heartbeat_timeout * 1000))
+        sub.setsockopt(zmq.HEARTBEAT_TTL, int(s.heartbeat_timeout * 1000))
+        # A hard ceiling well above the application limit: a peer sending more than this is
+        # disconnected by libzmq before the message is buffered (memory stays flat).
+        sub.setsockopt(zmq.MAXMSGSIZE, s.max_message_bytes * 4 + 4096)
+        for prefix in subscriptions():
+            sub.setsockopt(zmq.SUBSCRIBE, prefix)
+        monitor = sub.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+            | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        sub.connect(s.endpoint)
+        self._sub, self._monitor = sub, monitor
+        self._poller.register(sub, zmq.POLLIN)
+        self._poller.register(monitor, zmq.POLLIN)
+        log.info("events.subscribing", endpoint=s.endpoint,
+                 filters=[p.decode() for p in subscriptions()])
+
+    def close(self) -> None:
+        if self._sub is not None:
+            try:
+                self._sub.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            for sock in (self._monitor, self._sub):
+                if sock is not None:
+                    self._poller.unregister(sock)
+                    sock.close(0)
+            self._sub = self._monitor = None
+        self._context.term()
+
+    def poll(self, timeout: float, budget: int = 5000) -> int:
+        """Wait up to ``timeout`` seconds, then drain what arrived. Returns messages read."""
+        if self._sub is None or self._monitor is None:
+            raise RuntimeError("EventStream.poll() before open()")
+        events = dict(self._poller.poll(int(timeout * 1000)))
+        handled = 0
+        if self._monitor in events:
+            self._drain_monitor()
+        if self._sub in events:
+            while handled < budget:
+                try:
+                    frames = self._sub.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                handled += 1
+                self._handle(frames)
+        return handled
+
+    def _handle(self, frames: list[bytes]) -> None:
+        try:
+            trigger = decode(frames, self._limits, time.monotonic())
+        except Malformed as exc:
+            self.malformed += 1
+            self._on_malformed(exc.reason)
+            log.warning("events.malformed", reason=exc.reason, detail=exc.detail[:200],
+                        key=_printable(frames[0] if frames else b""))
+            return
+        if trigger is None:
+            self._on_event("other")
+            return
+        self._on_event("state" if trigger.reason == "READY event" else "api")
+        self._on_trigger(trigger)
+
+    def _drain_monitor(self) -> None:
+        if self._monitor is None:
+            return
+        while True:
+            try:
+                message = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            event = message["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.connections += 1
+                was = self.connected
+                self.connected = True
+                self._on_state(True)
+                log.info("events.connected", endpoint=self.settings.endpoint,
+                         reconnect=self.connections > 1 or was)
+                self._on_connected()
+            elif event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CLOSED):
+                if self.connected:
+                    log.warning("events.disconnected", endpoint=self.settings.endpoint,
+                                hint="events published until reconnection are lost; a sweep "
+                                     "follows the reconnection")
+                self.connected = False
+                self._on_state(False)
+            elif event in (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+                           zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+                log.warning("events.handshake_failed", endpoint=self.settings.endpoint)
+
+
+def _printable(key: bytes) -> str:
+    return key[:80].decode("ascii", errors="replace")

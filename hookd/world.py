@@ -1,0 +1,298 @@
+"""Gathering facts: the slice of the cloud a plan depends on, read through the client.
+
+Slowly changing facts (datastores, hosts, clusters, marketplaces and their apps, oned's
+version and device prefixes, the configured kernels) are cached and refreshed by every
+sweep, by SIGHUP, by API events that change hosts or clusters, and at most ``ttl`` seconds
+after the last refresh. Per-image facts (the image, its templates, the OCI config) are read
+for every reconcile.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from handlers.disks import disks
+from handlers.model import KernelChoice, OciFacts, World
+from hookd.client import NotFound, OneClient
+from hookd.errors import PermanentError
+from hookd.facts import (
+    DS_FILE,
+    READY,
+    TYPE_KERNEL,
+    TYPE_RAMDISK,
+    AppFacts,
+    DatastoreFacts,
+    HostFacts,
+    ImageFacts,
+    MarketFacts,
+    VmTemplateFacts,
+)
+from hookd.logs import get_logger
+
+log = get_logger(__name__)
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    parts: list[int] = []
+    for piece in text.strip().split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    while len(parts) < 3:
+        parts.append(0)
+    return parts[0], parts[1], parts[2]
+
+
+KernelInspector = Callable[[Path, str], tuple[bool, str, tuple[str, ...]]]
+
+
+def inspect_kernel_file(path: Path, hypervisor: str) -> tuple[bool, str, tuple[str, ...]]:
+    """(usable, reason, warnings) for a kernel file on this front-end."""
+    from hookd.kernels import verify_kernel
+
+    verdict = verify_kernel(path, "kvm" if hypervisor in ("kvm", "qemu") else "firecracker")
+    return verdict.usable, verdict.reason, tuple(verdict.warnings)
+
+
+@dataclass
+class WorldSnapshot:
+    """What the cache knows; read-only for callers (``hookd check`` shows it)."""
+
+    version: tuple[int, int, int] = (0, 0, 0)
+    version_text: str = ""
+    default_prefix: str = "sd"
+    cdrom_prefix: str = "hd"
+    datastores: dict[int, DatastoreFacts] = field(default_factory=dict)
+    hosts: list[HostFacts] = field(default_factory=list)
+    markets: dict[int, MarketFacts] = field(default_factory=dict)
+    kernels: dict[str, KernelChoice | None] = field(default_factory=dict)
+    initrds: dict[str, KernelChoice | None] = field(default_factory=dict)
+    kernel_problems: dict[str, str] = field(default_factory=dict)
+    loaded: float = 0.0
+
+
+class WorldCache:
+    def __init__(
+        self,
+        client: OneClient,
+        *,
+        kernels: Mapping[str, int | str | None],
+        initrds: Mapping[str, int | str | None],
+        ttl: float = 60.0,
+        inspector: KernelInspector = inspect_kernel_file,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._kernel_refs = {k: v for k, v in kernels.items() if v is not None}
+        self._initrd_refs = {k: v for k, v in initrds.items() if v is not None}
+        self._ttl = ttl
+        self._inspector = inspector
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._snap = WorldSnapshot()
+        self._apps: dict[int, AppFacts | None] = {}
+        self._disk_images: dict[int, tuple[float, ImageFacts | None]] = {}
+        self._named: dict[str, list[ImageFacts]] = {}
+
+    # -- configuration -------------------------------------------------------------------
+    def configure(self, kernels: Mapping[str, int | str | None],
+                  initrds: Mapping[str, int | str | None]) -> None:
+        with self._lock:
+            self._kernel_refs = {k: v for k, v in kernels.items() if v is not None}
+            self._initrd_refs = {k: v for k, v in initrds.items() if v is not None}
+            self._snap.loaded = 0.0
+
+    def wanted_names(self) -> set[str]:
+        """Kernel/initrd image names the configuration refers to (resolved by sweeps)."""
+        with self._lock:
+            return {str(v) for v in (*self._kernel_refs.values(), *self._initrd_refs.values())
+                    if isinstance(v, str)}
+
+    def note_named_images(self, named: Mapping[str, list[ImageFacts]]) -> None:
+        with self._lock:
+            self._named = {k: list(v) for k, v in named.items()}
+
+    # -- refresh -------------------------------------------------------------------------
+    def invalidate(self) -> None:
+        with self._lock:
+            self._snap.loaded = 0.0
+
+    def refresh(self) -> None:
+        client = self._client
+        snap = WorldSnapshot()
+        snap.version_text = client.version()
+        snap.version = parse_version(snap.version_text)
+        try:
+            config = client.system_config()
+            snap.default_prefix = (config.findtext("DEFAULT_DEVICE_PREFIX") or "sd").strip() or "sd"
+            snap.cdrom_prefix = (config.findtext("DEFAULT_CDROM_DEVICE_PREFIX") or "hd").strip() \
+                or "hd"
+        except PermanentError as exc:
+            log.warning("world.system_config_unavailable", reason=exc.reason,
+                        assumed={"DEFAULT_DEVICE_PREFIX": "sd",
+                                 "DEFAULT_CDROM_DEVICE_PREFIX": "hd"})
+        snap.datastores = {d.id: d for d in client.datastores()}
+        snap.hosts = client.hosts()
+        snap.markets = {m.id: m for m in client.markets()}
+        self._resolve_kernels(snap)
+        snap.loaded = self._clock()
+        with self._lock:
+            self._snap = snap
+            self._apps.clear()
+            self._disk_images.clear()
+        log.info("world.refreshed", one_version=snap.version_text, hosts=len(snap.hosts),
+                 datastores=len(snap.datastores),
+                 kernels={hv: (c.image_id if c else None) for hv, c in snap.kernels.items()},
+                 kernel_problems=snap.kernel_problems or None)
+
+    def refresh_kernels(self) -> None:
+        """Re-resolve the configured kernels and initrds (after names were looked up)."""
+        with self._lock:
+            snap = replace(self._snap, kernels={}, initrds={}, kernel_problems={})
+        self._resolve_kernels(snap)
+        with self._lock:
+            self._snap = snap
+
+    def _resolve_kernels(self, snap: WorldSnapshot) -> None:
+        with self._lock:
+            kernel_refs = dict(self._kernel_refs)
+            initrd_refs = dict(self._initrd_refs)
+            named = dict(self._named)
+        for hv, ref in kernel_refs.items():
+            choice, problem = self._resolve(ref, TYPE_KERNEL, hv, snap, named)
+            snap.kernels[hv] = choice
+            if problem:
+                snap.kernel_problems[hv] = problem
+        for hv, ref in initrd_refs.items():
+            choice, problem = self._resolve(ref, TYPE_RAMDISK, hv, snap, named)
+            if choice is None and problem:
+                choice = KernelChoice(-1, str(ref), False, problem)
+            snap.initrds[hv] = choice
+
+    def ensure_fresh(self) -> None:
+        with self._lock:
+            stale = self._clock() - self._snap.loaded > self._ttl or not self._snap.loaded
+        if stale:
+            self.refresh()
+
+    def _resolve(self, ref: int | str, kind: int, hypervisor: str, snap: WorldSnapshot,
+                 named: Mapping[str, list[ImageFacts]]) -> tuple[KernelChoice | None, str]:
+        what = "kernel" if kind == TYPE_KERNEL else "initrd"
+        image: ImageFacts | None = None
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            try:
+                image = self._client.image(int(ref))
+            except NotFound:
+                return None, f"{what} image {ref} does not exist"
+        else:
+            matches = [i for i in named.get(ref, []) if i.type == kind]
+            if not matches:
+                return None, f"no {what} image named {ref!r} (it is looked up at each sweep)"
+            if len(matches) > 1:
+                ids = ", ".join(str(i.id) for i in matches)
+                return None, f"several {what} images are named {ref!r} ({ids}): use an ID"
+            image = self._client.image(matches[0].id)
+        expected = "KERNEL" if kind == TYPE_KERNEL else "RAMDISK"
+        if image.type != kind:
+            return KernelChoice(image.id, image.name, False,
+                                f"image {image.id} ({image.name}) is {image.type_name}, not "
+                                f"{expected}"), ""
+        if image.state != READY:
+            return KernelChoice(image.id, image.name, False,
+                                f"image {image.id} ({image.name}) is {image.state_name}, not "
+                                f"READY"), ""
+        ds = snap.datastores.get(image.datastore_id)
+        if ds is None or ds.type != DS_FILE:
+            return KernelChoice(image.id, image.name, False,
+                                f"image {image.id} ({image.name}) is not in a file datastore "
+                                f"(Kernels & Files)"), ""
+        if kind != TYPE_KERNEL:
+            return KernelChoice(image.id, image.name, True), ""
+        path = Path(image.source) if image.source else None
+        if path is None or not path.is_file():
+            return KernelChoice(image.id, image.name, True, "", (
+                f"kernel {image.id} not inspected: its file is not readable on this "
+                f"front-end",)), ""
+        try:
+            usable, reason, warnings = self._inspector(path, hypervisor)
+        except PermanentError as exc:
+            usable, reason, warnings = False, exc.reason, ()
+        return KernelChoice(image.id, image.name, usable,
+                            "" if usable else f"kernel {image.id} ({image.name}): {reason}",
+                            warnings), ""
+
+    # -- per image ---------------------------------------------------------------------------
+    @property
+    def version(self) -> tuple[int, int, int]:
+        return self._snap.version
+
+    @property
+    def snapshot(self) -> WorldSnapshot:
+        return self._snap
+
+    def app(self, app_id: int) -> AppFacts | None:
+        with self._lock:
+            if app_id in self._apps:
+                return self._apps[app_id]
+        try:
+            app: AppFacts | None = self._client.app(app_id)
+        except NotFound:
+            app = None
+        with self._lock:
+            self._apps[app_id] = app
+        return app
+
+    def base_world(self, image: ImageFacts) -> World:
+        snap = self._snap
+        ds = snap.datastores.get(image.datastore_id)
+        clusters = set(ds.cluster_ids) if ds else set()
+        hosts = tuple(h for h in snap.hosts if h.cluster_id in clusters)
+        app = self.app(image.from_app) if image.from_app is not None else None
+        market = snap.markets.get(app.market_id) if app is not None else None
+        return World(
+            one_version=snap.version,
+            default_dev_prefix=snap.default_prefix,
+            default_cdrom_prefix=snap.cdrom_prefix,
+            datastore=ds,
+            hosts=hosts,
+            app=app,
+            market=market,
+            kernels=dict(snap.kernels),
+            initrds=dict(snap.initrds),
+            kernel_problems=dict(snap.kernel_problems),
+        )
+
+    def image_by_id(self, image_id: int) -> ImageFacts | None:
+        now = self._clock()
+        with self._lock:
+            cached = self._disk_images.get(image_id)
+            if cached is not None and now - cached[0] < self._ttl:
+                return cached[1]
+        try:
+            facts: ImageFacts | None = self._client.image(image_id)
+        except NotFound:
+            facts = None
+        with self._lock:
+            self._disk_images[image_id] = (now, facts)
+        return facts
+
+    def other_disk_images(self, image: ImageFacts,
+                          templates: Iterable[VmTemplateFacts]) -> dict[int, ImageFacts]:
+        """Facts for the other images the templates' disks use, by image ID."""
+        out: dict[int, ImageFacts] = {}
+        for template in templates:
+            for disk in disks(template):
+                if disk.image_id is None or disk.image_id == image.id or disk.image_id in out:
+                    continue
+                other = self.image_by_id(disk.image_id)
+                if other is not None:
+                    out[disk.image_id] = other
+        return out
+
+
+def with_template(world: World, disk_images: Mapping[int, ImageFacts],
+                  oci: OciFacts | None) -> World:
+    return replace(world, disk_images=dict(disk_images), oci=oci)

@@ -1,0 +1,203 @@
+"""hookd as it runs in production — a ``hookd run`` process — against a simulator.
+
+The daemon gets a real configuration file, a ONE_AUTH file, a NOTIFY_SOCKET the test reads
+(READY=1, STATUS=, WATCHDOG=1, STOPPING=1), and a JSON log file the test parses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lxml import etree
+
+from hookd.testing.registry import FakeRegistry, image_config
+
+PASSWORD = "s3cr3t-Pa55-w0rd-for-hookd"
+
+# Image configs the fake registry serves for the seeded Docker Hub apps.
+CONFIGS: dict[str, dict[str, Any]] = {
+    "nginx": {"Entrypoint": ["/docker-entrypoint.sh"], "Cmd": ["nginx", "-g", "daemon off;"],
+              "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+              "StopSignal": "SIGQUIT"},
+    "alpine": {"Cmd": ["/bin/sh"],
+               "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+    "redis": {"Entrypoint": ["docker-entrypoint.sh"], "Cmd": ["redis-server"],
+              "WorkingDir": "/data"},
+    "postgres": {"Entrypoint": ["docker-entrypoint.sh"], "Cmd": ["postgres"],
+                 "Env": ["PGDATA=/var/lib/postgresql/data"], "StopSignal": "SIGINT"},
+    "httpd": {"Cmd": ["httpd-foreground"], "WorkingDir": "/usr/local/apache2",
+              "StopSignal": "SIGWINCH"},
+}
+
+
+def fake_registry() -> FakeRegistry:
+    registry = FakeRegistry().start()
+    for name, cfg in CONFIGS.items():
+        registry.add_image(f"library/{name}", "latest",
+                           {"linux/amd64": {**image_config("linux/amd64"), "config": cfg}})
+    return registry
+
+
+def template_attrs(xml: str) -> dict[str, Any]:
+    """A VM template's TEMPLATE as {name: text | {sub: text}} (last one wins for repeats)."""
+    root = etree.fromstring(xml.encode())
+    element = root.find("TEMPLATE") if root.tag != "TEMPLATE" else root
+    assert element is not None, "no TEMPLATE element"
+    out: dict[str, Any] = {}
+    for child in element:
+        if len(child):
+            out[child.tag] = {sub.tag: sub.text or "" for sub in child}
+        else:
+            out[child.tag] = child.text or ""
+    return out
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's notification socket."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.messages.append((time.monotonic(), data.decode(errors="replace")))
+
+    def seen(self, assignment: str) -> bool:
+        return any(assignment in m.split("\n") for _, m in self.messages)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
+             interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Hookd:
+    """One ``hookd run`` process (restartable)."""
+
+    def __init__(self, workdir: Path, *, xmlrpc: str, zmq: str,
+                 registry: FakeRegistry | None, settings: Mapping[str, Any] | None = None,
+                 password: str = PASSWORD) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.auth_file = workdir / "one_auth"
+        self.auth_file.write_text(f"oneadmin:{password}\n")
+        self.auth_file.chmod(0o600)
+        self.log_file = workdir / "hookd.log"
+        self.stdout_file = workdir / "stdout.log"
+        config: dict[str, Any] = {
+            "one": {"xmlrpc": xmlrpc, "zmq": zmq, "auth_file": str(self.auth_file),
+                    "timeout": 2.0, "connect_timeout": 1.0},
+            "kernels": {"kvm": "kernel-kvm", "firecracker": "kernel-firecracker"},
+            "events": {"heartbeat_interval": 0.5, "heartbeat_timeout": 1.5,
+                       "reconnect_initial": 0.05, "reconnect_max": 0.5},
+            "reconcile": {"workers": 4, "backoff_initial": 0.05, "backoff_max": 0.5,
+                          "attempts": 10, "sweep_interval": 600, "shutdown_timeout": 10},
+            "ha": {"poll_interval": 0.3},
+            "log": {"file": str(self.log_file), "format": "json", "level": "debug"},
+            "state": {"dir": str(workdir / "state")},
+        }
+        if registry is not None:
+            config["registries"] = {"mirrors": {"docker.io": [f"http://{registry.host}"]},
+                                    "insecure": [registry.host],
+                                    "cache_dir": str(workdir / "oci-cache")}
+        for section, values in (settings or {}).items():
+            config.setdefault(section, {}).update(values)
+        self.config_file = workdir / "hookd.conf"
+        self.config_file.write_text(yaml.safe_dump(config))
+        self.process: subprocess.Popen[bytes] | None = None
+        self.notify: NotifySocket | None = None
+        self.starts = 0
+
+    def start(self, *, wait_ready: bool = True, timeout: float = 30.0) -> Hookd:
+        self.starts += 1
+        if self.notify is not None:
+            self.notify.close()
+        sock_path = self.workdir / f"notify-{self.starts}.sock"
+        self.notify = NotifySocket(sock_path)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ONE_", "NOTIFY_"))}
+        env.update({"NOTIFY_SOCKET": str(sock_path), "PYTHONUNBUFFERED": "1"})
+        with self.stdout_file.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "hookd", "run", "--config", str(self.config_file)],
+                stdout=out, stderr=subprocess.STDOUT, env=env)
+        if wait_ready:
+            wait_for(lambda: self.notify is not None and self.notify.seen("READY=1"), timeout,
+                     "READY=1 from hookd")
+        return self
+
+    def signal(self, sig: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+                raise AssertionError("hookd did not stop within the timeout") from None
+        return int(self.process.returncode)
+
+    def close(self) -> None:
+        self.kill()
+        if self.notify is not None:
+            self.notify.close()
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        if not self.log_file.exists():
+            return []
+        out = []
+        for line in self.log_file.read_text(errors="replace").splitlines():
+            try:
+                doc = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(doc, dict) and (name is None or doc.get("event") == name):
+                out.append(doc)
+        return out
+
+    def output(self) -> str:
+        return self.stdout_file.read_text(errors="replace") if self.stdout_file.exists() else ""
