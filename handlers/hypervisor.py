@@ -194,9 +194,12 @@ def resolve(
     """
     if override:
         return Resolution((override.lower(),), "configuration override", False)
-    if template_hypervisor and template_hypervisor.strip():
-        return Resolution((template_hypervisor.strip().lower(),), "template HYPERVISOR", False)
     hosts = sorted({h.lower() for h in host_hypervisors if h})
+    if template_hypervisor and template_hypervisor.strip():
+        named = template_hypervisor.strip().lower()
+        # The same rule as for requirements: the template can only run where its image is.
+        chosen = (named,) if named in hosts else ()
+        return Resolution(chosen, "template HYPERVISOR", False, (named,))
     req = requirement_filter(requirements)
     if req.mentions_hypervisor:
         pool = sorted(set(hosts) | {k.lower() for k in known})

@@ -244,12 +244,14 @@ def plan_template(image: ImageFacts, template: VmTemplateFacts, world: World,
         ds = world.datastore
         where = f"datastore {ds.id} ({ds.name})" if ds else f"datastore {image.datastore_id}"
         have = sorted(set(hosts))
+        says = ("the template's HYPERVISOR is" if resolution.evidence == "template HYPERVISOR"
+                else "SCHED_REQUIREMENTS allow")
         if resolution.allowed and have:
-            why = (f"waiting for a host: SCHED_REQUIREMENTS allow {', '.join(resolution.allowed)}"
-                   f" but the clusters of {where} only have {', '.join(have)} hosts")
+            why = (f"waiting for a host: {says} {', '.join(resolution.allowed)} but the "
+                   f"clusters of {where} only have {', '.join(have)} hosts")
         elif resolution.allowed:
-            why = (f"waiting for a host: no host in the clusters of {where} (SCHED_REQUIREMENTS "
-                   f"allow {', '.join(resolution.allowed)})")
+            why = (f"waiting for a host: no host in the clusters of {where} ({says} "
+                   f"{', '.join(resolution.allowed)})")
         else:
             why = (f"waiting for a host: no host in the clusters of {where} and the template "
                    f"names no hypervisor")
