@@ -198,8 +198,8 @@ def resolve(
     if template_hypervisor and template_hypervisor.strip():
         named = template_hypervisor.strip().lower()
         # The same rule as for requirements: the template can only run where its image is.
-        chosen = (named,) if named in hosts else ()
-        return Resolution(chosen, "template HYPERVISOR", False, (named,))
+        return Resolution((named,) if named in hosts else (), "template HYPERVISOR", False,
+                          (named,))
     req = requirement_filter(requirements)
     if req.mentions_hypervisor:
         pool = sorted(set(hosts) | {k.lower() for k in known})

@@ -31,8 +31,11 @@ def test_resolution_order() -> None:
     assert resolve(template_hypervisor=None, requirements=None, host_hypervisors=["kvm"],
                    override="lxc").candidates == ("lxc",)
     r = resolve(template_hypervisor="LXC", requirements='HYPERVISOR="kvm"',
-                host_hypervisors=["kvm"], override=None)
-    assert r.candidates == ("lxc",) and not r.needs_pin
+                host_hypervisors=["kvm", "lxc"], override=None)
+    assert r.candidates == ("lxc",) and not r.needs_pin  # HYPERVISOR beats requirements
+    r = resolve(template_hypervisor="lxc", requirements=None, host_hypervisors=["kvm"],
+                override=None)
+    assert r.candidates == () and r.allowed == ("lxc",)  # but only where the image is
     r = resolve(template_hypervisor=None, requirements='HYPERVISOR="lx*"',
                 host_hypervisors=["kvm", "lxc"], override=None, known=KNOWN)
     assert r.candidates == ("lxc",) and not r.needs_pin
