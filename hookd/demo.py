@@ -30,6 +30,13 @@ NGINX = {
     "StopSignal": "SIGQUIT",
     "ExposedPorts": {"80/tcp": {}},
 }
+HTTPD = {
+    "Cmd": ["httpd-foreground"],
+    "Env": ["PATH=/usr/local/apache2/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
+            "/sbin:/bin", "HTTPD_PREFIX=/usr/local/apache2"],
+    "WorkingDir": "/usr/local/apache2",
+    "StopSignal": "SIGWINCH",
+}
 REDIS = {
     "Entrypoint": ["docker-entrypoint.sh"],
     "Cmd": ["redis-server"],
@@ -97,7 +104,8 @@ def run_demo(*, one_version: str = "6.8", verbose: bool = False,
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="hookd-demo-"))
     registry = FakeRegistry().start()
-    for repo, cfg in (("library/nginx", NGINX), ("library/redis", REDIS)):
+    for repo, cfg in (("library/nginx", NGINX), ("library/redis", REDIS),
+                      ("library/httpd", HTTPD)):
         registry.add_image(repo, "latest", {"linux/amd64": {
             **image_config("linux/amd64"), "config": cfg}})
     sim = Simulator(one_version=one_version, ready_delay=0.3, registry=registry.host)
@@ -139,7 +147,8 @@ def run_demo(*, one_version: str = "6.8", verbose: bool = False,
                     ("Docker Hub", "dockerhub/redis", "fc-images", "Firecracker"),
                     ("TurnKey", turnkey, "lxc-images", "LXC"),
                     ("Linux Containers", "lxc/debian_bookworm", "mixed-images",
-                     "KVM+LXC+Firecracker")]
+                     "KVM+LXC+Firecracker"),
+                    ("Docker Hub", "dockerhub/httpd", "mixed-images", "KVM+LXC+Firecracker")]
         exports = []
         for market, app_key, ds_name, hv in jobs:
             app_id, ds_id = seed.apps[app_key], seed.datastores[ds_name]
@@ -161,8 +170,15 @@ def run_demo(*, one_version: str = "6.8", verbose: bool = False,
             reason = _image_attr(image, "HOOKD_REASON")
             print(f"== {market} {app_key} on {hv}: image {image_id} READY -> HOOKD_STATUS="
                   f"{status}" + (f" ({reason})" if reason else ""), file=out)
-            print(f"   VM template {template_id}, before -> after:", file=out)
-            for key, old, new in diff(before, after):
+            changes = diff(before, after)
+            if not changes:
+                print(f"   VM template {template_id}: nothing to change (its marketplace "
+                      f"template already sends it to LXC, which runs the image as it is)"
+                      if status == "applied" else
+                      f"   VM template {template_id}: left as it is", file=out)
+            else:
+                print(f"   VM template {template_id}, before -> after:", file=out)
+            for key, old, new in changes:
                 print(f"     {key:32} {_show(old)}\n     {'':32} -> {_show(new)}", file=out)
                 if key.endswith("START_SCRIPT_BASE64") and new:
                     script = base64.b64decode(new).decode("utf-8", "replace")

@@ -237,7 +237,7 @@ class Engine:
         wanted_names = self.world.wanted_names()
         candidates: dict[int, tuple[ImageFacts, Classification]] = {}
         named: dict[str, list[ImageFacts]] = defaultdict(list)
-        self.world.refresh()
+        self.world.refresh(scan_names=False)
         for image in self.client.iter_images():
             stats.images += 1
             if image.type in (TYPE_KERNEL, TYPE_RAMDISK) and image.name in wanted_names:

@@ -120,7 +120,10 @@ class WorldCache:
         with self._lock:
             self._snap.loaded = 0.0
 
-    def refresh(self) -> None:
+    def refresh(self, *, scan_names: bool = True) -> None:
+        """Reload the slowly changing facts. Kernels configured by name are found with a
+        walk of the image pool unless ``scan_names`` is off (a sweep walks it anyway and
+        hands the names over with :meth:`note_named_images`)."""
         client = self._client
         snap = WorldSnapshot()
         snap.version_text = client.version()
@@ -137,6 +140,8 @@ class WorldCache:
         snap.datastores = {d.id: d for d in client.datastores()}
         snap.hosts = client.hosts()
         snap.markets = {m.id: m for m in client.markets()}
+        if scan_names:
+            self._scan_names()
         self._resolve_kernels(snap)
         snap.loaded = self._clock()
         with self._lock:
@@ -147,6 +152,16 @@ class WorldCache:
                  datastores=len(snap.datastores),
                  kernels={hv: (c.image_id if c else None) for hv, c in snap.kernels.items()},
                  kernel_problems=snap.kernel_problems or None)
+
+    def _scan_names(self) -> None:
+        wanted = self.wanted_names()
+        if not wanted:
+            return
+        named: dict[str, list[ImageFacts]] = {}
+        for image in self._client.iter_images():
+            if image.name in wanted and image.type in (TYPE_KERNEL, TYPE_RAMDISK):
+                named.setdefault(image.name, []).append(image)
+        self.note_named_images(named)
 
     def refresh_kernels(self) -> None:
         """Re-resolve the configured kernels and initrds (after names were looked up)."""
@@ -176,7 +191,8 @@ class WorldCache:
         with self._lock:
             stale = self._clock() - self._snap.loaded > self._ttl or not self._snap.loaded
         if stale:
-            self.refresh()
+            # Kernel names come from the last sweep: no pool walk on the reconcile path.
+            self.refresh(scan_names=False)
 
     def _resolve(self, ref: int | str, kind: int, hypervisor: str, snap: WorldSnapshot,
                  named: Mapping[str, list[ImageFacts]]) -> tuple[KernelChoice | None, str]:

@@ -142,18 +142,21 @@ class Hookd:
         self.notify: NotifySocket | None = None
         self.starts = 0
 
-    def start(self, *, wait_ready: bool = True, timeout: float = 30.0) -> Hookd:
+    def start(self, *, wait_ready: bool = True, timeout: float = 30.0,
+              env: Mapping[str, str] | None = None) -> Hookd:
         self.starts += 1
         if self.notify is not None:
             self.notify.close()
         sock_path = self.workdir / f"notify-{self.starts}.sock"
         self.notify = NotifySocket(sock_path)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ONE_", "NOTIFY_"))}
-        env.update({"NOTIFY_SOCKET": str(sock_path), "PYTHONUNBUFFERED": "1"})
+        environ = {k: v for k, v in os.environ.items()
+                   if not k.startswith(("ONE_", "NOTIFY_", "WATCHDOG_"))}
+        environ.update({"NOTIFY_SOCKET": str(sock_path), "PYTHONUNBUFFERED": "1"})
+        environ.update(env or {})
         with self.stdout_file.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "hookd", "run", "--config", str(self.config_file)],
-                stdout=out, stderr=subprocess.STDOUT, env=env)
+                stdout=out, stderr=subprocess.STDOUT, env=environ)
         if wait_ready:
             wait_for(lambda: self.notify is not None and self.notify.seen("READY=1"), timeout,
                      "READY=1 from hookd")

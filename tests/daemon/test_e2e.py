@@ -343,3 +343,37 @@ def test_fixes_are_spread_over_workers_but_never_interleaved_per_template(
     wait_for(lambda: "template" in (image_attr(sim, exports[2].image_id, "HOOKD_REASON")
                                     or "") or True, 5, "second image's status")
     assert daemon.stop() == 0
+
+
+def test_watchdog_pings_and_metrics_while_running(
+        sim_process: SimFactory, hookd_factory: HookdFactory, registry: FakeRegistry) -> None:
+    import urllib.request
+
+    sim = sim_process()
+    daemon = hookd_factory(sim.xmlrpc_url, sim.zmq_url, registry,
+                           {"metrics": {"listen": "127.0.0.1:0"}})
+    daemon.start(env={"WATCHDOG_USEC": "400000"})  # pings every 0.2 s from the main loop
+    exports = burst(sim, sim.seed_info(), 2, "metrics")
+    wait_all_fixed(sim, exports, 30)
+    assert daemon.notify is not None
+    pings = [t for t, m in daemon.notify.messages if "WATCHDOG=1" in m.split("\n")]
+    time.sleep(1.0)
+    later = [t for t, m in daemon.notify.messages if "WATCHDOG=1" in m.split("\n")]
+    assert len(later) - len(pings) >= 3, "the main loop should ping about every 0.2 s"
+    url = next(e["url"] for e in daemon.events("metrics.listening"))
+    text = urllib.request.urlopen(url, timeout=5).read().decode()  # noqa: S310 - loopback
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+              if line and not line.startswith("#")}
+    assert values['hookd_fixes_total{hypervisor="kvm"}'] == 1
+    assert values['hookd_fixes_total{hypervisor="firecracker"}'] == 1
+    assert values["hookd_zmq_connected"] == 1
+    assert values["hookd_raft_leader"] == 1
+    assert values['hookd_events_received_total{kind="state"}'] >= 2
+    assert values['hookd_xmlrpc_calls_total{method="one.template.update"}'] == 2
+    # SIGSTOP freezes the main loop: the pings stop (systemd would restart hookd).
+    daemon.signal(signal.SIGSTOP)
+    frozen = len(daemon.notify.messages)
+    time.sleep(1.0)
+    assert len(daemon.notify.messages) == frozen
+    daemon.signal(signal.SIGCONT)
+    assert daemon.stop() == 0

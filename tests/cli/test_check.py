@@ -1,0 +1,116 @@
+"""``hookd check`` against the simulator: all OK, and each way it should fail."""
+
+from __future__ import annotations
+
+import io
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hookd.check import run_checks
+from hookd.testing.registry import FakeRegistry
+from hookd.testing.simulator import Simulator
+from tests.daemon.harness import fake_registry
+
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture
+def registry() -> Iterator[FakeRegistry]:
+    reg = fake_registry()
+    yield reg
+    reg.stop()
+
+
+def config(tmp_path: Path, sim: Simulator, registry: FakeRegistry, password: str | None = None,
+           **override: Any) -> Path:
+    auth = tmp_path / "one_auth"
+    auth.write_text(f"oneadmin:{password}\n" if password else sim.session + "\n")
+    auth.chmod(0o600)
+    doc: dict[str, Any] = {
+        "one": {"xmlrpc": sim.xmlrpc_url, "zmq": sim.zmq_url, "auth_file": str(auth),
+                "timeout": 2.0},
+        "kernels": {"kvm": "kernel-kvm", "firecracker": "kernel-firecracker"},
+        "registries": {"mirrors": {"docker.io": [f"http://{registry.host}"]},
+                       "insecure": [registry.host], "cache_dir": str(tmp_path / "oci")},
+    }
+    for section, values in override.items():
+        doc.setdefault(section, {}).update(values)
+    path = tmp_path / "hookd.conf"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def run(path: Path) -> tuple[int, str]:
+    out = io.StringIO()
+    code = run_checks(path, zmq_timeout=1.5, out=out)
+    return code, out.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_all_ok_against_the_simulator(tmp_path: Path, simulator: Simulator,
+                                      registry: FakeRegistry) -> None:
+    code, text = run(config(tmp_path, simulator, registry))
+    assert code == 0, text
+    assert "FAIL" not in text
+    for what in ("configuration", "credentials", "oned XML-RPC", "oned version", "raft role",
+                 "kvm kernel", "firecracker kernel", "registry", "event stream"):
+        assert f"OK    {what}:" in text, f"{what} missing in:\n{text}"
+    assert "6.8.3" in text and "solo (HA off)" in text
+
+
+def test_wrong_password(tmp_path: Path, simulator: Simulator, registry: FakeRegistry) -> None:
+    code, text = run(config(tmp_path, simulator, registry, password="wrong"))
+    assert code == 1
+    assert "FAIL  oned XML-RPC" in text and "hint: check user:password" in text
+
+
+def test_xmlrpc_down(tmp_path: Path, simulator: Simulator, registry: FakeRegistry) -> None:
+    path = config(tmp_path, simulator, registry,
+                  one={"xmlrpc": f"http://127.0.0.1:{free_port()}/RPC2"})
+    code, text = run(path)
+    assert code == 1
+    assert "FAIL  oned XML-RPC: cannot reach oned" in text
+    assert "hint: is oned running" in text
+
+
+def test_zmq_down(tmp_path: Path, simulator: Simulator, registry: FakeRegistry) -> None:
+    path = config(tmp_path, simulator, registry, one={"zmq": f"tcp://127.0.0.1:{free_port()}"})
+    code, text = run(path)
+    assert code == 1
+    assert "FAIL  event stream: no ZMTP handshake" in text
+    assert "hint: is oned running with its hook manager" in text
+    assert "OK    oned XML-RPC" in text
+
+
+def test_world_readable_credentials_fail(tmp_path: Path, simulator: Simulator,
+                                         registry: FakeRegistry) -> None:
+    path = config(tmp_path, simulator, registry)
+    (tmp_path / "one_auth").chmod(0o644)
+    code, text = run(path)
+    assert code == 1
+    assert "FAIL  credentials" in text and "chmod 600" in text
+
+
+def test_missing_kernel_for_existing_hosts_fails(tmp_path: Path, simulator: Simulator,
+                                                 registry: FakeRegistry) -> None:
+    path = config(tmp_path, simulator, registry, kernels={"kvm": None, "firecracker": None})
+    code, text = run(path)
+    assert code == 1
+    assert "FAIL  kvm kernel: kvm hosts exist but kernels.kvm is not set" in text
+
+
+def test_bad_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "hookd.conf"
+    path.write_text("one:\n  bogus: 1\n")
+    code, text = run(path)
+    assert code == 1 and "FAIL  configuration: unknown key one.bogus" in text
