@@ -41,12 +41,10 @@ def reconcile(config_path: Path | None, *, images: list[int], dry_run: bool,
             print(f"hookd: this oned is a Raft {raft.state_name.lower()}; run this on the "
                   f"leader", file=sys.stderr)
             return 1
-        if images:
-            targets = images
-        else:
-            # A sweep tells which images need work (and builds the template index).
-            targets = []
-            c.engine.sweep(lambda image_id, _why: targets.append(image_id), dry_run=False)
+        # A sweep builds the template index and tells which images need work.
+        needing: list[int] = []
+        c.engine.sweep(lambda image_id, _why: needing.append(image_id))
+        targets = images or needing
         for image_id in dict.fromkeys(targets):
             try:
                 result = c.engine.reconcile_image(image_id, dry_run=dry_run, final=True,
