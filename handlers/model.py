@@ -41,7 +41,8 @@ class OciProcessFacts:
 
     script: str  # the START_SCRIPT hookd would inject (already rendered by the pure builder)
     config_digest: str | None
-    source: str  # "registry:<host>", "cache", "docker-engine", "one_entrypoint"
+    source: str  # "registry:<host>", "docker-engine", "one_entrypoint"
+    note: str = ""  # why this source (e.g. the registry failure behind a fallback)
 
 
 @dataclass(frozen=True, slots=True)

@@ -182,6 +182,7 @@ def _start_script_wants(template: VmTemplateFacts, world: World, settings: Plann
         return [], [], "no image config was gathered for this Docker image"
     if isinstance(oci, OciProblem):
         return [], [], oci.reason
+    notes = [oci.note] if oci.note else []
     context = template.template.vector("CONTEXT") or Vector()
     current_b64 = context.get("START_SCRIPT_BASE64") or ""
     current_plain = context.get("START_SCRIPT") or ""
@@ -201,9 +202,9 @@ def _start_script_wants(template: VmTemplateFacts, world: World, settings: Plann
         except StartScriptError as exc:
             return [], [f"kept the START_SCRIPT a person wrote: {exc.reason}"], None
         value = base64.b64encode(combined.encode("utf-8")).decode("ascii")
-        return [Want(START_SCRIPT_BASE64, value, "merge")], [], None
+        return [Want(START_SCRIPT_BASE64, value, "merge")], notes, None
     value = base64.b64encode(oci.script.encode("utf-8")).decode("ascii")
-    return [Want(START_SCRIPT_BASE64, value, "set")], [], None
+    return [Want(START_SCRIPT_BASE64, value, "set")], notes, None
 
 
 def plan_template(image: ImageFacts, template: VmTemplateFacts, world: World,

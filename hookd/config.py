@@ -139,9 +139,6 @@ SCHEMA: dict[str, dict[str, F]] = {
     "metrics": {
         "listen": F((str,), None, None, "host:port of the Prometheus endpoint (loopback)"),
     },
-    "state": {
-        "dir": F((str,), "/var/lib/hookd"),
-    },
 }
 
 

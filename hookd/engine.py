@@ -181,8 +181,11 @@ class Engine:
         return ReconcileResult(plan, result.calls, result.templates_updated)
 
     def plan_for(self, image_id: int) -> ImagePlan | None:
-        """The plan for one image without writing anything (``hookd plan``)."""
-        return self.reconcile_image(image_id, dry_run=True, final=True).plan
+        """The plan for one image without writing anything (``hookd plan``).
+
+        Not a final attempt: a registry that cannot be reached now raises TransientError
+        (the service would retry) instead of previewing the fallback."""
+        return self.reconcile_image(image_id, dry_run=True, final=False).plan
 
     # -- a template changed ----------------------------------------------------------------
     def reconcile_template(self, template_id: int) -> tuple[list[int], VmTemplateFacts | None]:

@@ -113,6 +113,5 @@ class OciResolver:
         if self._version() < (6, 2, 0):
             return OciProblem(f"{reason}; OpenNebula < 6.2 writes no /one_entrypoint.sh to "
                               f"fall back to")
-        log.warning("oci.fallback", image_id=image.id, reason=reason,
-                    action="starting /one_entrypoint.sh instead")
-        return OciProcessFacts(build_fallback_script(self._options), None, FALLBACK_SOURCE)
+        return OciProcessFacts(build_fallback_script(self._options), None, FALLBACK_SOURCE,
+                               f"{reason}; the START_SCRIPT starts /one_entrypoint.sh instead")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from hookd.config import load
-from hookd.errors import HookdError
+from hookd.errors import HookdError, TransientError
 from hookd.plan import ImagePlan, render_plan
 
 if TYPE_CHECKING:
@@ -75,6 +75,11 @@ def plan(config_path: Path | None, image_id: int, *, out: TextIO = sys.stdout) -
         # The index is built from the template pool (what a sweep does at start-up).
         c.engine.sweep(lambda _i, _w: None, dry_run=True)
         result = c.engine.plan_for(image_id)
+    except TransientError as exc:
+        print(f"hookd: cannot plan image {image_id} now: {exc.reason} (the service retries "
+              f"with backoff; after the last attempt a Docker image falls back to "
+              f"/one_entrypoint.sh)", file=sys.stderr)
+        return 1
     except HookdError as exc:
         print(f"hookd: {exc.reason}", file=sys.stderr)
         return 1

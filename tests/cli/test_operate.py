@@ -1,4 +1,4 @@
-"""``hookd plan``, ``hookd reconcile [--dry-run]`` and ``hookd kernel register`` on the simulator."""
+"""``hookd plan``, ``hookd reconcile [--dry-run]``, ``hookd kernel register``, on the simulator."""
 
 from __future__ import annotations
 

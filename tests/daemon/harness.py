@@ -128,7 +128,6 @@ class Hookd:
                           "attempts": 10, "sweep_interval": 600, "shutdown_timeout": 10},
             "ha": {"poll_interval": 0.3},
             "log": {"file": str(self.log_file), "format": "json", "level": "debug"},
-            "state": {"dir": str(workdir / "state")},
         }
         if registry is not None:
             config["registries"] = {"mirrors": {"docker.io": [f"http://{registry.host}"]},

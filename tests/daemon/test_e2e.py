@@ -377,3 +377,30 @@ def test_watchdog_pings_and_metrics_while_running(
     assert len(daemon.notify.messages) == frozen
     daemon.signal(signal.SIGCONT)
     assert daemon.stop() == 0
+
+
+def test_registry_unreachable_falls_back_to_one_entrypoint(
+        sim_process: SimFactory, hookd_factory: HookdFactory) -> None:
+    with socket.socket() as s:  # a registry address nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    sim = sim_process("--registry", dead)
+    daemon = hookd_factory(sim.xmlrpc_url, sim.zmq_url, None,
+                           {"registries": {"insecure": [dead], "timeout": 1.0},
+                            "reconcile": {"attempts": 3, "backoff_initial": 0.05,
+                                          "backoff_max": 0.2}}).start()
+    seed = sim.seed_info()
+    app = next(k for k in seed["apps"] if k.startswith("registry/"))
+    image_id, template_id = sim.export_app(seed["apps"][app], seed["datastores"]["kvm-images"],
+                                           name="offline")
+    assert template_id is not None
+    wait_for(lambda: image_attr(sim, image_id, "HOOKD_SOURCE") == "one_entrypoint", 60,
+             "the fallback")
+    assert image_attr(sim, image_id, "HOOKD_STATUS") == "applied"
+    reason = image_attr(sim, image_id, "HOOKD_REASON") or ""
+    assert "registry unreachable" in reason and "/one_entrypoint.sh" in reason
+    ctx = template_attrs(sim.template_xml(template_id))["CONTEXT"]
+    script = base64.b64decode(ctx["START_SCRIPT_BASE64"]).decode()
+    assert "/one_entrypoint.sh" in script
+    assert len(daemon.events("reconcile.retry")) == 2  # attempts 1 and 2; the 3rd is final
+    assert daemon.stop() == 0
