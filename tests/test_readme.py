@@ -39,8 +39,11 @@ def test_quick_start_is_two_commands_and_ci_runs_the_same_tests() -> None:
 
 
 def test_documented_commands_exist() -> None:
+    import argparse
+
     parser = build_parser()
-    subcommands = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    subcommands = set(actions[0].choices)
     for name in re.findall(r"hookd (\w[\w-]*)", README):
         if name in ("demo", "check", "run", "reconcile", "plan", "history", "kernel",
                     "start-script"):

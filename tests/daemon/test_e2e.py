@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -385,10 +386,10 @@ def test_registry_unreachable_falls_back_to_one_entrypoint(
         s.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{s.getsockname()[1]}"
     sim = sim_process("--registry", dead)
-    daemon = hookd_factory(sim.xmlrpc_url, sim.zmq_url, None,
-                           {"registries": {"insecure": [dead], "timeout": 1.0},
-                            "reconcile": {"attempts": 3, "backoff_initial": 0.05,
-                                          "backoff_max": 0.2}}).start()
+    settings: dict[str, Any] = {
+        "registries": {"insecure": [dead], "timeout": 1.0},
+        "reconcile": {"attempts": 3, "backoff_initial": 0.05, "backoff_max": 0.2}}
+    daemon = hookd_factory(sim.xmlrpc_url, sim.zmq_url, None, settings).start()
     seed = sim.seed_info()
     app = next(k for k in seed["apps"] if k.startswith("registry/"))
     image_id, template_id = sim.export_app(seed["apps"][app], seed["datastores"]["kvm-images"],
