@@ -79,8 +79,8 @@ def boot_want(inp: HandlerInput) -> list[Want]:
     return [Want(OS_BOOT, value, "merge")]
 
 
-def kernel_wait_reason(hypervisor: str, world: World) -> str | None:
-    """Why a kernel-needing hypervisor must wait, or None when its kernel is usable."""
+def usable_kernel(hypervisor: str, world: World) -> KernelChoice | str:
+    """The usable kernel for a kernel-needing hypervisor, or why it must wait."""
     key = "kvm" if hypervisor in ("kvm", "qemu") else hypervisor
     kernel = world.kernels.get(key)
     if kernel is None:
@@ -90,4 +90,4 @@ def kernel_wait_reason(hypervisor: str, world: World) -> str | None:
         return f"waiting for a {key} kernel (set kernels.{key} in hookd.conf)"
     if not kernel.usable:
         return f"waiting for a {key} kernel: {kernel.reason}"
-    return None
+    return kernel

@@ -14,19 +14,16 @@ from handlers.base import (
     OS_KERNEL_CMD,
     HandlerInput,
     boot_want,
-    kernel_wait_reason,
     kernel_want,
+    usable_kernel,
 )
 from handlers.model import HandlerResult, Want
 
 
 def handle(inp: HandlerInput) -> HandlerResult:
-    wait = kernel_wait_reason("firecracker", inp.world)
-    if wait is not None:
-        return HandlerResult("waiting", wait)
-    kernel = inp.world.kernels.get("firecracker")
-    if kernel is None:  # kernel_wait_reason returned None, so this cannot happen
-        return HandlerResult("waiting", "waiting for a firecracker kernel")
+    kernel = usable_kernel("firecracker", inp.world)
+    if isinstance(kernel, str):
+        return HandlerResult("waiting", kernel)
     notes: list[str] = list(kernel.warnings)
     wants: list[Want] = [kernel_want(kernel)]
     current_cmd = inp.current(OS_KERNEL_CMD)

@@ -18,20 +18,17 @@ from handlers.base import (
     OS_KERNEL_CMD,
     OS_ROOT,
     HandlerInput,
-    kernel_wait_reason,
     kernel_want,
+    usable_kernel,
 )
 from handlers.disks import effective_prefix, predict_target
 from handlers.model import AttrPath, HandlerResult, Want
 
 
 def handle(inp: HandlerInput) -> HandlerResult:
-    wait = kernel_wait_reason(inp.hypervisor, inp.world)
-    if wait is not None:
-        return HandlerResult("waiting", wait)
-    kernel = inp.world.kernels.get("kvm")
-    if kernel is None:  # kernel_wait_reason returned None, so this cannot happen
-        return HandlerResult("waiting", "waiting for a kvm kernel")
+    kernel = usable_kernel(inp.hypervisor, inp.world)
+    if isinstance(kernel, str):
+        return HandlerResult("waiting", kernel)
     notes: list[str] = list(kernel.warnings)
     wants: list[Want] = [kernel_want(kernel)]
 

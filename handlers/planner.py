@@ -28,6 +28,7 @@ from handlers.base import (
     START_SCRIPT_BASE64,
     HandlerInput,
     current_value,
+    usable_kernel,
 )
 from handlers.classify import Classification, classify
 from handlers.disks import boot_disk_index, disks, references
@@ -75,9 +76,7 @@ def usable(hypervisor: str, world: World) -> bool:
     if hypervisor in ("lxc", "lxd"):
         return True
     if hypervisor in KERNEL_HYPERVISORS:
-        key = "kvm" if hypervisor in ("kvm", "qemu") else hypervisor
-        kernel = world.kernels.get(key)
-        return kernel is not None and kernel.usable
+        return not isinstance(usable_kernel(hypervisor, world), str)
     return False
 
 
