@@ -14,7 +14,7 @@ import yaml
 from hookd.check import run_checks
 from hookd.testing.registry import FakeRegistry
 from hookd.testing.simulator import Simulator
-from tests.daemon.harness import fake_registry
+from tests.daemon.harness import fake_registry, simulator_config
 
 pytestmark = [pytest.mark.integration]
 
@@ -28,16 +28,9 @@ def registry() -> Iterator[FakeRegistry]:
 
 def config(tmp_path: Path, sim: Simulator, registry: FakeRegistry, password: str | None = None,
            **override: Any) -> Path:
-    auth = tmp_path / "one_auth"
-    auth.write_text(f"oneadmin:{password}\n" if password else sim.session + "\n")
-    auth.chmod(0o600)
-    doc: dict[str, Any] = {
-        "one": {"xmlrpc": sim.xmlrpc_url, "zmq": sim.zmq_url, "auth_file": str(auth),
-                "timeout": 2.0},
-        "kernels": {"kvm": "kernel-kvm", "firecracker": "kernel-firecracker"},
-        "registries": {"mirrors": {"docker.io": [f"http://{registry.host}"]},
-                       "insecure": [registry.host], "cache_dir": str(tmp_path / "oci")},
-    }
+    doc = simulator_config(
+        tmp_path, xmlrpc=sim.xmlrpc_url, zmq=sim.zmq_url, registry=registry,
+        session=f"oneadmin:{password}" if password else sim.session, one={"timeout": 2.0})
     for section, values in override.items():
         doc.setdefault(section, {}).update(values)
     path = tmp_path / "hookd.conf"

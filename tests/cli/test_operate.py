@@ -13,7 +13,7 @@ from hookd.cli import main
 from hookd.operate import plan, reconcile
 from hookd.testing.registry import FakeRegistry
 from hookd.testing.simulator import Simulator
-from tests.daemon.harness import fake_registry, template_attrs
+from tests.daemon.harness import fake_registry, simulator_config, template_attrs
 
 pytestmark = [pytest.mark.integration]
 
@@ -26,16 +26,10 @@ def registry() -> Iterator[FakeRegistry]:
 
 
 def write_config(tmp_path: Path, sim: Simulator, registry: FakeRegistry) -> Path:
-    auth = tmp_path / "one_auth"
-    auth.write_text(sim.session)
-    auth.chmod(0o600)
     path = tmp_path / "hookd.conf"
-    path.write_text(yaml.safe_dump({
-        "one": {"xmlrpc": sim.xmlrpc_url, "zmq": sim.zmq_url, "auth_file": str(auth)},
-        "kernels": {"kvm": "kernel-kvm", "firecracker": "kernel-firecracker"},
-        "registries": {"mirrors": {"docker.io": [f"http://{registry.host}"]},
-                       "insecure": [registry.host], "cache_dir": str(tmp_path / "oci")},
-    }))
+    path.write_text(yaml.safe_dump(simulator_config(
+        tmp_path, xmlrpc=sim.xmlrpc_url, zmq=sim.zmq_url, session=sim.session,
+        registry=registry)))
     return path
 
 

@@ -63,6 +63,33 @@ def template_attrs(xml: str) -> dict[str, Any]:
     return out
 
 
+def auth_file(directory: Path, session: str) -> Path:
+    """A ONE_AUTH file as oneadmin has it (mode 0600)."""
+    path = directory / "one_auth"
+    path.write_text(session + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def simulator_config(directory: Path, *, xmlrpc: str, zmq: str, session: str,
+                     registry: FakeRegistry | None, kernels: Mapping[str, Any] | None = None,
+                     **sections: Mapping[str, Any]) -> dict[str, Any]:
+    """hookd's configuration for a simulator: its endpoints, the seeded kernels by name, and
+    Docker Hub mirrored by the fake registry. ``sections`` are merged on top."""
+    config: dict[str, Any] = {
+        "one": {"xmlrpc": xmlrpc, "zmq": zmq, "auth_file": str(auth_file(directory, session))},
+        "kernels": dict(kernels if kernels is not None else
+                        {"kvm": "kernel-kvm", "firecracker": "kernel-firecracker"}),
+    }
+    if registry is not None:
+        config["registries"] = {"mirrors": {"docker.io": [f"http://{registry.host}"]},
+                                "insecure": [registry.host],
+                                "cache_dir": str(directory / "oci-cache")}
+    for section, values in sections.items():
+        config.setdefault(section, {}).update(values)
+    return config
+
+
 class NotifySocket:
     """A datagram socket standing in for systemd's notification socket."""
 
@@ -114,25 +141,17 @@ class Hookd:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.auth_file = workdir / "one_auth"
-        self.auth_file.write_text(f"oneadmin:{password}\n")
-        self.auth_file.chmod(0o600)
         self.log_file = workdir / "hookd.log"
         self.stdout_file = workdir / "stdout.log"
-        config: dict[str, Any] = {
-            "one": {"xmlrpc": xmlrpc, "zmq": zmq, "auth_file": str(self.auth_file),
-                    "timeout": 2.0, "connect_timeout": 1.0},
-            "kernels": {"kvm": "kernel-kvm", "firecracker": "kernel-firecracker"},
-            "events": {"heartbeat_interval": 0.5, "heartbeat_timeout": 1.5,
-                       "reconnect_initial": 0.05, "reconnect_max": 0.5},
-            "reconcile": {"workers": 4, "backoff_initial": 0.05, "backoff_max": 0.5,
-                          "attempts": 10, "sweep_interval": 600, "shutdown_timeout": 10},
-            "ha": {"poll_interval": 0.3},
-            "log": {"file": str(self.log_file), "format": "json", "level": "debug"},
-        }
-        if registry is not None:
-            config["registries"] = {"mirrors": {"docker.io": [f"http://{registry.host}"]},
-                                    "insecure": [registry.host],
-                                    "cache_dir": str(workdir / "oci-cache")}
+        config = simulator_config(
+            workdir, xmlrpc=xmlrpc, zmq=zmq, session=f"oneadmin:{password}", registry=registry,
+            one={"timeout": 2.0, "connect_timeout": 1.0},
+            events={"heartbeat_interval": 0.5, "heartbeat_timeout": 1.5,
+                    "reconnect_initial": 0.05, "reconnect_max": 0.5},
+            reconcile={"workers": 4, "backoff_initial": 0.05, "backoff_max": 0.5,
+                       "attempts": 10, "sweep_interval": 600, "shutdown_timeout": 10},
+            ha={"poll_interval": 0.3},
+            log={"file": str(self.log_file), "format": "json", "level": "debug"})
         for section, values in (settings or {}).items():
             config.setdefault(section, {}).update(values)
         self.config_file = workdir / "hookd.conf"

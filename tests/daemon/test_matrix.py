@@ -20,7 +20,7 @@ from hookd.daemon import Components, build
 from hookd.logs import configure_logging
 from hookd.testing.registry import FakeRegistry
 from hookd.testing.simulator import Simulator
-from tests.daemon.harness import CONFIGS, fake_registry, template_attrs
+from tests.daemon.harness import CONFIGS, fake_registry, simulator_config, template_attrs
 
 pytestmark = [pytest.mark.integration]
 
@@ -44,18 +44,12 @@ def registry() -> Iterator[FakeRegistry]:
 
 
 def _run_hookd(sim: Simulator, registry: FakeRegistry, tmp: Path) -> Components:
-    auth = tmp / "one_auth"
-    auth.write_text(sim.session)
-    auth.chmod(0o600)
     kernels = {"kvm": "kernel-kvm"}
     if "kernel-firecracker" in sim.seed_info.images:
         kernels["firecracker"] = "kernel-firecracker"
-    config = from_mapping({
-        "one": {"xmlrpc": sim.xmlrpc_url, "zmq": sim.zmq_url, "auth_file": str(auth)},
-        "kernels": kernels,
-        "registries": {"mirrors": {"docker.io": [f"http://{registry.host}"]},
-                       "insecure": [registry.host], "cache_dir": str(tmp / "oci")},
-    })
+    config = from_mapping(simulator_config(tmp, xmlrpc=sim.xmlrpc_url, zmq=sim.zmq_url,
+                                           session=sim.session, registry=registry,
+                                           kernels=kernels))
     configure_logging(level="warning")
     c = build(config)
     submitted: list[int] = []
