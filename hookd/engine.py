@@ -49,14 +49,15 @@ class _LockTable:
                 lock, users = self._locks.get(ident, (threading.Lock(), 0))
                 self._locks[ident] = (lock, users + 1)
                 locks.append(lock)
+        held: list[threading.Lock] = []
         try:
             for lock in locks:
                 lock.acquire()
+                held.append(lock)
             yield
         finally:
-            for lock in reversed(locks):
-                if lock.locked():
-                    lock.release()
+            for lock in reversed(held):
+                lock.release()
             with self._guard:
                 for ident in ordered:
                     lock, users = self._locks[ident]
