@@ -118,7 +118,7 @@ def _evaluate(template: VmTemplateFacts, wants: Iterable[Want],
     for want in wants:
         current = current_value(template, want.path)
         recorded = record.get(want.path.record_key)
-        owned.append((str(want.path), want.value))
+        owned.append((str(want.path), short_hash(want.value)))
         if current == want.value:
             continue
         if recorded is not None and recorded != short_hash(current):

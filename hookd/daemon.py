@@ -195,9 +195,12 @@ class Daemon:
 
     def _main_loop(self, supervisor: threading.Thread) -> None:
         sweep_interval = float(self.config.sections["reconcile"]["sweep_interval"])
+        # Wake at least twice per watchdog interval, else once a second: events wake the
+        # poll at once, so a longer idle sleep costs no latency (and idle CPU stays low).
+        tick = min(1.0, self.pinger.interval / 2) if self.pinger is not None else 1.0
         next_periodic = time.monotonic() + sweep_interval
         while not self._stop.is_set():
-            self.stream.poll(0.2)
+            self.stream.poll(tick)
             now = time.monotonic()
             if self._reload.is_set():
                 self._reload.clear()
@@ -241,15 +244,19 @@ class Daemon:
                 failures = 0 if ok else failures + 1
                 delay = poll if ok else min(poll * 6, 0.5 * (2 ** min(failures, 6)))
                 next_poll = time.monotonic() + delay
-            if self._sweep_requested.wait(timeout=min(0.5, max(0.05, next_poll - now))):
-                if self.leader:
-                    self._sweep_requested.clear()
-                    with self._lock:
-                        reasons, self._sweep_reasons = self._sweep_reasons, set()
-                    self._run_sweep(", ".join(sorted(reasons)))
-                else:
-                    # Wait for oned / leadership; keep the request pending.
-                    self._stop.wait(0.2)
+            if self.leader and self._sweep_requested.is_set():
+                self._sweep_requested.clear()
+                with self._lock:
+                    reasons, self._sweep_reasons = self._sweep_reasons, set()
+                self._run_sweep(", ".join(sorted(reasons)))
+                continue
+            # Sleep until the next Raft poll; an active hookd also wakes for a sweep request
+            # (a request made without oned or leadership waits for them).
+            timeout = max(0.05, next_poll - time.monotonic())
+            if self.leader:
+                self._sweep_requested.wait(timeout)
+            else:
+                self._stop.wait(timeout)
 
     def _poll_raft(self) -> bool:
         try:

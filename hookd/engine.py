@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from handlers.classify import Classification
 from handlers.model import OciFacts, PlannerSettings, World
@@ -228,7 +228,7 @@ class Engine:
 
     # -- sweeps ------------------------------------------------------------------------------
     def sweep(self, submit: Callable[[int, str], None], *, dry_run: bool = False,
-              plans: list[ImagePlan] | None = None, reason: str = "sweep") -> SweepStats:
+              reason: str = "sweep") -> SweepStats:
         """Walk both pools, rebuild the index, submit images that need work.
 
         Templates are planned from the pool page that was just read; only images whose plan
@@ -261,6 +261,7 @@ class Engine:
             self.world.refresh_kernels()
 
         outcomes: dict[int, list[TemplateOutcome]] = defaultdict(list)
+        needs_work: set[int] = set()
         worlds: dict[int, World | None] = {}
         self.index.begin_sweep()
         for template in self.client.iter_templates():
@@ -285,22 +286,26 @@ class Engine:
                 others = self.world.other_disk_images(image, [template])
                 if others:
                     world = with_template(world, {**world.disk_images, **others}, world.oci)
-                outcomes[image_id].append(
-                    plan_template(image, template, world, self.settings, classification))
+                outcome = plan_template(image, template, world, self.settings, classification)
+                if outcome.edit is not None:
+                    # Only the fact that this image needs work is kept: its reconcile
+                    # re-reads the template and rebuilds the edit right before writing.
+                    needs_work.add(image_id)
+                    outcome = replace(outcome, edit=None)
+                outcomes[image_id].append(outcome)
         stats.forgotten_templates = len(self.index.end_sweep())
 
         for image_id, (image, classification) in candidates.items():
-            world = worlds.get(image_id)
-            if image_id in worlds and world is None:
+            attempted = image_id in worlds
+            world = worlds.pop(image_id, None)
+            if attempted and world is None:
                 submit(image_id, reason)
                 stats.submitted += 1
                 continue
             if world is None:
                 world = self.world.base_world(image)
-            plan = conclude(image, outcomes.get(image_id, []), world, classification)
-            if plans is not None and not plan.is_noop:
-                plans.append(plan)
-            if not plan.is_noop and not dry_run:
+            plan = conclude(image, outcomes.pop(image_id, []), world, classification)
+            if (image_id in needs_work or not plan.is_noop) and not dry_run:
                 submit(image_id, reason)
                 stats.submitted += 1
         stats.duration = time.monotonic() - started

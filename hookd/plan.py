@@ -87,7 +87,9 @@ class TemplateOutcome:
     hypervisor: str | None = None
     edit: TemplateEdit | None = None
     notes: tuple[str, ...] = ()
-    owned: tuple[tuple[str, str], ...] = ()  # (attribute, value) hookd wants in place
+    # (attribute, short hash of the value) hookd wants in place: what the digest covers,
+    # without holding whole scripts in memory across a sweep of a large cloud.
+    owned: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

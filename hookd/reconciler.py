@@ -211,9 +211,9 @@ class Reconciler:
                             job = self._pending.pop(key)
                             self._running.add(key)
                             return job
-                wait = 1.0
-                if self._heap:
-                    wait = min(wait, max(0.0, self._heap[0][0] - now))
+                # Sleep until notified (submit, resume, stop) or the next retry is due: an
+                # idle hookd does not wake its workers at all.
+                wait = max(0.0, self._heap[0][0] - now) if self._heap else None
                 self._cond.wait(wait)
             return None
 
