@@ -1,0 +1,111 @@
+"""hookd's XML-RPC client: real timeouts, typed errors, TLS options (against real sockets)."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hookd.client import AuthenticationError, ClientOptions, LockedError, NotFound, OneClient
+from hookd.errors import PermanentError, TransientError
+from hookd.testing.simulator import Simulator
+
+pytestmark = [pytest.mark.integration]
+
+
+def client(sim: Simulator, session: str | None = None, read: float = 1.0) -> OneClient:
+    return OneClient(sim.xmlrpc_url, session or sim.session,
+                     ClientOptions(connect_timeout=1.0, read_timeout=read))
+
+
+def test_success_and_typed_oned_errors(simulator: Simulator) -> None:
+    c = client(simulator)
+    assert c.version() == "6.8.3"
+    with pytest.raises(NotFound) as missing:
+        c.image(99999)
+    assert missing.value.code == 0x400
+    with pytest.raises(AuthenticationError):
+        client(simulator, "oneadmin:wrong").version()
+    simulator.controls.lock("image", simulator.seed_info.images["kernel-kvm"])
+    with pytest.raises(LockedError):
+        c.update_image(simulator.seed_info.images["kernel-kvm"], "<TEMPLATE><A>1</A></TEMPLATE>")
+    with pytest.raises(PermanentError):  # oned's template parser refuses it (0x2000)
+        c.call("template.update", 0, "A=[B=1", 1)
+
+
+def test_a_hung_oned_times_out_instead_of_blocking(simulator: Simulator) -> None:
+    simulator.controls.fail_next("one.system.version", "timeout", 1, seconds=3.0)
+    started = time.monotonic()
+    with pytest.raises(TransientError, match=r"did not answer one\.system\.version within 0\.5 s"):
+        client(simulator, read=0.5).version()
+    assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize("mode", ["http500", "close"])
+def test_server_failures_are_transient(simulator: Simulator, mode: str) -> None:
+    simulator.controls.fail_next("one.system.version", mode, 2)
+    with pytest.raises(TransientError):
+        client(simulator).version()
+
+
+def test_nothing_listening_is_transient() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    c = OneClient(f"http://127.0.0.1:{port}/RPC2", "a:b", ClientOptions(connect_timeout=0.5))
+    with pytest.raises(TransientError, match="cannot reach oned"):
+        c.version()
+
+
+def test_wrong_path_is_permanent(simulator: Simulator) -> None:
+    c = OneClient(simulator.xmlrpc_url.replace("/RPC2", "/nope"), simulator.session)
+    with pytest.raises(PermanentError, match="HTTP 404"):
+        c.version()
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = (b"<?xml version='1.0'?><methodResponse><params><param><value><array><data>"
+                    b"<value><boolean>1</boolean></value><value><string>6.8.3</string></value>"
+                    b"<value><i4>0</i4></value></data></array></value></param></params>"
+                    b"</methodResponse>")
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}/RPC2", cert
+    server.shutdown()
+    server.server_close()
+
+
+def test_tls_is_verified_and_can_use_a_ca_bundle(tls_server: tuple[str, Path]) -> None:
+    url, cert = tls_server
+    with pytest.raises(PermanentError, match="TLS verification"):
+        OneClient(url, "a:b").version()
+    assert OneClient(url, "a:b", ClientOptions(tls_verify=str(cert))).version() == "6.8.3"
+    assert OneClient(url, "a:b", ClientOptions(tls_verify=False)).version() == "6.8.3"
