@@ -361,17 +361,36 @@ _dict_tracebacks = structlog.processors.ExceptionRenderer(
 )
 
 
+class _JsonFormatter(structlog.stdlib.ProcessorFormatter):
+    """Renders a record's JSON line once, however many handlers (journal, file) write it:
+    redaction and serialisation are most of what a log line costs."""
+
+    def __init__(self, *args: Any, journal: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._journal = journal
+
+    def format(self, record: logging.LogRecord) -> str:
+        text: str | None = getattr(record, "_hookd_json", None)
+        if text is None:
+            text = super().format(record)
+            record._hookd_json = text
+        if self._journal:
+            return _PRIORITY.get(record.levelname.lower(), "<6>") + text
+        return text
+
+
 def _formatter(
     *, as_json: bool, colors: bool, journal: bool
 ) -> structlog.stdlib.ProcessorFormatter:
     tail: list[Processor]
     if as_json:
-        tail = [
-            _dict_tracebacks,
-            _redact_processor,
-            _order_keys,
-            _Render(structlog.processors.JSONRenderer(), journal),
-        ]
+        return _JsonFormatter(
+            foreign_pre_chain=[*_SHARED, structlog.stdlib.ExtraAdder(), _foreign_stack],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                        _dict_tracebacks, _redact_processor, _order_keys,
+                        _Render(structlog.processors.JSONRenderer(), journal=False)],
+            journal=journal,
+        )
     else:
         tail = [
             structlog.processors.format_exc_info,
