@@ -1,82 +1,8 @@
-"""``python -m hookd.testing``: run the simulator standalone, on loopback only.
+"""``python -m hookd.testing``: the simulator standalone (see :mod:`hookd.testing.standalone`)."""
 
-Prints exactly one line once both endpoints listen, for example (one line)::
-
-    hookd-simulator listening xmlrpc=http://127.0.0.1:2633/RPC2
-        zmq=tcp://127.0.0.1:2101 one_version=6.8.3
-
-and stops cleanly on SIGTERM or SIGINT (the publisher child is reaped, exit status 0).
-"""
-
-from __future__ import annotations
-
-import argparse
-import signal
 import sys
-import threading
-from types import FrameType
 
-from hookd.testing.netutil import loopback_host_port, loopback_zmq_endpoint
-from hookd.testing.simulator import Simulator
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m hookd.testing",
-        description="Simulated OpenNebula front-end (oned XML-RPC + hook manager ZeroMQ).",
-    )
-    parser.add_argument("--xmlrpc", default="127.0.0.1:2633", help="HOST:PORT (loopback)")
-    parser.add_argument("--zmq", default="tcp://127.0.0.1:2101", help="tcp://HOST:PORT")
-    parser.add_argument("--auth", default="oneadmin:opennebula", help="USER:PASSWORD of user 0")
-    parser.add_argument("--one-version", default="6.8", choices=("6.8", "7.4"))
-    parser.add_argument("--ready-delay", type=float, default=0.05, help="seconds")
-    parser.add_argument("--registry", default="localhost:5000", help="HOST:PORT")
-    parser.add_argument("--datastore-dir", default=None, help="copy local images here")
-    parser.add_argument("--no-seed", action="store_true", help="bootstrap objects only")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        loopback_host_port(args.xmlrpc)
-        loopback_zmq_endpoint(args.zmq)
-    except ValueError as exc:
-        print(f"hookd-simulator: {exc}", file=sys.stderr)
-        return 2
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    sim = Simulator(
-        one_version=args.one_version,
-        auth=args.auth,
-        ready_delay=args.ready_delay,
-        registry=args.registry,
-        seed=not args.no_seed,
-        datastore_dir=args.datastore_dir,
-    )
-    try:
-        sim.start(xmlrpc=args.xmlrpc, zmq=args.zmq)
-    except (OSError, RuntimeError) as exc:
-        print(f"hookd-simulator: cannot start: {exc}", file=sys.stderr)
-        sim.stop()
-        return 1
-    try:
-        sys.stdout.write(
-            f"hookd-simulator listening xmlrpc={sim.xmlrpc_url} zmq={sim.zmq_url} "
-            f"one_version={sim.flavour.version}\n"
-        )
-        sys.stdout.flush()
-        while not stop.wait(0.5):
-            pass
-    finally:
-        sim.stop()
-    return 0
-
+from hookd.testing.standalone import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from hookd.testing.client import SimulatorClient
+from hookd.testing.processes import stop_process
 from hookd.testing.simulator import Simulator
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
@@ -82,13 +83,7 @@ class StandaloneSimulator:
 
     def terminate(self, timeout: float = 15.0, sig: int = signal.SIGTERM) -> int:
         """Send ``sig`` (SIGTERM), SIGKILL if it does not exit; return the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout, sig)
         stdout = self.process.stdout
         self.trailing_output = stdout.read().decode() if stdout is not None else ""
         if stdout is not None:

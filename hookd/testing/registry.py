@@ -46,6 +46,8 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
+from hookd.testing.processes import stop_process
+
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -1103,15 +1105,8 @@ class RealRegistry:
 
     def _terminate(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-        elif process is not None:
-            process.wait()
+        if process is not None:
+            stop_process(process, 5)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -1132,3 +1127,30 @@ class RealRegistry:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+# Image configs of the simulator's seeded Docker Hub apps (tests/daemon and the benchmarks
+# serve these), trimmed to what a START_SCRIPT uses, with the values the real images carry.
+SEEDED_DOCKER_CONFIGS: dict[str, dict[str, Any]] = {
+    "nginx": {"Entrypoint": ["/docker-entrypoint.sh"], "Cmd": ["nginx", "-g", "daemon off;"],
+              "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+              "StopSignal": "SIGQUIT"},
+    "alpine": {"Cmd": ["/bin/sh"],
+               "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+    "redis": {"Entrypoint": ["docker-entrypoint.sh"], "Cmd": ["redis-server"],
+              "WorkingDir": "/data"},
+    "postgres": {"Entrypoint": ["docker-entrypoint.sh"], "Cmd": ["postgres"],
+                 "Env": ["PGDATA=/var/lib/postgresql/data"], "StopSignal": "SIGINT"},
+    "httpd": {"Cmd": ["httpd-foreground"], "WorkingDir": "/usr/local/apache2",
+              "StopSignal": "SIGWINCH"},
+}
+
+
+def seeded_registry() -> FakeRegistry:
+    """A started fake registry serving :data:`SEEDED_DOCKER_CONFIGS` as ``library/NAME:latest``
+    for linux/amd64."""
+    registry = FakeRegistry().start()
+    for name, cfg in SEEDED_DOCKER_CONFIGS.items():
+        registry.add_image(f"library/{name}", "latest",
+                           {"linux/amd64": {**image_config("linux/amd64"), "config": cfg}})
+    return registry

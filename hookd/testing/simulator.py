@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -69,6 +69,7 @@ class Simulator:
         self._scheduler: Scheduler | None = None
         self._publisher: Publisher | None = None
         self._server: RpcServer | None = None
+        self._extra_controls: dict[str, Callable[..., Any]] = {}
         self.manager = ImageManager(self.world, self._call_later, ready_delay=ready_delay,
                                     datastore_dir=datastore_dir)
         self.oned = Oned(self.world, self.manager, self.raft, self._config_xml)
@@ -89,6 +90,7 @@ class Simulator:
         self._publisher.start()
         server = RpcServer(xmlrpc, self.oned, self.faults)
         server.sim_methods.update(sim_rpc.build(self))
+        server.sim_methods.update(self._extra_controls)
         try:
             server.start()
         except OSError:
@@ -96,6 +98,12 @@ class Simulator:
             raise
         self._server = server
         return self
+
+    def add_controls(self, methods: Mapping[str, Callable[..., Any]]) -> None:
+        """Extra ``sim.*`` control methods (a benchmark's instrumentation); before start()."""
+        if self._server is not None:
+            raise SimulatorError("controls must be added before the simulator starts")
+        self._extra_controls.update(methods)
 
     def stop(self) -> None:
         """Stop the server, the scheduler and the publisher child (reaped)."""

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from hookd.testing.daemon_config import wait_for
 from hookd.testing.registry import FakeRegistry, image_config
 from hookd.testing.simulator import Simulator
 from tests.daemon.checks import Export, is_fixed
-from tests.daemon.harness import PASSWORD, Hookd, template_attrs, wait_for
+from tests.daemon.harness import PASSWORD, Hookd, template_attrs
 
 from .conftest import BootGuest
 from .scenario import assert_app_ran_as_configured

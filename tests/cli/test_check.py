@@ -12,16 +12,16 @@ import pytest
 import yaml
 
 from hookd.check import run_checks
-from hookd.testing.registry import FakeRegistry
+from hookd.testing.daemon_config import simulator_config
+from hookd.testing.registry import FakeRegistry, seeded_registry
 from hookd.testing.simulator import Simulator
-from tests.daemon.harness import fake_registry, simulator_config
 
 pytestmark = [pytest.mark.integration]
 
 
 @pytest.fixture
 def registry() -> Iterator[FakeRegistry]:
-    reg = fake_registry()
+    reg = seeded_registry()
     yield reg
     reg.stop()
 

@@ -11,16 +11,17 @@ import yaml
 
 from hookd.cli import main
 from hookd.operate import plan, reconcile
-from hookd.testing.registry import FakeRegistry
+from hookd.testing.daemon_config import simulator_config
+from hookd.testing.registry import FakeRegistry, seeded_registry
 from hookd.testing.simulator import Simulator
-from tests.daemon.harness import fake_registry, simulator_config, template_attrs
+from tests.daemon.harness import template_attrs
 
 pytestmark = [pytest.mark.integration]
 
 
 @pytest.fixture
 def registry() -> Iterator[FakeRegistry]:
-    reg = fake_registry()
+    reg = seeded_registry()
     yield reg
     reg.stop()
 

@@ -6,7 +6,8 @@ import base64
 from dataclasses import dataclass
 from typing import Protocol
 
-from tests.daemon.harness import template_attrs, wait_for
+from hookd.testing.daemon_config import wait_for
+from tests.daemon.harness import template_attrs
 
 
 class Sim(Protocol):

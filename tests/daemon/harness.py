@@ -8,46 +8,21 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from lxml import etree
 
-from hookd.testing.registry import FakeRegistry, image_config
+from hookd.testing.daemon_config import simulator_config, wait_for
+from hookd.testing.notify import NotifySocket
+from hookd.testing.processes import stop_process
+from hookd.testing.registry import FakeRegistry
 
 PASSWORD = "s3cr3t-Pa55-w0rd-for-hookd"
-
-# Image configs the fake registry serves for the seeded Docker Hub apps.
-CONFIGS: dict[str, dict[str, Any]] = {
-    "nginx": {"Entrypoint": ["/docker-entrypoint.sh"], "Cmd": ["nginx", "-g", "daemon off;"],
-              "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-              "StopSignal": "SIGQUIT"},
-    "alpine": {"Cmd": ["/bin/sh"],
-               "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
-    "redis": {"Entrypoint": ["docker-entrypoint.sh"], "Cmd": ["redis-server"],
-              "WorkingDir": "/data"},
-    "postgres": {"Entrypoint": ["docker-entrypoint.sh"], "Cmd": ["postgres"],
-                 "Env": ["PGDATA=/var/lib/postgresql/data"], "StopSignal": "SIGINT"},
-    "httpd": {"Cmd": ["httpd-foreground"], "WorkingDir": "/usr/local/apache2",
-              "StopSignal": "SIGWINCH"},
-}
-
-
-def fake_registry() -> FakeRegistry:
-    registry = FakeRegistry().start()
-    for name, cfg in CONFIGS.items():
-        registry.add_image(f"library/{name}", "latest",
-                           {"linux/amd64": {**image_config("linux/amd64"), "config": cfg}})
-    return registry
-
 
 def template_attrs(xml: str) -> dict[str, Any]:
     """A VM template's TEMPLATE as {name: text | {sub: text}} (last one wins for repeats)."""
@@ -61,75 +36,6 @@ def template_attrs(xml: str) -> dict[str, Any]:
         else:
             out[child.tag] = child.text or ""
     return out
-
-
-def auth_file(directory: Path, session: str) -> Path:
-    """A ONE_AUTH file as oneadmin has it (mode 0600)."""
-    path = directory / "one_auth"
-    path.write_text(session + "\n")
-    path.chmod(0o600)
-    return path
-
-
-def simulator_config(directory: Path, *, xmlrpc: str, zmq: str, session: str,
-                     registry: FakeRegistry | None, kernels: Mapping[str, Any] | None = None,
-                     **sections: Mapping[str, Any]) -> dict[str, Any]:
-    """hookd's configuration for a simulator: its endpoints, the seeded kernels by name, and
-    Docker Hub mirrored by the fake registry. ``sections`` are merged on top."""
-    config: dict[str, Any] = {
-        "one": {"xmlrpc": xmlrpc, "zmq": zmq, "auth_file": str(auth_file(directory, session))},
-        "kernels": dict(kernels if kernels is not None else
-                        {"kvm": "kernel-kvm", "firecracker": "kernel-firecracker"}),
-    }
-    if registry is not None:
-        config["registries"] = {"mirrors": {"docker.io": [f"http://{registry.host}"]},
-                                "insecure": [registry.host],
-                                "cache_dir": str(directory / "oci-cache")}
-    for section, values in sections.items():
-        config.setdefault(section, {}).update(values)
-    return config
-
-
-class NotifySocket:
-    """A datagram socket standing in for systemd's notification socket."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.messages: list[tuple[float, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.messages.append((time.monotonic(), data.decode(errors="replace")))
-
-    def seen(self, assignment: str) -> bool:
-        return any(assignment in m.split("\n") for _, m in self.messages)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
-             interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class Hookd:
@@ -192,14 +98,8 @@ class Hookd:
     def stop(self, timeout: float = 30.0) -> int:
         if self.process is None:
             return 0
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-                raise AssertionError("hookd did not stop within the timeout") from None
+        if not stop_process(self.process, timeout):
+            raise AssertionError("hookd did not stop within the timeout")
         return int(self.process.returncode)
 
     def close(self) -> None:

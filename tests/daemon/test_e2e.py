@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hookd.testing.client import SimulatorClient
+from hookd.testing.daemon_config import wait_for
 from hookd.testing.registry import FakeRegistry
 from tests.daemon.checks import (
     Export,
@@ -26,7 +27,7 @@ from tests.daemon.checks import (
     is_fixed,
     wait_all_fixed,
 )
-from tests.daemon.harness import PASSWORD, Hookd, template_attrs, wait_for
+from tests.daemon.harness import PASSWORD, Hookd, template_attrs
 
 pytestmark = [pytest.mark.integration]
 

@@ -14,9 +14,10 @@ from collections.abc import Callable
 import pytest
 
 from hookd.testing.client import SimulatorClient
+from hookd.testing.daemon_config import wait_for
 from hookd.testing.registry import FakeRegistry
 from tests.daemon.checks import assert_fixed_exactly_once, burst, is_fixed, wait_all_fixed
-from tests.daemon.harness import Hookd, wait_for
+from tests.daemon.harness import Hookd
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

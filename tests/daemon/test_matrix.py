@@ -18,9 +18,11 @@ from handlers.start_script import build_start_script, parse_oci_config
 from hookd.config import from_mapping
 from hookd.daemon import Components, build
 from hookd.logs import configure_logging
-from hookd.testing.registry import FakeRegistry
+from hookd.testing.daemon_config import simulator_config
+from hookd.testing.registry import SEEDED_DOCKER_CONFIGS as CONFIGS
+from hookd.testing.registry import FakeRegistry, seeded_registry
 from hookd.testing.simulator import Simulator
-from tests.daemon.harness import CONFIGS, fake_registry, simulator_config, template_attrs
+from tests.daemon.harness import template_attrs
 
 pytestmark = [pytest.mark.integration]
 
@@ -38,7 +40,7 @@ def nginx_script() -> str:
 
 @pytest.fixture(scope="module")
 def registry() -> Iterator[FakeRegistry]:
-    reg = fake_registry()
+    reg = seeded_registry()
     yield reg
     reg.stop()
 
