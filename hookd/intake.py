@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 import threading
 import time
@@ -190,34 +191,63 @@ def _parameter(text: str, direction: str, position: int) -> int | None:
 
 
 # -- echo suppression ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Sent:
+    """What is kept of a payload hookd sent: never the payload itself (a template with a
+    START_SCRIPT is tens of kilobytes; a burst sends thousands within the TTL)."""
+
+    when: float
+    length: int
+    head: bytes  # the first bytes, to find candidate positions in an event body
+    digest: bytes
+
+    def found_in(self, raw: bytes) -> bool:
+        pos = raw.find(self.head)
+        while pos != -1:
+            if _fingerprint(raw[pos:pos + self.length]) == self.digest:
+                return True
+            pos = raw.find(self.head, pos + 1)
+        return False
+
+
+_HEAD = 64
+
+
+def _fingerprint(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
 class EchoFilter:
     """Recognise the API events caused by hookd's own updates.
 
     The applier registers the exact template text it sent; oned writes IN parameters
     verbatim into the API event body, so finding that text (with the object id) in the body
     identifies our own call. A person's update cannot match unless it sent byte-identical
-    content, and then ignoring it changes nothing.
+    content, and then ignoring it changes nothing. Only a fingerprint of each payload is
+    kept (length, first bytes, BLAKE2b digest), so memory does not grow with payload size.
     """
 
     def __init__(self, ttl: float = 120.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl = ttl
         self._clock = clock
         self._lock = threading.Lock()
-        self._expected: dict[tuple[str, int], list[tuple[float, bytes]]] = {}
+        self._expected: dict[tuple[str, int], list[_Sent]] = {}
 
     def expect(self, call: str, object_id: int, payload: str) -> None:
         now = self._clock()
+        data = payload.encode("utf-8")
+        sent = _Sent(now, len(data), data[:_HEAD], _fingerprint(data))
         with self._lock:
             entries = [e for e in self._expected.get((call, object_id), [])
-                       if now - e[0] < self._ttl]
-            entries.append((now, payload.encode("utf-8")))
+                       if now - e.when < self._ttl]
+            entries.append(sent)
             self._expected[(call, object_id)] = entries[-8:]
             if len(self._expected) > 100_000:
                 self._prune(now)
 
     def _prune(self, now: float) -> None:
-        for key in [k for k, v in self._expected.items() if all(now - t >= self._ttl
-                                                                 for t, _ in v)]:
+        for key in [k for k, v in self._expected.items()
+                    if all(now - e.when >= self._ttl for e in v)]:
             del self._expected[key]
 
     def is_echo(self, trigger: Trigger) -> bool:
@@ -229,8 +259,8 @@ class EchoFilter:
             entries = self._expected.get(key)
             if not entries:
                 return False
-            for i, (when, payload) in enumerate(entries):
-                if now - when < self._ttl and payload in trigger.raw:
+            for i, sent in enumerate(entries):
+                if now - sent.when < self._ttl and sent.found_in(trigger.raw):
                     del entries[i]
                     if not entries:
                         del self._expected[key]

@@ -159,3 +159,34 @@ def test_echo_filter_recognises_our_own_update_once() -> None:
     assert not echo.is_echo(Trigger("template", 6, "one.template.update", raw=body))
     now[0] += 11
     assert not echo.is_echo(ours)  # expired
+
+
+def test_echo_filter_matches_exact_bytes_only() -> None:
+    echo = EchoFilter(ttl=10)
+    script = "A" * 30_000
+    ours = f"<TEMPLATE><CONTEXT><START_SCRIPT_BASE64>{script}</START_SCRIPT_BASE64></CONTEXT>"
+    echo.expect("one.template.update", 5, ours + "</TEMPLATE>")
+    # Same length, same beginning, one byte different near the end: a person's update.
+    theirs = ours[:-2] + "B>" + "</TEMPLATE>"
+    body = f"<HOOK_MESSAGE><VALUE>{theirs}</VALUE>".encode()
+    assert not echo.is_echo(Trigger("template", 5, "one.template.update", raw=body))
+    # The payload found after a false start with the same first bytes.
+    body = f"<VALUE>{ours[:100]}</VALUE><VALUE>{ours}</TEMPLATE></VALUE>".encode()
+    assert echo.is_echo(Trigger("template", 5, "one.template.update", raw=body))
+
+
+def test_echo_filter_keeps_no_payloads() -> None:
+    import tracemalloc
+
+    echo = EchoFilter(ttl=120)
+    payload = "<TEMPLATE><CONTEXT><START_SCRIPT_BASE64>" + "Q" * 25_000 + "</START_SCRIPT_BASE64>"
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for template_id in range(2_000):
+            echo.expect("one.template.update", template_id, payload + f"{template_id}</TEMPLATE>")
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # 2,000 payloads are 50 MB; what is kept is a few hundred bytes each.
+    assert retained < 2_000 * 1_000, retained
