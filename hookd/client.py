@@ -21,6 +21,7 @@ pyone's dict serialisation (which does not escape) is never used.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ssl
 import time
@@ -45,7 +46,10 @@ from hookd.facts import (
     VmTemplateFacts,
     iter_pool,
 )
+from hookd.pool_stream import PoolStream
 from hookd.xmlsafe import parse
+
+_CHUNK = 256 * 1024  # bytes read from a pool answer at a time
 
 # include/Request.h ErrorCode
 AUTHENTICATION = 0x0100
@@ -125,8 +129,10 @@ class _Transport(xmlrpc.client.Transport):
                 context.verify_mode = ssl.CERT_NONE
             self._context = context
 
-    def request(self, host: str, handler: str, request_body: bytes,  # type: ignore[override]
-                verbose: bool = False) -> Any:
+    @contextlib.contextmanager
+    def post(self, host: str, handler: str, request_body: bytes
+             ) -> Iterator[http.client.HTTPResponse]:
+        """POST ``request_body``; the response, headers read, body not yet; closed after."""
         conn: http.client.HTTPConnection
         if self._https:
             conn = http.client.HTTPSConnection(host, timeout=self._connect_timeout,
@@ -142,14 +148,22 @@ class _Transport(xmlrpc.client.Transport):
                 "Accept": "*/*", "Connection": "close"})
             try:
                 response = conn.getresponse()
+            except TimeoutError:
+                raise CallTimeout(f"no answer within {self._read_timeout:g} s") from None
+            if response.status >= 400:
+                raise xmlrpc.client.ProtocolError(host + handler, response.status,
+                                                  response.reason, dict(response.getheaders()))
+            yield response
+        finally:
+            conn.close()
+
+    def request(self, host: str, handler: str, request_body: bytes,  # type: ignore[override]
+                verbose: bool = False) -> Any:
+        with self.post(host, handler, request_body) as response:
+            try:
                 body = response.read()
             except TimeoutError:
                 raise CallTimeout(f"no answer within {self._read_timeout:g} s") from None
-        finally:
-            conn.close()
-        if response.status >= 400:
-            raise xmlrpc.client.ProtocolError(host + handler, response.status, response.reason,
-                                              dict(response.getheaders()))
         parser, unmarshaller = self.getparser()
         parser.feed(body)
         parser.close()
@@ -166,6 +180,13 @@ class _Server(pyone.OneServer):  # type: ignore[misc]
     def raw(self, method: str, params: tuple[Any, ...]) -> list[Any]:
         result: list[Any] = self._do_request(method, self._cast_parms(params))
         return result
+
+    def post(self, method: str, params: tuple[Any, ...]
+             ) -> contextlib.AbstractContextManager[http.client.HTTPResponse]:
+        """The HTTP response to a call, body unread (for answers read as a stream)."""
+        body = xmlrpc.client.dumps(self._cast_parms(params), method).encode("utf-8")
+        transport: _Transport = self._ServerProxy__transport
+        return transport.post(self._ServerProxy__host, self._ServerProxy__handler, body)
 
 
 CallObserver = Callable[[str, float, bool], None]
@@ -201,45 +222,82 @@ class OneClient:
     def call(self, method: str, *params: Any) -> Any:
         """Call ``one.<method>`` and return the result value, or raise a typed error."""
         name = "one." + method
-        started = time.monotonic()
-        ok = False
-        try:
-            try:
-                response = self._server.raw(name, params)
-            except CallTimeout:
-                raise OneTransientError(
-                    f"oned did not answer {name} within {self.options.read_timeout:g} s "
-                    f"({self.endpoint})") from None
-            except (ConnectionError, TimeoutError, ssl.SSLError, OSError) as exc:
-                if isinstance(exc, ssl.SSLCertVerificationError):
-                    raise OneError(f"TLS verification of {self.endpoint} failed: "
-                                   f"{_short(exc)} (see one.tls_verify)") from None
-                raise OneTransientError(
-                    f"cannot reach oned at {self.endpoint}: {_short(exc)}") from None
-            except http.client.HTTPException as exc:
-                raise OneTransientError(
-                    f"broken HTTP answer to {name}: {_short(exc)}") from None
-            except xmlrpc.client.ProtocolError as exc:
-                if exc.errcode >= 500:
-                    raise OneTransientError(
-                        f"oned answered {name} with HTTP {exc.errcode}") from None
-                raise OneError(f"oned answered {name} with HTTP {exc.errcode}: is "
-                               f"{self.endpoint} the XML-RPC endpoint?") from None
-            except pyone.OneException as exc:  # an XML-RPC <fault>
-                raise OneError(f"oned rejected {name}: {exc}") from None
-            except (xmlrpc.client.ResponseError, ValueError) as exc:
-                raise OneTransientError(f"unreadable answer to {name}: {_short(exc)}") from None
+        with self._observed(name) as done:
+            response = self._server.raw(name, params)
             if not isinstance(response, list) or not response:
                 raise OneError(f"oned answered {name} with something that is not an array")
             if response[0] is True:
-                ok = True
+                done()
                 return response[1] if len(response) > 1 else None
             message = str(response[1]) if len(response) > 1 else "unknown error"
             code = response[2] if len(response) > 2 and isinstance(response[2], int) else 0
             raise classify_failure(name, message, code)
+
+    @contextlib.contextmanager
+    def _observed(self, name: str) -> Iterator[Callable[[], None]]:
+        """Map every way a call can fail to a typed error; report the call to the observer
+        (ok once the body calls the function it is given)."""
+        started = time.monotonic()
+        ok = False
+
+        def done() -> None:
+            nonlocal ok
+            ok = True
+
+        try:
+            yield done
+        except CallTimeout:
+            raise OneTransientError(
+                f"oned did not answer {name} within {self.options.read_timeout:g} s "
+                f"({self.endpoint})") from None
+        except (ConnectionError, TimeoutError, ssl.SSLError, OSError) as exc:
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                raise OneError(f"TLS verification of {self.endpoint} failed: "
+                               f"{_short(exc)} (see one.tls_verify)") from None
+            raise OneTransientError(
+                f"cannot reach oned at {self.endpoint}: {_short(exc)}") from None
+        except http.client.HTTPException as exc:
+            raise OneTransientError(f"broken HTTP answer to {name}: {_short(exc)}") from None
+        except xmlrpc.client.ProtocolError as exc:
+            if exc.errcode >= 500:
+                raise OneTransientError(
+                    f"oned answered {name} with HTTP {exc.errcode}") from None
+            raise OneError(f"oned answered {name} with HTTP {exc.errcode}: is "
+                           f"{self.endpoint} the XML-RPC endpoint?") from None
+        except pyone.OneException as exc:  # an XML-RPC <fault>
+            raise OneError(f"oned rejected {name}: {exc}") from None
+        except (xmlrpc.client.ResponseError, ValueError) as exc:
+            raise OneTransientError(f"unreadable answer to {name}: {_short(exc)}") from None
         finally:
             if self._observer is not None:
                 self._observer(name, time.monotonic() - started, ok)
+
+    def _pool_page(self, method: str, params: tuple[Any, ...], pool_tag: str,
+                   item_tag: str) -> Iterator[etree._Element]:
+        """One pool answer, read as it arrives (:mod:`hookd.pool_stream`): each object is
+        yielded as soon as it is complete and dropped once the caller moves on. The call's
+        observed duration therefore includes the caller's work on the page."""
+        name = "one." + method
+        with self._observed(name) as done, self._server.post(name, params) as response:
+            stream = PoolStream(pool_tag, item_tag)
+            while True:
+                try:
+                    chunk = response.read1(_CHUNK)
+                except TimeoutError:
+                    raise CallTimeout(
+                        f"no answer within {self.options.read_timeout:g} s") from None
+                if not chunk:
+                    break
+                yield from stream.feed(chunk)
+            yield from stream.finish()
+            answer = stream.answer
+            if answer is None:  # finish() sets it or raises: never
+                raise OneTransientError(f"unreadable answer to {name}")
+            if answer.fault:
+                raise OneError(f"oned rejected {name}: {answer.message}")
+            if not answer.ok:
+                raise classify_failure(name, answer.message, answer.code)
+            done()
 
     def _xml(self, method: str, *params: Any) -> etree._Element:
         result = self.call(method, *params)
@@ -321,9 +379,8 @@ class OneClient:
         offset = 0
         seen: set[int] = set()
         while True:
-            root = self._xml(method, -2, offset, -size)
             count = 0
-            for element in iter_pool(root, pool_tag, item_tag):
+            for element in self._pool_page(method, (-2, offset, -size), pool_tag, item_tag):
                 count += 1
                 ident = element.findtext("ID")
                 if ident is not None and ident.isdigit():
@@ -331,7 +388,6 @@ class OneClient:
                         continue
                     seen.add(int(ident))
                 yield element
-            root.clear()
             if count < size:
                 return
             offset += size

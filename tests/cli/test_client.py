@@ -109,3 +109,26 @@ def test_tls_is_verified_and_can_use_a_ca_bundle(tls_server: tuple[str, Path]) -
         OneClient(url, "a:b").version()
     assert OneClient(url, "a:b", ClientOptions(tls_verify=str(cert))).version() == "6.8.3"
     assert OneClient(url, "a:b", ClientOptions(tls_verify=False)).version() == "6.8.3"
+
+
+@pytest.mark.parametrize("page_size", [2, 3, 2000])
+def test_pools_are_read_page_by_page_as_a_stream(simulator: Simulator, page_size: int) -> None:
+    c = OneClient(simulator.xmlrpc_url, simulator.session, ClientOptions(page_size=page_size))
+    made = [int(c.call("template.allocate", f'NAME="t{i}"\nCPU="1"\nMEMORY="64"'))
+            for i in range(5)]
+    whole = c._xml("imagepool.info", -2, -1, -1)
+    expected = [int(e.findtext("ID") or -1) for e in whole.iter("IMAGE")]
+    assert [image.id for image in c.iter_images()] == expected
+    templates = [t.id for t in c.iter_templates()]
+    assert len(templates) == len(set(templates)) and set(made) <= set(templates)
+
+
+def test_a_failed_pool_read_is_a_typed_error(simulator: Simulator) -> None:
+    with pytest.raises(AuthenticationError):
+        list(client(simulator, "oneadmin:wrong").iter_images())
+    simulator.controls.fail_next("one.templatepool.info", "http500", 1)
+    with pytest.raises(TransientError, match="HTTP 500"):
+        list(client(simulator).iter_templates())
+    simulator.controls.fail_next("one.imagepool.info", "timeout", 1, seconds=3.0)
+    with pytest.raises(TransientError, match=r"did not answer one\.imagepool\.info"):
+        list(client(simulator, read=0.5).iter_images())
