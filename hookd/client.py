@@ -8,7 +8,8 @@ Built on pyone (pinned, see setup.cfg) with three corrections:
   ``http.client`` with a connect and a read timeout and the TLS options;
 * **raw XML, parsed with lxml**: pyone turns every XML result into generateDS bindings.
   ``benchmarks/pool_parse.py`` measures both on a 100,000-image pool; hookd reads results
-  through lxml (see README "Performance") with the hardened parser of :mod:`hookd.xmlsafe`;
+  through lxml (see README "Performance") with the hardened parser of :mod:`hookd.xmlsafe`,
+  and pool pages as a stream, one object at a time (:mod:`hookd.pool_stream`);
 * **typed errors**: every failure becomes :class:`~hookd.errors.TransientError` (connection,
   timeout, HTTP 5xx, a locked object, Raft replication) or
   :class:`~hookd.errors.PermanentError` (authentication, authorisation, not found, invalid
