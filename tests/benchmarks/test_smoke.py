@@ -61,3 +61,12 @@ def test_percentile_interpolates_between_ranks() -> None:
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile([5.0], 99) == 5.0
     assert percentile(list(map(float, range(101))), 99) == 99.0
+
+
+def test_engine_per_event_measures_all_three_rounds(tmp_path: Path) -> None:
+    from benchmarks.engine_per_event import measure
+
+    result = measure(pool=40, imports=5, warmup=1, workdir=tmp_path)
+    assert result["empty_pool"]["imports"] == 5
+    assert result["pool_present"]["indexed_templates"] > result["empty_pool"]["indexed_templates"]
+    assert result["cpu_ratio_p50"] > 0 and result["wall_ratio_p50"] > 0
