@@ -39,7 +39,26 @@ class MalformedObject(PermanentError):
     """An XML document does not have the shape oned gives it."""
 
 
-def _text(el: etree._Element, name: str, default: str | None = None) -> str:
+class _Children:
+    """An element's direct children by tag (the first of each), for objects read by the
+    hundred thousand in a sweep: one pass instead of a linear ``find`` per field."""
+
+    __slots__ = ("_kids", "tag")
+
+    def __init__(self, el: etree._Element) -> None:
+        self.tag = el.tag
+        kids: dict[str, etree._Element] = {}
+        for child in el:
+            tag = child.tag
+            if isinstance(tag, str) and tag not in kids:
+                kids[tag] = child
+        self._kids = kids
+
+    def find(self, name: str) -> etree._Element | None:
+        return self._kids.get(name)
+
+
+def _text(el: etree._Element | _Children, name: str, default: str | None = None) -> str:
     child = el.find(name)
     if child is None:
         if default is None:
@@ -48,7 +67,7 @@ def _text(el: etree._Element, name: str, default: str | None = None) -> str:
     return child.text or ""
 
 
-def _int(el: etree._Element, name: str, default: int | None = None) -> int:
+def _int(el: etree._Element | _Children, name: str, default: int | None = None) -> int:
     child = el.find(name)
     if child is None or child.text is None:
         if default is None:
@@ -98,21 +117,22 @@ class ImageFacts:
     @classmethod
     def from_element(cls, el: etree._Element) -> ImageFacts:
         _expect(el, "IMAGE")
-        lock = el.find("LOCK")
+        f = _Children(el)
+        lock = f.find("LOCK")
         return cls(
-            id=_int(el, "ID"),
-            name=_text(el, "NAME"),
-            uid=_int(el, "UID"),
-            uname=_text(el, "UNAME", ""),
-            type=_int(el, "TYPE"),
-            state=_int(el, "STATE"),
-            prev_state=_int(el, "PREV_STATE", -1),
-            datastore_id=_int(el, "DATASTORE_ID"),
-            datastore=_text(el, "DATASTORE", ""),
-            path=_text(el, "PATH", ""),
-            source=_text(el, "SOURCE", ""),
-            persistent=_text(el, "PERSISTENT", "0").strip() == "1",
-            template=Template.from_element(el.find("TEMPLATE")),
+            id=_int(f, "ID"),
+            name=_text(f, "NAME"),
+            uid=_int(f, "UID"),
+            uname=_text(f, "UNAME", ""),
+            type=_int(f, "TYPE"),
+            state=_int(f, "STATE"),
+            prev_state=_int(f, "PREV_STATE", -1),
+            datastore_id=_int(f, "DATASTORE_ID"),
+            datastore=_text(f, "DATASTORE", ""),
+            path=_text(f, "PATH", ""),
+            source=_text(f, "SOURCE", ""),
+            persistent=_text(f, "PERSISTENT", "0").strip() == "1",
+            template=Template.from_element(f.find("TEMPLATE")),
             locked=lock is not None and _int(lock, "LOCKED", 0) > 0,
         )
 
@@ -148,12 +168,13 @@ class VmTemplateFacts:
     @classmethod
     def from_element(cls, el: etree._Element) -> VmTemplateFacts:
         _expect(el, "VMTEMPLATE")
+        f = _Children(el)
         return cls(
-            id=_int(el, "ID"),
-            name=_text(el, "NAME"),
-            uid=_int(el, "UID"),
-            uname=_text(el, "UNAME", ""),
-            template=Template.from_element(el.find("TEMPLATE")),
+            id=_int(f, "ID"),
+            name=_text(f, "NAME"),
+            uid=_int(f, "UID"),
+            uname=_text(f, "UNAME", ""),
+            template=Template.from_element(f.find("TEMPLATE")),
         )
 
 
