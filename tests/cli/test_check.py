@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +12,10 @@ import yaml
 
 from hookd.check import run_checks
 from hookd.testing.daemon_config import simulator_config
-from hookd.testing.registry import FakeRegistry, seeded_registry
+from hookd.testing.registry import FakeRegistry
 from hookd.testing.simulator import Simulator
 
 pytestmark = [pytest.mark.integration]
-
-
-@pytest.fixture
-def registry() -> Iterator[FakeRegistry]:
-    reg = seeded_registry()
-    yield reg
-    reg.stop()
 
 
 def config(tmp_path: Path, sim: Simulator, registry: FakeRegistry, password: str | None = None,

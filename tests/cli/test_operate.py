@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,18 +11,11 @@ import yaml
 from hookd.cli import main
 from hookd.operate import plan, reconcile
 from hookd.testing.daemon_config import simulator_config
-from hookd.testing.registry import FakeRegistry, seeded_registry
+from hookd.testing.registry import FakeRegistry
 from hookd.testing.simulator import Simulator
 from tests.daemon.harness import template_attrs
 
 pytestmark = [pytest.mark.integration]
-
-
-@pytest.fixture
-def registry() -> Iterator[FakeRegistry]:
-    reg = seeded_registry()
-    yield reg
-    reg.stop()
 
 
 def write_config(tmp_path: Path, sim: Simulator, registry: FakeRegistry) -> Path:

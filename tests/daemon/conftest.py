@@ -8,17 +8,8 @@ import pytest
 
 from hookd.testing.client import SimulatorClient
 from hookd.testing.pytest_plugin import StandaloneSimulator
-from hookd.testing.registry import FakeRegistry, seeded_registry
+from hookd.testing.registry import FakeRegistry
 from tests.daemon.harness import PASSWORD, Hookd
-
-
-@pytest.fixture
-def registry() -> Iterator[FakeRegistry]:
-    reg = seeded_registry()
-    try:
-        yield reg
-    finally:
-        reg.stop()
 
 
 @pytest.fixture

@@ -6,20 +6,22 @@ mirror, the ``lz4`` program, …) calls ``unavailable(reason)``:
 - normally it is skipped with that reason (``pytest -ra`` lists it);
 - when the environment variable ``CI`` is ``true`` (case-insensitive; CI runs ``.ci/run`` with
   ``CI=true``), it fails instead, so a CI machine that lost a package or the mirror cannot turn
-  required tests into silent skips. (Same rule as ``tests/oci/_require.py``.)
+  required tests into silent skips. (The rule is ``tests/_require.py``'s; the messages here
+  are this directory's.)
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from typing import NoReturn
 
 import pytest
 
+from tests._require import ci_enforced
+
 
 def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() == "true"
+    return ci_enforced()
 
 
 def unavailable(reason: str) -> NoReturn:

@@ -16,8 +16,7 @@ import requests
 
 from hookd.oci import RegistryClient, RegistrySettings
 from hookd.testing.registry import DOCKER_REGISTRY, FakeRegistry, RealRegistry
-
-from ._require import require
+from tests._require import require
 
 
 class FakeClock:

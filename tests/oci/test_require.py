@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ._require import ci_enforced, require
+from tests._require import ci_enforced, require
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from hookd.logs import configure_logging, get_logger
-from tests.ops._require import ci_enforced, require, require_program
+from tests._require import ci_enforced, require, require_program
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "hookd.service"

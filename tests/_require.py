@@ -4,14 +4,16 @@
 test with ``what`` as the reason, unless the environment variable ``CI`` is ``true``
 (case-insensitive, as GitHub Actions, GitLab CI and most runners set it): then it fails the
 test, because a CI run that silently skips its integration tests proves nothing.
-Use it in fixtures (a session fixture that calls it errors every test that needs it) or at the
-top of a test. Tests that need a component also carry ``@pytest.mark.requires_system(name)``
-so ``-m`` can select or deselect them.
+``require_program(program, debian_package)`` wraps it around ``shutil.which`` and names the
+package to install. Use them in fixtures (a session fixture that calls one errors every test
+that needs it) or at the top of a test. Tests that need a component also carry
+``@pytest.mark.requires_system(name)`` so ``-m`` can select or deselect them.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Mapping
 
 import pytest
@@ -33,3 +35,15 @@ def require(available: bool, what: str, *, environ: Mapping[str, str] | None = N
             pytrace=False,
         )
     pytest.skip(what)
+
+
+def require_program(
+    program: str, debian_package: str, *, environ: Mapping[str, str] | None = None
+) -> str:
+    """The absolute path of ``program``; skip (fail in CI) naming the package if missing."""
+    path = shutil.which(program, path=None if environ is None else environ.get("PATH", ""))
+    require(path is not None,
+            f"{program} not found (install the Debian package {debian_package})",
+            environ=environ)
+    assert path is not None
+    return path
