@@ -48,6 +48,29 @@ class RemoteControls:
         except xmlrpc.client.Fault as fault:
             raise SimulatorClientError(fault.faultString) from fault
 
+    def add_user(self, name: str, password: str) -> int:
+        return int(self.invoke("add_user", name, password))
+
+    def add_kernel_image(self, name: str, owner: int, datastore_id: int) -> int:
+        return int(self.invoke("add_kernel_image", name, owner, datastore_id))
+
+    def person_edit(self, template_id: int, vector: str, key: str, value: str) -> bool:
+        return bool(self.invoke("person_edit", template_id, vector, key, value))
+
+    def edit_after_read(self, template_id: int, vector: str, key: str, value: str) -> None:
+        self.invoke("edit_after_read", template_id, vector, key, value)
+
+    def raced(self) -> list[tuple[int, str, float]]:
+        return [(int(t), str(v), float(w)) for t, v, w in self.invoke("raced")]
+
+    def start_person_editor(self, template_ids: list[int], rate: float, *,
+                            vector: str = "CONTEXT", key: str = "SSH_PUBLIC_KEY",
+                            seed: int = 0) -> None:
+        self.invoke("start_person_editor", template_ids, rate, vector, key, seed)
+
+    def stop_person_editor(self) -> list[tuple[int, str, float]]:
+        return [(int(t), str(v), float(w)) for t, v, w in self.invoke("stop_person_editor")]
+
     def set_latency(self, method: str, seconds: float) -> None:
         self.invoke("set_latency", method, float(seconds))
 

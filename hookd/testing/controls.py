@@ -9,10 +9,13 @@ operations are exported to other processes as the ``sim.*`` XML-RPC namespace
 from __future__ import annotations
 
 import hashlib
+import random
 import threading
+import time
 import xmlrpc.client
 from collections.abc import Callable
 from typing import Any
+from xml.sax.saxutils import escape as xml_escape
 
 from hookd.testing import builders
 from hookd.testing.export import Exporter
@@ -21,6 +24,7 @@ from hookd.testing.image_manager import ImageManager, set_template_error_message
 from hookd.testing.objects import (
     Image,
     ImageState,
+    ImageType,
     LockInfo,
     PoolObject,
     VMTemplate,
@@ -50,6 +54,8 @@ class Controls:
         rpc_url: Callable[[], str],
         session: Callable[[], str],
         finish_transfers: Callable[[], int],
+        execute: Callable[[str, list[Any]], Any] | None = None,
+        after_calls: dict[tuple[str, int], list[Callable[[], None]]] | None = None,
     ) -> None:
         self._world = world
         self._manager = manager
@@ -60,6 +66,10 @@ class Controls:
         self._rpc_url = rpc_url
         self._session = session
         self._finish_transfers = finish_transfers
+        self._execute = execute
+        self._after_calls = after_calls if after_calls is not None else {}
+        self.raced_edits: list[tuple[int, str, float]] = []
+        self._editor: PersonEditor | None = None
 
     # -- front door ----------------------------------------------------------------------
     def set_latency(self, method: str, seconds: float) -> None:
@@ -98,6 +108,95 @@ class Controls:
         ``image``), since the last reset: "fixed exactly once" means 1 per template."""
         with self._world.lock:
             return {oid: n for (k, oid), n in self._world.template_changes.items() if k == kind}
+
+    # -- other users -----------------------------------------------------------------------
+    def add_user(self, name: str, password: str) -> int:
+        """An ordinary user (group ``users``, ID 1), as ``oneuser create`` makes one."""
+        from hookd.testing.oned import password_digest
+
+        with self._world.lock:
+            user = builders.add_user(self._world, name, password_digest(password),
+                                     oid=self._world.users.next_oid())
+            user.gid, user.gname, user.groups = 1, "users", {1}
+            user.invalidate()
+            return user.oid
+
+    def add_kernel_image(self, name: str, owner: int, datastore_id: int) -> int:
+        """A READY KERNEL image owned by user ``owner`` (what that user could register)."""
+        with self._world.lock:
+            user = self._world.users.get(owner)
+            ds = self._world.datastores.get(datastore_id)
+            if user is None or ds is None:
+                raise ValueError(f"no user {owner} or no datastore {datastore_id}")
+            now = self._world.now()
+            oid = self._world.images.next_oid()
+            image = Image(oid=oid, name=name, template=Template(True), type=ImageType.KERNEL,
+                          regtime=now, modtime=now, source=f"{ds.base_path}/user-kernel-{oid}",
+                          path=f"/home/{user.name}/vmlinux", format="raw", size_mb=12,
+                          state=ImageState.READY, prev_state=ImageState.READY, ds_id=ds.oid,
+                          ds_name=ds.name)
+            image.uid, image.gid, image.uname, image.gname = user.oid, user.gid, user.name, \
+                user.gname
+            self._world.images.add(image)
+            ds.images.add(oid)
+            ds.invalidate()
+            return oid
+
+    # -- a person at work ------------------------------------------------------------------
+    def person_edit(self, template_id: int, vector: str, key: str, value: str) -> bool:
+        """A person sets ``vector/key`` of a VM template, as oned runs it: one read-modify-
+        write of the whole vector, atomic (a person's tool has its own window; this one has
+        none, so whatever is lost is lost by someone else's write), sent as a merge update
+        through oned's own call path, with the API event a real call publishes. False when
+        the template does not exist or oned refused the update."""
+        if self._execute is None:
+            raise RuntimeError("person_edit needs the simulator's oned")
+        with self._world.lock:
+            obj = self._world.templates.get(template_id)
+            if obj is None:
+                return False
+            current = obj.template.vectors(vector.upper())
+            values = dict(current[0].value) if current else {}
+            values[key] = value
+            body = "".join(f"<{k}>{xml_escape(v)}</{k}>" for k, v in values.items())
+            text = f"<TEMPLATE><{vector.upper()}>{body}</{vector.upper()}></TEMPLATE>"
+            response = self._execute("one.template.update",
+                                     [self._session(), template_id, text, 1])
+            return bool(response[0])
+
+    def edit_after_read(self, template_id: int, vector: str, key: str, value: str) -> None:
+        """Arm a race: right after the next ``one.template.info`` of ``template_id`` has been
+        answered, a person sets ``vector/key`` (:meth:`person_edit`). Whoever read the
+        template then writes it from a copy that lacks the person's change; the edits made
+        this way are listed by :meth:`raced`."""
+        def edit() -> None:
+            if self.person_edit(template_id, vector, key, value):
+                self.raced_edits.append((template_id, value, time.time()))
+
+        with self._world.lock:
+            self._after_calls.setdefault(("one.template.info", template_id), []).append(edit)
+
+    def raced(self) -> list[tuple[int, str, float]]:
+        with self._world.lock:
+            return list(self.raced_edits)
+
+    def start_person_editor(self, template_ids: list[int], rate: float, *,
+                            vector: str = "CONTEXT", key: str = "SSH_PUBLIC_KEY",
+                            seed: int = 0) -> None:
+        """A person editing ``vector/key`` of these templates, ``rate`` edits per second,
+        each time a new value, on a template chosen at random (seeded)."""
+        if self._editor is not None:
+            raise RuntimeError("a person editor is already running")
+        self._editor = PersonEditor(self, list(template_ids), rate, vector, key, seed)
+        self._editor.start()
+
+    def stop_person_editor(self) -> list[tuple[int, str, float]]:
+        """Stop the editor; every edit oned accepted: (template id, value, time)."""
+        editor, self._editor = self._editor, None
+        if editor is None:
+            return []
+        editor.stop()
+        return list(editor.edits)
 
     # -- objects -------------------------------------------------------------------------
     def _pool(self, kind: str) -> Pool[Any]:
@@ -348,6 +447,40 @@ class Controls:
         proxy = xmlrpc.client.ServerProxy(self._rpc_url())
         response = getattr(proxy, method)(self._session(), *params)
         return list(response)
+
+
+class PersonEditor:
+    """The background thread of :meth:`Controls.start_person_editor`."""
+
+    def __init__(self, controls: Controls, template_ids: list[int], rate: float, vector: str,
+                 key: str, seed: int) -> None:
+        if not template_ids or rate <= 0:
+            raise ValueError("a person editor needs templates and a rate above 0")
+        self._controls = controls
+        self._ids = template_ids
+        self._interval = 1.0 / rate
+        self._vector = vector
+        self._key = key
+        self._random = random.Random(seed)  # noqa: S311 - a reproducible test schedule
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="person-editor", daemon=True)
+        self.edits: list[tuple[int, str, float]] = []
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        count = 0
+        while not self._stop.wait(self._interval):
+            count += 1
+            template_id = self._random.choice(self._ids)
+            value = f"ssh-ed25519 AAAA-person-edit-{count}"
+            if self._controls.person_edit(template_id, self._vector, self._key, value):
+                self.edits.append((template_id, value, time.time()))
 
 
 def _template_factory(base: Template) -> Callable[[dict[str, str]], Template]:

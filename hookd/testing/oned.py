@@ -70,6 +70,9 @@ class Oned:
         self.manager = manager
         self.raft = raft
         self.methods: dict[str, Method] = {}
+        # One-shot actions run right after a call on an object answered (under the world
+        # lock, its answer already made): what another client does between two calls.
+        self.after_calls: dict[tuple[str, int], list[Callable[[], None]]] = {}
         self._register(config_xml)
 
     # -- registration --------------------------------------------------------------------
@@ -183,6 +186,10 @@ class Oned:
                         name, call.success, in_values, call.retval_xml, call.extra_xml
                     )
                 self.world.emit_api(message)
+            first = values[1] if len(values) > 1 else None
+            if self.after_calls and call.success and isinstance(first, int):
+                for action in self.after_calls.pop((name, first), []):
+                    action()
             return call.response
 
     def _inject(self, call: Call, failure: Failure) -> None:

@@ -255,6 +255,7 @@ class Faults:
     drip_headers: bool = False  # ... and the status line and headers too
     manifest_content_type: str | None = None  # override Content-Type; "" omits it
     head_not_allowed: bool = False  # HEAD on manifests answers 405
+    latency: float = 0.0  # seconds every request waits before it is answered (a slow registry)
 
 
 @dataclass
@@ -337,6 +338,8 @@ class FakeRegistry:
                 server.socket, server_side=True, do_handshake_on_connect=False
             )
         self._server = server
+        # Keep the port: after down() the registry comes back where clients expect it.
+        self._bind = (self._bind[0], server.server_address[1])
         self._stopping.clear()
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
@@ -354,6 +357,18 @@ class FakeRegistry:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    def down(self) -> None:
+        """An outage: nothing listens any more (connections are refused) until :meth:`up`,
+        which serves the same content on the same port; hookd may restart meanwhile."""
+        self.stop()
+
+    def up(self) -> FakeRegistry:
+        return self.start()
+
+    @property
+    def is_up(self) -> bool:
+        return self._server is not None
+
     def __enter__(self) -> FakeRegistry:
         return self.start()
 
@@ -367,10 +382,14 @@ class FakeRegistry:
 
     @property
     def host(self) -> str:
-        """``host:port`` as a registry host (IPv6 in brackets)."""
+        """``host:port`` as a registry host (IPv6 in brackets); also while it is down()."""
         if self._server is None:
-            raise RuntimeError("FakeRegistry is not started")
-        address, port = self._server.server_address[:2]
+            if not self._bind[1]:
+                raise RuntimeError("FakeRegistry is not started")
+            address: object = self._bind[0]
+            port: object = self._bind[1]
+        else:
+            address, port = self._server.server_address[:2]
         text = str(address)
         return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
 
@@ -554,6 +573,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         registry._record(
             LoggedRequest(self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
         )
+        if registry.faults.latency > 0:
+            registry.stopping.wait(registry.faults.latency)
         failure = registry._take_failure()
         if failure is not None:
             status, retry_after = failure

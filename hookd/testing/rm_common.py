@@ -78,7 +78,8 @@ def update_template(call: Call, world: World, pool: Pool[T], *, replace_mode: bo
         raise RequestFailed(XML_RPC_API, "Wrong update type")
     obj = fetch(pool, oid)
     try:
-        parsed = parse_template(text, replace_mode=replace_mode)
+        parsed = parse_template(text, replace_mode=replace_mode,
+                                trim=world.flavour.major >= 7)
     except TemplateParseError as exc:
         raise RequestFailed(INTERNAL, f"Cannot update template. {exc}") from exc
     if update_type == 0:

@@ -84,7 +84,7 @@ def allocate(call: Call, world: World, manager: ImageManager) -> None:
     if len(call.params) > 3 and call.is_admin:
         check_capacity = not call.params.get_bool(3)
     try:
-        tmpl = parse_template(text, replace_mode=True)
+        tmpl = parse_template(text, replace_mode=True, trim=world.flavour.major >= 7)
     except TemplateParseError as exc:
         raise RequestFailed(INTERNAL, str(exc)) from exc
 

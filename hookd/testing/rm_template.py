@@ -45,7 +45,7 @@ def allocate(call: Call, world: World) -> None:
     """``one.template.allocate(session, template)``."""
     text = call.params.get_str(1)
     try:
-        tmpl = parse_template(text, replace_mode=False)
+        tmpl = parse_template(text, replace_mode=False, trim=world.flavour.major >= 7)
     except TemplateParseError as exc:
         raise RequestFailed(INTERNAL, str(exc)) from exc
     template = insert(call, world, tmpl)

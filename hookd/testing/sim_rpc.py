@@ -65,7 +65,22 @@ def build(sim: Simulator) -> dict[str, Callable[..., Any]]:
                        name_pattern: str = "bulk-template-{i}") -> list[int]:
         return c.bulk_templates(count, text, image_ids or None, name_pattern)
 
+    def start_person_editor(template_ids: list[int], rate: float, vector: str = "CONTEXT",
+                            key: str = "SSH_PUBLIC_KEY", seed: int = 0) -> bool:
+        c.start_person_editor(template_ids, float(rate), vector=vector, key=key, seed=seed)
+        return True
+
+    def stop_person_editor() -> list[list[Any]]:
+        return [[t, v, w] for t, v, w in c.stop_person_editor()]
+
     return {
+        "sim.add_user": c.add_user,
+        "sim.add_kernel_image": c.add_kernel_image,
+        "sim.person_edit": c.person_edit,
+        "sim.edit_after_read": _ok(c.edit_after_read),
+        "sim.raced": lambda: [[t, v, w] for t, v, w in c.raced()],
+        "sim.start_person_editor": start_person_editor,
+        "sim.stop_person_editor": stop_person_editor,
         "sim.info": sim.info,
         "sim.seed_info": sim.seed_info_dict,
         "sim.wait_image_deleted": lambda i, t=5.0: sim.wait_image_deleted(i, float(t)),

@@ -78,6 +78,7 @@ class Simulator:
             publisher=self._require_publisher, exporter=self._exporter,
             rpc_url=lambda: self.xmlrpc_url, session=lambda: self.session,
             finish_transfers=self._finish_transfers,
+            execute=self.oned.execute, after_calls=self.oned.after_calls,
         )
 
     # -- life-cycle ----------------------------------------------------------------------
