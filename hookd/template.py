@@ -33,7 +33,13 @@ class TemplateValueError(PermanentError):
 
 @dataclass(frozen=True, slots=True)
 class Vector:
-    """A vector attribute: ordered, unique sub-attribute names (oned keeps them in a map)."""
+    """A vector attribute: ordered, unique sub-attribute names (oned keeps them in a map).
+
+    Sub-attribute names are case-sensitive, as in oned: the attribute syntax upper-cases
+    them (src/parsers/template_syntax.y) but the XML form keeps them as written
+    (``Template::vector_xml_att``, src/template/Template.cc), and drivers and one-context
+    look them up by their exact name. hookd keeps a name exactly as oned stored it.
+    """
 
     items: tuple[tuple[str, str], ...] = ()
 
@@ -42,11 +48,10 @@ class Vector:
         pairs = mapping.items() if isinstance(mapping, Mapping) else mapping
         seen: dict[str, str] = {}
         for key, value in pairs:
-            seen[key.upper()] = value
+            seen[key] = value
         return cls(tuple(seen.items()))
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        name = name.upper()
         for key, value in self.items:
             if key == name:
                 return value
@@ -54,7 +59,6 @@ class Vector:
 
     def set(self, name: str, value: str | None) -> Vector:
         """A copy with ``name`` set (appended if new) or removed when ``value`` is None."""
-        name = name.upper()
         out: list[tuple[str, str]] = []
         found = False
         for key, old in self.items:
@@ -117,10 +121,6 @@ class Template:
         name = name.upper()
         return [a.value for a in self.attributes if a.name == name]
 
-    def has(self, name: str) -> bool:
-        name = name.upper()
-        return any(a.name == name for a in self.attributes)
-
     def names(self) -> list[str]:
         return [a.name for a in self.attributes]
 
@@ -135,7 +135,7 @@ class Template:
             if _special(child):
                 continue
             if len(child):
-                items = tuple((sub.tag.upper(), sub.text or "") for sub in child
+                items = tuple((str(sub.tag), sub.text or "") for sub in child
                               if not _special(sub))
                 attrs.append(Attribute(child.tag.upper(), Vector(items)))
             else:
@@ -188,6 +188,13 @@ def _check_name(name: str) -> str:
     return name.upper()
 
 
+def _check_sub_name(name: str) -> str:
+    """A vector sub-attribute name is written as oned stored it (case kept)."""
+    if not _NAME.match(name):
+        raise TemplateValueError(f"{name!r} is not a valid template attribute name")
+    return name
+
+
 def _check_value(name: str, value: str) -> str:
     if _XML_INVALID.search(value):
         raise TemplateValueError(
@@ -196,26 +203,54 @@ def _check_value(name: str, value: str) -> str:
     return value
 
 
-def to_xml(attributes: Iterable[tuple[str, Value]]) -> str:
+class Removal:
+    """The value that removes an attribute in a merge update (see :data:`REMOVE`)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "REMOVE"
+
+
+#: Written as ``<NAME><HOOKD_REMOVE/></NAME>``: oned reads an element whose children are
+#: elements without text as a vector with no values (``Template::vector_xml_att``), and
+#: ``Template::merge`` first erases every attribute named like one it receives, then skips
+#: empty vectors (src/template/Template.cc, 6.0 - 7.4): the attribute is gone. An element
+#: with no content at all (``<NAME/>``) is ignored instead: NAME keeps its old value.
+REMOVE = Removal()
+_REMOVE_CHILD = "HOOKD_REMOVE"
+
+WriteValue = Value | Removal
+
+
+def to_xml(attributes: Iterable[tuple[str, WriteValue]]) -> str:
     """Serialise attributes to oned's XML form ``<TEMPLATE>...</TEMPLATE>``.
 
     Values are XML-escaped text (lxml does the escaping), so quotes, backslashes, ``&``,
-    ``<``, ``]]>``, ``$VAR`` and newlines arrive as written. Empty vectors are refused:
-    oned's merge drops them silently, which would lose an attribute instead of setting it.
+    ``<``, ``]]>``, ``$VAR`` and newlines arrive as written. An empty value is written as
+    ``<![CDATA[]]>``: oned ignores an element without text (the attribute would keep its old
+    value) but stores an empty CDATA section as the empty string. :data:`REMOVE` removes
+    the attribute. Empty vectors are refused: a merge would remove the attribute instead of
+    setting it (use :data:`REMOVE` to say so).
     """
     root = etree.Element("TEMPLATE")
     for name, value in attributes:
         tag = _check_name(name)
         element = etree.SubElement(root, tag)
-        if isinstance(value, Vector):
+        if isinstance(value, Removal):
+            etree.SubElement(element, _REMOVE_CHILD)
+        elif isinstance(value, Vector):
             if not value.items:
                 raise TemplateValueError(f"refusing to write an empty {tag} vector")
             for sub_name, sub_value in value.items:
-                sub_tag = _check_name(sub_name)
-                etree.SubElement(element, sub_tag).text = _check_value(
-                    f"{tag}/{sub_tag}", sub_value
-                )
+                sub_tag = _check_sub_name(sub_name)
+                _set_text(etree.SubElement(element, sub_tag), f"{tag}/{sub_tag}", sub_value)
         else:
-            element.text = _check_value(tag, value)
+            _set_text(element, tag, value)
     text: str = etree.tostring(root, encoding="unicode")
     return text
+
+
+def _set_text(element: etree._Element, what: str, value: str) -> None:
+    checked = _check_value(what, value)
+    element.text = checked if checked else etree.CDATA("")

@@ -7,7 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
 
-from hookd.template import Template, TemplateValueError, Vector, parse_template_xml, to_xml
+from hookd.template import (
+    REMOVE,
+    Template,
+    TemplateValueError,
+    Vector,
+    parse_template_xml,
+    to_xml,
+)
 
 HARD = ['x\\', 'x\\\\', 'say "hi"', "a]]>b<c&d", "line1\nline2", "$VAR ${X} $FILE[IMAGE_ID=3]",
         "t\tü日", "", "  spaced  "]
@@ -76,7 +83,37 @@ def test_replaced_is_oned_merge() -> None:
 
 
 def test_vector_set_and_remove() -> None:
-    vec = Vector.of({"a": "1", "B": "2"})
+    vec = Vector.of({"A": "1", "B": "2"})
     assert vec.as_dict() == {"A": "1", "B": "2"}
     assert vec.set("A", None).as_dict() == {"B": "2"}
-    assert vec.set("c", "3").items[-1] == ("C", "3")
+    assert vec.set("C", "3").items[-1] == ("C", "3")
+
+
+def test_vector_names_keep_their_case_as_oned_stores_them() -> None:
+    # oned keeps a vector sub-attribute's name as written in the XML form and looks it up
+    # by its exact name (Template::vector_xml_att, VectorAttribute::vector_value): a
+    # lowercase name is another attribute, and a rewrite must not rename it.
+    tmpl = parse_template_xml("<TEMPLATE><CONTEXT><ssh_public_key>k</ssh_public_key>"
+                              "<NETWORK>YES</NETWORK></CONTEXT></TEMPLATE>")
+    context = tmpl.vector("CONTEXT")
+    assert context is not None
+    assert context.items == (("ssh_public_key", "k"), ("NETWORK", "YES"))
+    assert context.get("SSH_PUBLIC_KEY") is None
+    written = to_xml([("CONTEXT", context.set("START_SCRIPT_BASE64", "eA=="))])
+    assert "<ssh_public_key>k</ssh_public_key>" in written
+
+
+def test_empty_values_are_written_so_that_oned_stores_them() -> None:
+    # oned ignores an element without text in a merge (the old value stays) but stores an
+    # empty CDATA section as the empty string (Template::single_xml_att).
+    written = to_xml([("HOOKD_REASON", ""), ("OS", Vector.of({"ROOT": "", "X": "1"}))])
+    assert written == ("<TEMPLATE><HOOKD_REASON><![CDATA[]]></HOOKD_REASON><OS>"
+                       "<ROOT><![CDATA[]]></ROOT><X>1</X></OS></TEMPLATE>")
+    assert parse_template_xml(written).get("HOOKD_REASON") == ""
+
+
+def test_remove_is_written_as_an_empty_vector() -> None:
+    # Template::merge erases every attribute named like one it receives, then skips empty
+    # vectors: an element whose only children are empty elements removes the attribute.
+    assert to_xml([("SCHED_REQUIREMENTS", REMOVE)]) == (
+        "<TEMPLATE><SCHED_REQUIREMENTS><HOOKD_REMOVE/></SCHED_REQUIREMENTS></TEMPLATE>")
