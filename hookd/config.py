@@ -16,11 +16,14 @@ the key and the file.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from hookd.errors import ConfigError
 
@@ -41,18 +44,57 @@ class F:
     doc: str = ""
 
 
-def _positive(value: Any) -> str | None:
-    return None if value > 0 else "must be greater than 0"
-
-
-def _non_negative(value: Any) -> str | None:
-    return None if value >= 0 else "must be 0 or more"
-
-
-def _url(*schemes: str) -> Callable[[Any], str | None]:
+def _number(low: float, high: float, *, low_inclusive: bool = False
+            ) -> Callable[[Any], str | None]:
+    """A finite number in (low, high] (or [low, high]): ``.inf``, ``.nan`` and values whose
+    milliseconds overflow a C int (ZeroMQ options) never reach the daemon."""
     def check(value: Any) -> str | None:
-        return None if str(value).startswith(schemes) else f"must start with {' or '.join(schemes)}"
+        number = float(value)
+        above = number >= low if low_inclusive else number > low
+        if not math.isfinite(number) or not above or number > high:
+            bracket = "[" if low_inclusive else "("
+            return f"must be a number in {bracket}{low:g}, {high:g}]"
+        return None
     return check
+
+
+_SECONDS = _number(0, 86400)  # any duration: more than 0, at most a day
+_SHORT = _number(0, 3600)  # timeouts and intervals of a connection: at most an hour
+
+
+def _count(low: int, high: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if low <= value <= high else f"must be from {low} to {high}"
+    return check
+
+
+def _endpoint(*schemes: str) -> Callable[[Any], str | None]:
+    """A URL with one of ``schemes``, a host and, if given, a port in 1..65535."""
+    def check(value: Any) -> str | None:
+        text = str(value)
+        if not text.startswith(schemes):
+            return f"must start with {' or '.join(schemes)}"
+        if text.startswith("ipc://"):
+            return None if len(text) > len("ipc://") else "must name a socket path"
+        try:
+            parsed = urlsplit(text)
+            port = parsed.port
+        except ValueError as exc:
+            return f"is not a valid URL ({exc})"
+        if not parsed.hostname:
+            return "must name a host"
+        if text.startswith("tcp://") and port is None:
+            return "must name a port (tcp://host:port)"
+        return None
+    return check
+
+
+def _host_port(value: Any) -> str | None:
+    host, sep, port = str(value).rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return "must be host:port (e.g. 127.0.0.1:9925)"
+    return None
 
 
 def _choice(*choices: str) -> Callable[[Any], str | None]:
@@ -61,30 +103,61 @@ def _choice(*choices: str) -> Callable[[Any], str | None]:
     return check
 
 
+def _attribute_name(value: Any) -> str | None:
+    ok = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", str(value))
+    return None if ok else "must be a template attribute name (letters, digits, _)"
+
+
+def _service_name(value: Any) -> str | None:
+    from handlers.start_script import StartScriptError, StartScriptOptions
+
+    try:
+        StartScriptOptions(name=str(value))
+    except StartScriptError as exc:
+        return f"is not usable: {exc.reason}"
+    return None
+
+
+def _readable_file(value: Any) -> str | None:
+    problem = _file_problem(Path(str(value)))
+    return f"{value}: {problem}" if problem else None
+
+
+def _tls_verify(value: Any) -> str | None:
+    return None if isinstance(value, bool) else _readable_file(value)
+
+
+def _text_line(value: Any) -> str | None:
+    return None if not _CONTROL.search(str(value)) else "must not contain control characters"
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 _ID_OR_NAME = (int, str)
 
 SCHEMA: dict[str, dict[str, F]] = {
     "one": {
-        "xmlrpc": F((str,), None, _url("http://", "https://"), "XML-RPC endpoint"),
+        "xmlrpc": F((str,), None, _endpoint("http://", "https://"), "XML-RPC endpoint"),
         "auth_file": F((str,), None, None, "file holding user:password"),
-        "zmq": F((str,), None, _url("tcp://", "ipc://"), "oned's event stream (one_hm PUB)"),
-        "connect_timeout": F((int, float), 5.0, _positive),
-        "timeout": F((int, float), 30.0, _positive, "read timeout of every XML-RPC call"),
-        "tls_verify": F((bool, str), True, None, "true, false, or a CA bundle path"),
-        "page_size": F((int,), 2000, _positive, "objects per pool page"),
+        "zmq": F((str,), None, _endpoint("tcp://", "ipc://"), "oned's event stream (one_hm PUB)"),
+        "connect_timeout": F((int, float), 5.0, _number(0, 300)),
+        "timeout": F((int, float), 30.0, _SHORT, "read timeout of every XML-RPC call"),
+        "tls_verify": F((bool, str), True, _tls_verify, "true, false, or a CA bundle path"),
+        "page_size": F((int,), 2000, _count(2, 100_000), "objects per pool page"),
     },
     "kernels": {
         "kvm": F(_ID_OR_NAME, None, None, "KERNEL image (ID or name) for KVM"),
         "firecracker": F(_ID_OR_NAME, None, None, "KERNEL image for Firecracker"),
+        "owner": F(_ID_OR_NAME, "oneadmin", None,
+                   "a kernel or initrd given by name must belong to this user (name or ID)"),
     },
     "initrds": {
         "kvm": F(_ID_OR_NAME, None, None, "RAMDISK image for KVM"),
         "firecracker": F(_ID_OR_NAME, None, None, "ignored by OpenNebula (#5382); warned"),
     },
     "kernel_cmdline": {
-        "kvm": F((str,), "rw console=ttyS0"),
+        "kvm": F((str,), "rw console=ttyS0", _text_line),
         "firecracker": F((str,), "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux "
-                                 "i8042.nomux i8042.nopnp i8042.dumbkbd"),
+                                 "i8042.nomux i8042.nopnp i8042.dumbkbd", _text_line),
     },
     "hypervisors": {
         "prefer": F((list,), ["lxc", "firecracker", "kvm"]),
@@ -94,42 +167,45 @@ SCHEMA: dict[str, dict[str, F]] = {
     },
     "scope": {
         "datastores": F((list,), [], None, "only these image datastores (empty: all)"),
-        "opt_attribute": F((str,), "HOOKD_MANAGE"),
+        "opt_attribute": F((str,), "HOOKD_MANAGE", _attribute_name),
     },
     "start_script": {
         "enabled": F((bool,), True),
         "policy": F((str,), "keep", _choice("keep", "append")),
         "context_env": F((bool,), False),
         "fallback": F((bool,), True, None, "start /one_entrypoint.sh when the registry fails"),
-        "service_name": F((str,), "hookd-app"),
+        "service_name": F((str,), "hookd-app", _service_name),
     },
     "registries": {
-        "platform": F((str,), "linux/amd64"),
+        "platform": F((str,), "linux/amd64", lambda v: None if re.fullmatch(
+            r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?", str(v)) else "must be os/architecture[/variant]"),
         "mirrors": F((dict,), {}, None, "registry host -> list of mirror URLs"),
         "credentials": F((dict,), {}, None, "registry host -> {username, password_file}"),
         "insecure": F((list,), [], None, "registries spoken to over plain HTTP"),
-        "ca_bundle": F((str,), None),
-        "timeout": F((int, float), 15.0, _positive),
+        "ca_bundle": F((str,), None, _readable_file),
+        "timeout": F((int, float), 15.0, _number(0, 600)),
         "cache_dir": F((str,), "/var/lib/hookd/oci-cache"),
         "docker_socket": F((str,), None),
     },
     "reconcile": {
-        "workers": F((int,), 8, _positive),
-        "sweep_interval": F((int, float), 600, _positive, "seconds between full sweeps"),
-        "attempts": F((int,), 8, _positive, "attempts before a transient failure is an error"),
-        "backoff_initial": F((int, float), 1.0, _positive),
-        "backoff_max": F((int, float), 300.0, _positive),
-        "shutdown_timeout": F((int, float), 20.0, _positive),
+        "workers": F((int,), 8, _count(1, 256)),
+        "sweep_interval": F((int, float), 600, _number(0, 7 * 86400),
+                            "seconds between full sweeps"),
+        "attempts": F((int,), 8, _count(1, 1000),
+                      "attempts before a transient failure is an error"),
+        "backoff_initial": F((int, float), 1.0, _SHORT),
+        "backoff_max": F((int, float), 300.0, _SECONDS),
+        "shutdown_timeout": F((int, float), 20.0, _SHORT),
     },
     "events": {
-        "heartbeat_interval": F((int, float), 5.0, _positive),
-        "heartbeat_timeout": F((int, float), 15.0, _positive),
-        "reconnect_initial": F((int, float), 0.1, _positive),
-        "reconnect_max": F((int, float), 30.0, _positive),
-        "max_message_bytes": F((int,), 4 * 1024 * 1024, _positive),
+        "heartbeat_interval": F((int, float), 5.0, _SHORT),
+        "heartbeat_timeout": F((int, float), 15.0, _SHORT),
+        "reconnect_initial": F((int, float), 0.1, _SHORT),
+        "reconnect_max": F((int, float), 30.0, _SHORT),
+        "max_message_bytes": F((int,), 4 * 1024 * 1024, _count(4096, 256 * 1024 * 1024)),
     },
     "ha": {
-        "poll_interval": F((int, float), 5.0, _positive),
+        "poll_interval": F((int, float), 5.0, _SHORT),
     },
     "log": {
         "level": F((str,), "info", _choice("debug", "info", "warning", "error")),
@@ -137,7 +213,7 @@ SCHEMA: dict[str, dict[str, F]] = {
         "format": F((str,), "auto", _choice("auto", "json", "console")),
     },
     "metrics": {
-        "listen": F((str,), None, None, "host:port of the Prometheus endpoint (loopback)"),
+        "listen": F((str,), None, _host_port, "host:port of the Prometheus endpoint (loopback)"),
     },
 }
 
@@ -173,20 +249,43 @@ class Environment:
         return self.home if self.home is not None else Path.home()
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
+def _file_problem(path: Path) -> str | None:
+    """Why ``path`` is not a readable regular file, or None."""
+    try:
+        if not path.is_file():
+            return "does not exist" if not path.exists() else "is not a regular file"
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A UTF-8 text file, or a :class:`ConfigError` naming it and why not."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def _load_yaml(path: Path, *, reload: bool = False) -> dict[str, Any]:
     import yaml
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"configuration file {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    text = read_text_file(path, "configuration file")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if data is None:
+        if reload:
+            # A file truncated by an editor or a full disk is not "all defaults".
+            raise ConfigError(f"{path} is empty: a reload does not take an empty file as "
+                              f"the built-in defaults (restart hookd to run on defaults)")
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
@@ -249,21 +348,46 @@ def _validate_semantics(sections: dict[str, dict[str, Any]], where: str) -> None
                 raise ConfigError(f"hypervisors.{kind} in {where}: entries must be "
                                   f"<numeric id>: <hypervisor>, got {key!r}: {hv!r}")
     for ds in sections["scope"]["datastores"]:
-        if not isinstance(ds, int) or isinstance(ds, bool):
+        if not isinstance(ds, int) or isinstance(ds, bool) or ds < 0:
             raise ConfigError(f"scope.datastores in {where} must list numeric datastore IDs")
+    for section in ("kernels", "initrds"):
+        for key, ref in sections[section].items():
+            if (isinstance(ref, int) and not isinstance(ref, bool) and ref < 0) or (
+                    isinstance(ref, str) and (not ref.strip() or _CONTROL.search(ref))):
+                raise ConfigError(f"{section}.{key} in {where} must be an image ID (0 or more) "
+                                  f"or a name, not {ref!r}")
+    check_url = _endpoint("http://", "https://")
     for host, mirrors in sections["registries"]["mirrors"].items():
         if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
             raise ConfigError(f"registries.mirrors.{host} in {where} must be a list of URLs")
+        for mirror in mirrors:
+            if (problem := check_url(mirror)) is not None:
+                raise ConfigError(f"registries.mirrors.{host} in {where}: {mirror!r} {problem}")
+    for host in sections["registries"]["insecure"]:
+        if not isinstance(host, str) or not host.strip():
+            raise ConfigError(f"registries.insecure in {where} must list registry hosts")
     for host, creds in sections["registries"]["credentials"].items():
-        if not isinstance(creds, dict) or set(creds) - {"username", "password_file"}:
+        if not isinstance(creds, dict) or set(creds) != {"username", "password_file"}:
             raise ConfigError(f"registries.credentials.{host} in {where} must be a mapping "
                               f"with username and password_file")
+        username, password_file = creds["username"], creds["password_file"]
+        if not isinstance(username, str) or not username.strip():
+            raise ConfigError(f"registries.credentials.{host}.username in {where} must be a "
+                              f"user name")
+        if not isinstance(password_file, str) or not password_file:
+            raise ConfigError(f"registries.credentials.{host}.password_file in {where} must "
+                              f"be a file name")
+        password = read_text_file(Path(password_file),
+                                  f"registries.credentials.{host}.password_file").strip()
+        if not password:
+            raise ConfigError(f"registries.credentials.{host}.password_file {password_file} "
+                              f"is empty")
 
 
 def _first_line(path: Path) -> str | None:
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return None
     text = text.strip()
     return text.splitlines()[0].strip() if text else None
@@ -303,16 +427,19 @@ def resolve_zmq(configured: str | None, env: Environment) -> tuple[str, str]:
 
 
 def load(path: Path | None = None, *, env: Environment | None = None,
-         required: bool = False) -> Config:
-    """Load and validate. Without ``path`` the default file is read if it exists."""
+         required: bool = False, reload: bool = False) -> Config:
+    """Load and validate. Without ``path`` the default file is read if it exists.
+
+    ``reload``: the running daemon re-reads its file (SIGHUP); an empty file is refused.
+    """
     env = env or Environment()
     data: dict[str, Any] = {}
     used: Path | None = None
     if path is not None:
-        data = _load_yaml(path)
+        data = _load_yaml(path, reload=reload)
         used = path
     elif DEFAULT_PATH.exists():
-        data = _load_yaml(DEFAULT_PATH)
+        data = _load_yaml(DEFAULT_PATH, reload=reload)
         used = DEFAULT_PATH
     elif required:
         raise ConfigError(f"configuration file {DEFAULT_PATH} does not exist")
@@ -320,10 +447,12 @@ def load(path: Path | None = None, *, env: Environment | None = None,
     sections = _validate(data, where)
     one = sections["one"]
     endpoint, endpoint_origin = resolve_endpoint(one["xmlrpc"], env)
-    if not endpoint.startswith(("http://", "https://")):
-        raise ConfigError(f"the XML-RPC endpoint {endpoint!r} (from {endpoint_origin}) must "
-                          f"start with http:// or https://")
+    if (problem := _endpoint("http://", "https://")(endpoint)) is not None:
+        raise ConfigError(f"the XML-RPC endpoint {endpoint!r} (from {endpoint_origin}) "
+                          f"{problem}")
     zmq, zmq_origin = resolve_zmq(one["zmq"], env)
+    if (problem := _endpoint("tcp://", "ipc://")(zmq)) is not None:
+        raise ConfigError(f"the event stream {zmq!r} (from {zmq_origin}) {problem}")
     return Config(
         path=used,
         sections=sections,
@@ -351,11 +480,10 @@ def read_session(auth_file: Path | None) -> str:
     if auth_file is None:
         raise ConfigError("no ONE_AUTH file found: set one.auth_file in hookd.conf, $ONE_AUTH, "
                           "or create ~/.one/one_auth (user:password)")
-    value = _first_line(auth_file)
+    text = read_text_file(auth_file, "ONE_AUTH file").strip()
+    value = text.splitlines()[0].strip() if text else None
     if value is None:
-        if not auth_file.exists():
-            raise ConfigError(f"ONE_AUTH file {auth_file} does not exist")
-        raise ConfigError(f"ONE_AUTH file {auth_file} is empty or unreadable")
+        raise ConfigError(f"ONE_AUTH file {auth_file} is empty")
     if ":" not in value:
         raise ConfigError(f"ONE_AUTH file {auth_file} must hold user:password on one line")
     return value

@@ -58,7 +58,11 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     now = now or datetime.now(UTC)
     match = _RELATIVE.match(text)
     if match:
-        return now - timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2).lower()])
+        try:
+            return now - timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2).lower()])
+        except OverflowError:
+            # Further back than datetime goes (year 1): everything there is.
+            return datetime.min.replace(tzinfo=UTC)
     if text.strip().lower() == "today":
         return now.replace(hour=0, minute=0, second=0, microsecond=0)
     if text.strip().lower() == "yesterday":

@@ -55,10 +55,15 @@ def reconcile(config_path: Path | None, *, images: list[int], dry_run: bool,
                 continue
             if result.plan is not None:
                 plans.append(result.plan)
+            elif images:
+                failures += 1
+                print(f"image {image_id}: FAILED - it does not exist", file=out)
     except HookdError as exc:
         print(f"hookd: {exc.reason}", file=sys.stderr)
         return 1
-    shown = [p for p in plans if p.status is not None]
+    # Images named on the command line are always shown, also when not hookd's business.
+    shown = [p for p in plans if p.status is not None or images or p.edits
+             or p.image_attributes]
     for p in shown:
         print(render_plan(p), file=out)
     verb = "would change" if dry_run else "changed"
@@ -77,8 +82,7 @@ def plan(config_path: Path | None, image_id: int, *, out: TextIO = sys.stdout) -
         result = c.engine.plan_for(image_id)
     except TransientError as exc:
         print(f"hookd: cannot plan image {image_id} now: {exc.reason} (the service retries "
-              f"with backoff; after the last attempt a Docker image falls back to "
-              f"/one_entrypoint.sh)", file=sys.stderr)
+              f"with backoff)", file=sys.stderr)
         return 1
     except HookdError as exc:
         print(f"hookd: {exc.reason}", file=sys.stderr)

@@ -60,6 +60,17 @@ def test_parse_since() -> None:
     assert parse_since("today", now) == datetime(2026, 11, 28, tzinfo=UTC)
     with pytest.raises(HistoryError):
         parse_since("last tuesday", now)
+    # Further back than datetime goes: everything, not a traceback.
+    assert parse_since("99999999d", now) == datetime.min.replace(tzinfo=UTC)
+    assert parse_since("99999999999999999999w", now) == datetime.min.replace(tzinfo=UTC)
+
+
+def test_a_huge_since_reads_the_whole_log(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "hookd.log"
+    log.write_text("")
+    assert run_history(None, log_file=str(log), since="99999999d") == 0
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_missing_log_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

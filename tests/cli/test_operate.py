@@ -60,6 +60,14 @@ def test_plan_dry_run_then_reconcile(tmp_path: Path, simulator: Simulator,
     assert "nothing to change" in out.getvalue()
 
 
+def test_reconcile_of_a_missing_image_says_so_and_fails(tmp_path: Path, simulator: Simulator,
+                                                        registry: FakeRegistry) -> None:
+    out = io.StringIO()
+    assert reconcile(write_config(tmp_path, simulator, registry), images=[99999],
+                     dry_run=False, out=out) == 1
+    assert "image 99999: FAILED - it does not exist" in out.getvalue()
+
+
 def test_plan_of_a_missing_image(tmp_path: Path, simulator: Simulator,
                                  registry: FakeRegistry) -> None:
     out = io.StringIO()
