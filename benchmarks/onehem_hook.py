@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from hookd.applier import Applier
     from hookd.client import NotFound, OneClient, OneError
     from hookd.config import load, read_session
+    from hookd.daemon import kernel_refs
     from hookd.engine import Engine
     from hookd.facts import (
         AppFacts,
@@ -143,23 +144,22 @@ def main(argv: list[str] | None = None) -> int:
     config = load(Path(args.config))
     client = PyoneClient(Server(config.xmlrpc, read_session(config.auth_file)))
     event_image = ImageFacts.from_element(parse(base64.b64decode(args.template_b64)))
-    image = client.image(event_image.id)  # read the image
     index = TemplateIndex()
-    known: dict[int, VmTemplateFacts] = {}
+    # The hook learns which templates exist (told, or by scanning the pool); hookd's engine
+    # then reads the image and its templates from oned itself, as hookd does.
     found = ([client.template(args.template_id)] if not args.scan and args.template_id >= 0
              else client.templates())
     for template in found:
         index.put(template)
-        known[template.id] = template
     as_client = cast(OneClient, client)
-    world = WorldCache(as_client, kernels=config.sections["kernels"],
-                       initrds=config.sections["initrds"])
+    world = WorldCache(as_client, kernels=kernel_refs(config),
+                       initrds=config.sections["initrds"],
+                       owner=config.sections["kernels"]["owner"])
     engine = Engine(as_client, world, index, Applier(as_client), planner_settings(config),
                     oci_resolver(config, world))
-    result = engine.reconcile_image(image.id, snapshot=image, templates=known,
-                                    trigger="onehem hook")
+    result = engine.reconcile_image(event_image.id, trigger="onehem hook")
     done = time.monotonic()
-    print(json.dumps({"image_id": image.id, "import_s": imported - STARTED,
+    print(json.dumps({"image_id": event_image.id, "import_s": imported - STARTED,
                       "work_s": done - imported, "calls": Server.calls,
                       "templates_updated": result.templates_updated}))
     return 0

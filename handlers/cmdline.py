@@ -7,6 +7,10 @@ from collections.abc import Iterable
 # Keys the kernel accepts several times with different values; for those, a token counts as
 # present only if the exact token is there (console=ttyS0 next to console=tty1 is legitimate).
 _REPEATABLE = frozenset({"console"})
+# Flags that contradict each other: a person's choice wins, as for a key's value. The kernel
+# takes the last of ro/rw (init/do_mounts.c), so appending rw after a person's ro would
+# silently overrule it.
+_CONFLICTS: dict[str, frozenset[str]] = {"rw": frozenset({"ro"}), "ro": frozenset({"rw"})}
 
 
 def split(cmdline: str | None) -> list[str]:
@@ -39,6 +43,8 @@ def present(tokens: Iterable[str], required: str) -> bool:
     tokens = list(tokens)
     if required in tokens:
         return True
+    if any(token in _CONFLICTS.get(required, ()) for token in tokens):
+        return True
     key = _key(required)
     if "=" not in required or key in _REPEATABLE:
         return False
@@ -53,6 +59,13 @@ def merge(current: str | None, required: Iterable[str]) -> str:
         if not present(tokens, token):
             tokens.append(token)
     return " ".join(tokens)
+
+
+def contradicted(current: str | None, required: Iterable[str]) -> list[str]:
+    """Required flags left out because the command line holds their opposite (ro for rw)."""
+    tokens = split(current)
+    return [token for token in required
+            if token not in tokens and any(t in _CONFLICTS.get(token, ()) for t in tokens)]
 
 
 def has_key(cmdline: str | None, key: str) -> bool:

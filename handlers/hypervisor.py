@@ -161,10 +161,27 @@ def requirement_filter(text: str | None) -> RequirementFilter:
     return RequirementFilter(text, parser.mentions_hypervisor)
 
 
-def pin_requirements(current: str | None, hypervisor: str) -> str:
-    """SCHED_REQUIREMENTS that keep whatever was required and add the hypervisor."""
-    pin = f'HYPERVISOR="{hypervisor}"'
+# VM_MADs that boot the same template: qemu is KVM without acceleration, lxd is 6.x's LXD
+# driver (host kernel, like lxc).
+_SAME_BOOT = {"qemu": "kvm", "lxd": "lxc"}
+
+
+def same_boot(a: str, b: str) -> bool:
+    return _SAME_BOOT.get(a, a) == _SAME_BOOT.get(b, b)
+
+
+def pin_requirements(current: str | None, hypervisor: str, hosts: Iterable[str]) -> str:
+    """SCHED_REQUIREMENTS that keep whatever was required and exclude every hypervisor of
+    ``hosts`` (the image's hosts) that cannot boot a template fixed for ``hypervisor``.
+
+    Requirements that already do so are returned unchanged, so pinning is idempotent.
+    """
     current = (current or "").strip()
+    req = requirement_filter(current)
+    if (req.mentions_hypervisor and req.allows(hypervisor)
+            and not any(req.allows(h) for h in hosts if not same_boot(h, hypervisor))):
+        return current
+    pin = f'HYPERVISOR="{hypervisor}"'
     if not current:
         return pin
     return f"({current}) & {pin}"
@@ -176,6 +193,7 @@ class Resolution:
     evidence: str
     needs_pin: bool
     allowed: tuple[str, ...] = ()  # what SCHED_REQUIREMENTS allow, when they say anything
+    conflict: str = ""  # the template's HYPERVISOR that SCHED_REQUIREMENTS exclude
 
 
 def resolve(
@@ -188,22 +206,35 @@ def resolve(
 ) -> Resolution:
     """The hypervisors that could run the template, and how we know.
 
+    The scheduler places a VM by SCHED_REQUIREMENTS (and oned's automatic requirements:
+    clusters, datastores) only; no scheduler code of 6.0 - 7.4 reads a template's
+    ``HYPERVISOR`` (``VirtualMachine::automatic_requirements``, src/vm/VirtualMachine.cc,
+    names HYPERVISOR only for public clouds). So requirements that name hypervisors decide;
+    the template's ``HYPERVISOR`` says which of those is meant. Whenever the hosts that can
+    reach the image run more than one hypervisor, the choice must be pinned, whatever made
+    it: without a pin the scheduler may place the VM on a host it was not fixed for.
+
     With requirements that name hypervisors, the candidates are those the requirements allow
     *and* the image's hosts have: a template whose requirements exclude every host that can
     reach its image cannot be scheduled, and no edit of hookd's would change that.
     """
-    if override:
-        return Resolution((override.lower(),), "configuration override", False)
     hosts = sorted({h.lower() for h in host_hypervisors if h})
-    if template_hypervisor and template_hypervisor.strip():
-        named = template_hypervisor.strip().lower()
-        # The same rule as for requirements: the template can only run where its image is.
-        return Resolution((named,) if named in hosts else (), "template HYPERVISOR", False,
-                          (named,))
+    mixed = len(hosts) > 1
+    if override:
+        return Resolution((override.lower(),), "configuration override", mixed)
+    named = (template_hypervisor or "").strip().lower() or None
     req = requirement_filter(requirements)
     if req.mentions_hypervisor:
         pool = sorted(set(hosts) | {k.lower() for k in known})
         allowed = tuple(h for h in pool if req.allows(h))
         chosen = tuple(h for h in allowed if h in hosts)
-        return Resolution(chosen, "SCHED_REQUIREMENTS", len(chosen) > 1, allowed)
-    return Resolution(tuple(hosts), "hosts of the image datastore's clusters", len(hosts) > 1)
+        if named is not None and named in chosen:
+            return Resolution((named,), "template HYPERVISOR within SCHED_REQUIREMENTS", mixed,
+                              allowed)
+        conflict = named if named is not None and named not in allowed else ""
+        return Resolution(chosen, "SCHED_REQUIREMENTS", mixed, allowed, conflict)
+    if named is not None:
+        # The same rule as for requirements: the template can only run where its image is.
+        return Resolution((named,) if named in hosts else (), "template HYPERVISOR", mixed,
+                          (named,))
+    return Resolution(tuple(hosts), "hosts of the image datastore's clusters", mixed)

@@ -77,6 +77,9 @@ def handle(inp: HandlerInput) -> HandlerResult:
                       cmdline.merge(current_cmd, inp.settings.kvm_cmdline), "merge"))
     if cmdline.has_key(current_cmd, "root"):
         notes.append("KERNEL_CMD already holds root=; OpenNebula also prepends root=/dev/<ROOT>")
+    for flag in cmdline.contradicted(current_cmd, inp.settings.kvm_cmdline):
+        notes.append(f"kept the KERNEL_CMD a person wrote: it says otherwise than {flag} "
+                     f"(hookd would add {flag})")
 
     # -- settings that fight direct kernel boot -------------------------------------------
     os_vec = inp.template.template.vector("OS")

@@ -27,6 +27,8 @@ class KernelChoice:
     usable: bool
     reason: str = ""
     warnings: tuple[str, ...] = ()
+    owner: str = ""
+    datastore: str = ""
 
     @property
     def file_ref(self) -> str:
@@ -52,7 +54,16 @@ class OciProblem:
     reason: str
 
 
-OciFacts = OciProcessFacts | OciProblem
+@dataclass(frozen=True, slots=True)
+class OciUnavailable:
+    """The image was fixed from its real config (``config_digest``), which cannot be read
+    now: a START_SCRIPT hookd installed from it stays, and the fallback is never used."""
+
+    reason: str
+    config_digest: str
+
+
+OciFacts = OciProcessFacts | OciProblem | OciUnavailable
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from handlers import handler_for
 from handlers.base import (
@@ -37,16 +37,19 @@ from handlers.model import (
     KERNEL_HYPERVISORS,
     OciProblem,
     OciProcessFacts,
+    OciUnavailable,
     PlannerSettings,
     Want,
     World,
 )
+from handlers.record import RECORD_ATTR, Record, path_of
 from hookd.facts import TYPE_CDROM, TYPE_OS, ImageFacts, VmTemplateFacts
 from hookd.plan import (
+    CONCURRENT_ATTR,
     DIGEST_ATTR,
+    IMAGE_STATUS_ATTRS,
     OCI_DIGEST_ATTR,
     REASON_ATTR,
-    RECORD_ATTR,
     SOURCE_ATTR,
     STATUS_ATTR,
     STATUS_PRIORITY,
@@ -59,9 +62,7 @@ from hookd.plan import (
     digest_of,
     short_hash,
 )
-from hookd.template import Value, Vector
-
-RECORD_VERSION = "1"
+from hookd.template import REMOVE, Removal, Value, Vector, WriteValue
 
 
 def known_hypervisors(world: World) -> tuple[str, ...]:
@@ -141,13 +142,14 @@ def _show(value: str | None, limit: int = 60) -> str:
 
 
 def _build_edit(template: VmTemplateFacts, changes: list[tuple[Want, str | None]],
-                record: Vector, image: ImageFacts, hypervisor: str) -> TemplateEdit:
+                record: Record, image: ImageFacts, hypervisor: str) -> TemplateEdit:
     tmpl = template.template
     singles: dict[str, str] = {}
     vectors: dict[str, Vector] = {}
     indexed: dict[str, list[Vector]] = {}
     shown: list[Change] = []
-    new_record = record
+    hashes = dict(record.hashes)
+    was = dict(record.was)
     for want, before in changes:
         path = want.path
         if path.vector is None:
@@ -158,10 +160,13 @@ def _build_edit(template: VmTemplateFacts, changes: list[tuple[Want, str | None]
         else:
             group = indexed.setdefault(path.vector, list(tmpl.vectors(path.vector)))
             group[path.index] = group[path.index].set(path.name, want.value)
-        new_record = new_record.set(path.record_key, short_hash(want.value))
+        key = path.record_key
+        if key not in record.hashes and before is not None:
+            # hookd takes this value over: remember what was there, to undo exactly.
+            was[key] = before
+        hashes[key] = short_hash(want.value)
         shown.append(Change(str(path), before, want.value))
-    new_record = (new_record.set("IMAGE_ID", str(image.id)).set("HYPERVISOR", hypervisor)
-                  .set("VERSION", RECORD_VERSION))
+    new_record = Record(image.id, hypervisor, hashes, was).to_vector()
     attributes: list[tuple[str, tuple[Value, ...]]] = []
     for name, value in singles.items():
         attributes.append((name, (value,)))
@@ -174,26 +179,35 @@ def _build_edit(template: VmTemplateFacts, changes: list[tuple[Want, str | None]
 
 
 def _start_script_wants(template: VmTemplateFacts, world: World, settings: PlannerSettings,
-                        record: Mapping[str, str]) -> tuple[list[Want], list[str], str | None]:
-    """Wants for CONTEXT/START_SCRIPT_BASE64, notes, and an error reason (or None)."""
+                        record: Mapping[str, str]
+                        ) -> tuple[list[Want], list[str], tuple[Status, str] | None]:
+    """Wants for CONTEXT/START_SCRIPT_BASE64, notes, and a status that overrides the
+    handler's (error or waiting) with its reason, or None."""
     oci = world.oci
     if oci is None:
-        return [], [], "no image config was gathered for this Docker image"
+        return [], [], ("error", "no image config was gathered for this Docker image")
     if isinstance(oci, OciProblem):
-        return [], [], oci.reason
-    notes = [oci.note] if oci.note else []
+        return [], [], ("error", oci.reason)
     context = template.template.vector("CONTEXT") or Vector()
     current_b64 = context.get("START_SCRIPT_BASE64") or ""
     current_plain = context.get("START_SCRIPT") or ""
-    ours_b64 = current_b64 and record.get(START_SCRIPT_BASE64.record_key) == short_hash(
+    ours_b64 = bool(current_b64) and record.get(START_SCRIPT_BASE64.record_key) == short_hash(
         current_b64)
     if current_b64 and not ours_b64:
         return [], ["kept the START_SCRIPT_BASE64 a person wrote; hookd's script is not "
                     "installed (remove it to let hookd start the app)"], None
+    if current_plain and settings.start_script_policy == "keep":
+        return [], ["kept the START_SCRIPT a person wrote; hookd's script is not installed "
+                    "(start_script.policy: append combines both)"], None
+    if isinstance(oci, OciUnavailable):
+        if ours_b64:
+            # Never downgrade: the script hookd installed from the real config stays (and
+            # stays owned, so the image's digest does not change with the outage).
+            return ([Want(START_SCRIPT_BASE64, current_b64, "set")],
+                    [f"{oci.reason}; the START_SCRIPT installed from it stays"], None)
+        return [], [], ("waiting", f"waiting for the image config: {oci.reason}")
+    notes = [oci.note] if oci.note else []
     if current_plain:
-        if settings.start_script_policy == "keep":
-            return [], ["kept the START_SCRIPT a person wrote; hookd's script is not installed "
-                        "(start_script.policy: append combines both)"], None
         from handlers.start_script import StartScriptError, compose_with_user_script
 
         try:
@@ -213,8 +227,8 @@ def plan_template(image: ImageFacts, template: VmTemplateFacts, world: World,
     name = template.name
     if not ours:
         return TemplateOutcome(template.id, name, "skipped", "does not use this image")
-    record_vec = template.template.vector(RECORD_ATTR) or Vector()
-    record = record_vec.as_dict()
+    record_facts = Record.read(template.template.vector(RECORD_ATTR))
+    record = record_facts.hashes
 
     boot = boot_disk_index(template)
     root = boot if boot is not None and boot < len(refs) else 0
@@ -233,9 +247,13 @@ def plan_template(image: ImageFacts, template: VmTemplateFacts, world: World,
                                        f"boots from DISK {root} ({what}), not from this image")
 
     hosts = [h.vm_mad for h in world.hosts]
+    # hookd's own pin must not feed back into its choice: decide from the requirements the
+    # template had before hookd pinned it.
+    requirements = record_facts.before_hookd(SCHED_REQUIREMENTS.record_key,
+                                             template.template.get("SCHED_REQUIREMENTS"))
     resolution = resolve(
         template_hypervisor=template.template.get("HYPERVISOR"),
-        requirements=template.template.get("SCHED_REQUIREMENTS"),
+        requirements=requirements,
         host_hypervisors=hosts,
         override=_override(image, world, settings),
         known=known_hypervisors(world),
@@ -258,6 +276,10 @@ def plan_template(image: ImageFacts, template: VmTemplateFacts, world: World,
         return TemplateOutcome(template.id, name, "waiting", why)
     hypervisor = choose(resolution.candidates, world, settings)
     notes: list[str] = []
+    if resolution.conflict:
+        notes.append(f"the template's HYPERVISOR is {resolution.conflict} but its "
+                     f"SCHED_REQUIREMENTS exclude it; the scheduler follows SCHED_REQUIREMENTS "
+                     f"(fixed for {hypervisor})")
     if len(resolution.candidates) > 1:
         notes.append(f"chose {hypervisor} among {', '.join(resolution.candidates)} "
                      f"({resolution.evidence}; preference {', '.join(settings.prefer)})")
@@ -273,20 +295,21 @@ def plan_template(image: ImageFacts, template: VmTemplateFacts, world: World,
 
     if result.status != "unsupported":
         if classification.docker and settings.start_script:
-            script_wants, script_notes, error = _start_script_wants(template, world, settings,
-                                                                    record)
+            script_wants, script_notes, problem = _start_script_wants(template, world,
+                                                                      settings, record)
             wants.extend(script_wants)
             notes.extend(script_notes)
-            if error is not None:
-                status, reason = "error", f"no START_SCRIPT: {error}"
+            if problem is not None and problem[0] == "error":
+                status, reason = "error", f"no START_SCRIPT: {problem[1]}"
+            elif problem is not None and status == "applied":
+                status, reason = problem
         if resolution.needs_pin and settings.pin and usable(hypervisor, world):
-            current = template.template.get("SCHED_REQUIREMENTS")
-            wants.append(Want(SCHED_REQUIREMENTS, pin_requirements(current, hypervisor),
-                              "merge"))
+            wants.append(Want(SCHED_REQUIREMENTS,
+                              pin_requirements(requirements, hypervisor, hosts), "merge"))
 
     evaluation = _evaluate(template, wants, record)
     notes.extend(evaluation.notes)
-    edit = (_build_edit(template, evaluation.changes, record_vec, image, hypervisor)
+    edit = (_build_edit(template, evaluation.changes, record_facts, image, hypervisor)
             if evaluation.changes else None)
     return TemplateOutcome(template.id, name, status, reason, hypervisor, edit, tuple(notes),
                            tuple(evaluation.owned))
@@ -319,7 +342,7 @@ def triage(image: ImageFacts, world: World,
         return _with_status(image, "skipped", f"opted out ({settings.opt_attribute})", (),
                             None, world)
     if not classification.container:
-        return ImagePlan(image.id, None, classification.reason)
+        return ImagePlan(image.id, None, classification.reason, undo=True)
     if not image.usable:
         return ImagePlan(image.id, None,
                          f"image is {image.state_name}; hookd acts once it is READY")
@@ -327,14 +350,38 @@ def triage(image: ImageFacts, world: World,
 
 
 def conclude(image: ImageFacts, outcomes: Iterable[TemplateOutcome], world: World,
-             classification: Classification) -> ImagePlan:
-    """The image's status from its templates' outcomes, and the attributes to write."""
+             classification: Classification,
+             concurrent: Mapping[int, str] | None = None) -> ImagePlan:
+    """The image's status from its templates' outcomes, and the attributes to write.
+
+    ``concurrent``: template id -> a sentence about an update by someone else that hookd's
+    update of it may have overwritten; kept on the image (HOOKD_CONCURRENT) and named in
+    the reason until the operator removes it.
+    """
     relevant = tuple(o for o in outcomes if o.reason != "does not use this image")
     status, reason = _aggregate(relevant)
+    noted = _concurrent_lines(image.template.get(CONCURRENT_ATTR), concurrent or {})
+    if noted:
+        reason = "; ".join(part for part in (reason, noted.replace("\n", "; ")) if part)
     source = None
     if classification.docker and isinstance(world.oci, OciProcessFacts):
         source = world.oci.source
-    return _with_status(image, status, reason, relevant, source, world)
+    elif classification.docker and isinstance(world.oci, OciUnavailable):
+        source = image.template.get(SOURCE_ATTR)  # unchanged by an outage
+    return _with_status(image, status, reason, relevant, source, world, noted)
+
+
+def _concurrent_lines(current: str | None, new: Mapping[int, str]) -> str:
+    """HOOKD_CONCURRENT with a line per template: what was there, a new note replacing the
+    line of its template."""
+    lines: dict[str, str] = {}
+    for line in (current or "").splitlines():
+        head = line.split(":", 1)[0]
+        if line.strip():
+            lines[head] = line
+    for template_id, note in sorted(new.items()):
+        lines[f"template {template_id}"] = f"template {template_id}: {note}"
+    return "\n".join(lines.values())
 
 
 def plan_image(image: ImageFacts, templates: Sequence[VmTemplateFacts], world: World,
@@ -347,9 +394,87 @@ def plan_image(image: ImageFacts, templates: Sequence[VmTemplateFacts], world: W
     return conclude(image, outcomes, world, decided)
 
 
+def error_plan(image: ImageFacts, reason: str) -> ImagePlan:
+    """A failure hookd gave up on: HOOKD_STATUS=error with the reason (nothing else changes;
+    nothing at all when the image already says exactly that)."""
+    writes: list[tuple[str, str | Removal]] = []
+    changes: list[Change] = []
+    for key, value in ((STATUS_ATTR, "error"), (REASON_ATTR, reason)):
+        current = image.template.get(key)
+        if current != value:
+            writes.append((key, value))
+            changes.append(Change(key, current, value))
+    return ImagePlan(image.id, "error", reason, image_attributes=tuple(writes),
+                     image_changes=tuple(changes))
+
+
+def undo_plan(image: ImagePlan, facts: ImageFacts,
+              templates: Iterable[VmTemplateFacts]) -> ImagePlan:
+    """Take back what hookd wrote for an image that is not its business after all.
+
+    Events are hints: a wrong decision (a forged READY event believed, a bug of an earlier
+    hookd) may have fixed templates for an image that is not a container image. Every value
+    hookd wrote for it that is still as hookd wrote it goes back to what was there before
+    (or goes away); a value a person changed since is kept. The template's HOOKD vector and
+    the image's HOOKD_* attributes are removed.
+    """
+    outcomes = tuple(o for o in (_undo_template(facts, t, image.reason) for t in templates)
+                     if o is not None)
+    writes: list[tuple[str, str | Removal]] = []
+    changes: list[Change] = []
+    for key in IMAGE_STATUS_ATTRS:
+        current = facts.template.get(key)
+        if current is not None:
+            writes.append((key, REMOVE))
+            changes.append(Change(key, current, None))
+    return replace(image, templates=outcomes, image_attributes=tuple(writes),
+                   image_changes=tuple(changes))
+
+
+def _undo_template(image: ImageFacts, template: VmTemplateFacts,
+                   why: str) -> TemplateOutcome | None:
+    record = Record.read(template.template.vector(RECORD_ATTR))
+    if record.image_id != image.id:
+        return None
+    tmpl = template.template
+    singles: dict[str, WriteValue] = {}
+    vectors: dict[str, Vector] = {}
+    indexed: dict[str, list[Vector]] = {}
+    shown: list[Change] = []
+    notes: list[str] = []
+    for key, hashed in sorted(record.hashes.items()):
+        path = path_of(key)
+        current = current_value(template, path)
+        earlier = record.was.get(key)
+        if current == earlier:
+            continue
+        if short_hash(current) != hashed:
+            notes.append(f"kept {path}={_show(current)}: a person changed it after hookd set it")
+            continue
+        if path.vector is None:
+            singles[path.name] = REMOVE if earlier is None else earlier
+        elif path.index is None:
+            base = vectors.get(path.vector) or tmpl.vector(path.vector) or Vector()
+            vectors[path.vector] = base.set(path.name, earlier)
+        else:
+            group = indexed.setdefault(path.vector, list(tmpl.vectors(path.vector)))
+            if path.index < len(group):
+                group[path.index] = group[path.index].set(path.name, earlier)
+        shown.append(Change(str(path), current, earlier))
+    attributes: list[tuple[str, tuple[WriteValue, ...]]] = []
+    attributes += [(name, (value,)) for name, value in singles.items()]
+    attributes += [(name, (vector if vector else REMOVE,)) for name, vector in vectors.items()]
+    attributes += [(name, tuple(group)) for name, group in indexed.items()]
+    attributes.append((RECORD_ATTR, (REMOVE,)))
+    shown.append(Change(RECORD_ATTR, "(hookd's record)", None))
+    edit = TemplateEdit(template.id, tuple(attributes), tuple(shown))
+    return TemplateOutcome(template.id, template.name, "skipped",
+                           f"undone: {why}", record.hypervisor or None, edit, tuple(notes))
+
+
 def _with_status(image: ImageFacts, status: Status, reason: str,
                  outcomes: tuple[TemplateOutcome, ...], source: str | None,
-                 world: World) -> ImagePlan:
+                 world: World, concurrent: str = "") -> ImagePlan:
     digest = digest_of(image.id, outcomes, status, source)
     applied = sorted(o.template_id for o in outcomes if o.status == "applied")
     wanted: dict[str, str] = {
@@ -363,7 +488,9 @@ def _with_status(image: ImageFacts, status: Status, reason: str,
         oci = world.oci
         if isinstance(oci, OciProcessFacts) and oci.config_digest:
             wanted[OCI_DIGEST_ATTR] = oci.config_digest
-    writes: list[tuple[str, str]] = []
+    if concurrent:
+        wanted[CONCURRENT_ATTR] = concurrent
+    writes: list[tuple[str, str | Removal]] = []
     changes: list[Change] = []
     for key, value in wanted.items():
         current = image.template.get(key)

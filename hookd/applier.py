@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from handlers.record import RECORD_ATTR
 from hookd.client import OneClient
 from hookd.intake import EchoFilter
 from hookd.logs import get_logger
@@ -42,7 +43,10 @@ class Applier:
                 continue
             payload = to_xml(edit.payload())
             if self._echo is not None:
-                self._echo.expect("one.template.update", edit.template_id, payload)
+                rewritten = tuple(sorted({name for name, _ in edit.attributes
+                                          if name != RECORD_ATTR}))
+                self._echo.expect("one.template.update", edit.template_id, payload,
+                                  image_id=plan.image_id, rewritten=rewritten)
             self._client.update_template(edit.template_id, payload)
             result.calls += 1
             result.templates_updated.append(edit.template_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
@@ -13,6 +14,7 @@ from typing import TextIO
 
 from hookd.config import Config, load, read_session
 from hookd.errors import HookdError
+from hookd.logs import redact_text
 
 
 @dataclass(frozen=True)
@@ -23,9 +25,10 @@ class Line:
     hint: str = ""
 
     def render(self) -> str:
-        text = f"{'OK  ' if self.ok else 'FAIL'}  {self.what}: {self.detail}"
+        """The line as printed; oned's and the registry's texts are redacted like the log."""
+        text = f"{'OK  ' if self.ok else 'FAIL'}  {self.what}: {redact_text(self.detail)}"
         if not self.ok and self.hint:
-            text += f"\n      hint: {self.hint}"
+            text += f"\n      hint: {redact_text(self.hint)}"
         return text
 
 
@@ -85,6 +88,38 @@ def check_zmq(endpoint: str, timeout: float) -> Line:
         context.term()
 
 
+def check_metrics(listen: str) -> Line:
+    """The metrics address can be bound now (loopback only, not in use)."""
+    from hookd.metrics import HookdMetrics, MetricsServer
+
+    host, _, port = listen.rpartition(":")
+    try:
+        server = MetricsServer(HookdMetrics().registry, host=host.strip("[]") or "127.0.0.1",
+                               port=int(port))
+        server.start()
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE and _serves_hookd(listen):
+            return Line(True, "metrics", f"{listen} is served by a running hookd")
+        return Line(False, "metrics", f"{listen}: {getattr(exc, 'strerror', None) or exc}",
+                    "metrics.listen must be a free loopback address:port")
+    server.stop()
+    return Line(True, "metrics", f"{listen} can be served")
+
+
+def _serves_hookd(listen: str) -> bool:
+    import http.client
+
+    host, _, port = listen.rpartition(":")
+    conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=2.0)
+    try:
+        conn.request("GET", "/metrics")
+        return b"hookd_info" in conn.getresponse().read(1 << 20)
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
 def run_checks(config_path: Path | None, *, zmq_timeout: float = 3.0,
                out: TextIO = sys.stdout) -> int:
     lines: list[Line] = []
@@ -101,6 +136,8 @@ def run_checks(config_path: Path | None, *, zmq_timeout: float = 3.0,
     emit(Line(True, "configuration", config.where))
     emit(Line(True, "endpoints", f"xmlrpc {config.xmlrpc} (from {config.xmlrpc_origin}), "
               f"events {config.zmq} (from {config.zmq_origin})"))
+    if config.sections["metrics"]["listen"]:
+        emit(check_metrics(str(config.sections["metrics"]["listen"])))
     auth = check_auth_file(config.auth_file)
     emit(auth)
     if auth.ok:
@@ -165,7 +202,8 @@ def _oned_checks(config: Config, emit: Callable[[Line], None]) -> None:
                       f"hookd kernel check FILE --hypervisor {hv} shows why"))
         else:
             extra = f" ({'; '.join(choice.warnings)})" if choice.warnings else ""
-            emit(Line(True, f"{hv} kernel", f"image {choice.image_id} ({choice.name}){extra}"))
+            emit(Line(True, f"{hv} kernel", f"image {choice.image_id} ({choice.name}, owner "
+                      f"{choice.owner}, datastore {choice.datastore}){extra}"))
         ds_ok = any(d.type == DS_FILE for d in snap.datastores.values())
         if not ds_ok:
             emit(Line(False, f"{hv} kernel", "no file datastore (Kernels & Files) exists"))

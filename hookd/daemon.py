@@ -17,6 +17,7 @@ cluster and only the leader's hookd writes.
 from __future__ import annotations
 
 import signal
+import stat
 import sys
 import threading
 import time
@@ -56,6 +57,11 @@ class Components:
     metrics: HookdMetrics
 
 
+def kernel_refs(config: Config) -> dict[str, int | str | None]:
+    """``kernels:`` without its ``owner`` key: hypervisor -> KERNEL image ID or name."""
+    return {hv: ref for hv, ref in config.sections["kernels"].items() if hv != "owner"}
+
+
 def build(config: Config, *, session: str | None = None,
           metrics: HookdMetrics | None = None) -> Components:
     """Everything but threads and sockets: shared by ``run``, ``reconcile``, ``plan``."""
@@ -70,13 +76,13 @@ def build(config: Config, *, session: str | None = None,
                             tls_verify=one["tls_verify"], page_size=int(one["page_size"]))
     client = OneClient(config.xmlrpc, session, options,
                        observer=lambda method, _d, _ok: metrics.observe_call(method))
-    world = WorldCache(client, kernels=config.sections["kernels"],
-                       initrds=config.sections["initrds"])
+    world = WorldCache(client, kernels=kernel_refs(config), initrds=config.sections["initrds"],
+                       owner=config.sections["kernels"]["owner"])
     index = TemplateIndex()
     echo = EchoFilter()
     applier = Applier(client, echo, on_fix=metrics.observe_fix)
     engine = Engine(client, world, index, applier, planner_settings(config),
-                    oci_resolver(config, world))
+                    oci_resolver(config, world), echo)
     return Components(config, client, world, index, echo, applier, engine, metrics)
 
 
@@ -122,9 +128,13 @@ class Daemon:
         self.pinger = WatchdogPinger(self.notifier, interval) if interval else None
         try:
             self.c = build(self.config, session=self._session)
-        except ConfigError as exc:
+            metrics_server = self._start_metrics()
+        except HookdError as exc:
+            # Exit 2: the unit's RestartPreventExitStatus=2 keeps systemd from restarting
+            # into the same error.
             log.error("hookd.config_error", reason=exc.reason)
             return 2
+        warn_if_exposed(self.config.auth_file)
         c = self.c
         c.metrics.set_info(__version__)
         events = self.config.sections["events"]
@@ -152,7 +162,6 @@ class Daemon:
             on_reconcile=c.metrics.observe_reconcile,
             on_failure=c.metrics.observe_failure,
         )
-        metrics_server = self._start_metrics()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_term)
             signal.signal(signal.SIGINT, self._on_term)
@@ -161,6 +170,8 @@ class Daemon:
                  xmlrpc=self.config.xmlrpc, xmlrpc_from=self.config.xmlrpc_origin,
                  zmq=self.config.zmq, zmq_from=self.config.zmq_origin,
                  auth_file=str(self.config.auth_file) if self.config.auth_file else None)
+        c.echo.on_concurrent = lambda image_id, template_id: self.reconciler.submit_image(
+            image_id, f"concurrent update of template {template_id}")
         self.reconciler.start()
         self.stream.open()
         supervisor = threading.Thread(target=self._supervise, name="hookd-supervisor",
@@ -187,9 +198,14 @@ class Daemon:
         if not listen:
             return None
         host, _, port = str(listen).rpartition(":")
-        server = MetricsServer(self.c.metrics.registry, host=host or "127.0.0.1",
-                               port=int(port))
-        server.start()
+        host = host.strip("[]")
+        try:
+            server = MetricsServer(self.c.metrics.registry, host=host or "127.0.0.1",
+                                   port=int(port))
+            server.start()
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"metrics.listen {listen} in {self.config.where}: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
         log.info("metrics.listening", url=f"http://{host or '127.0.0.1'}:{server.port}/metrics")
         return server
 
@@ -219,8 +235,7 @@ class Daemon:
         if trigger.kind in ("template", "image") and trigger.raw and c.echo.is_echo(trigger):
             return
         if trigger.kind == "image":
-            self.reconciler.submit_image(trigger.object_id, trigger.reason,
-                                         snapshot=trigger.image)
+            self.reconciler.submit_image(trigger.object_id, trigger.reason)
         elif trigger.kind == "template":
             self.reconciler.submit_template(trigger.object_id, trigger.reason)
         elif trigger.kind == "template_deleted":
@@ -328,13 +343,18 @@ class Daemon:
 
     # -- reload and stop -------------------------------------------------------------------------
     def _do_reload(self) -> None:
+        """SIGHUP: everything the new file asks for is built first; any failure keeps the
+        configuration in force as it was, and says so (log, systemd status)."""
         self.notifier.reloading()
+        c = self.c
         try:
-            new = load(self.config_path)
-        except ConfigError as exc:
+            new = load(self.config_path, reload=True)
+            settings = planner_settings(new)
+            resolver = oci_resolver(new, c.world)
+        except HookdError as exc:
             log.error("hookd.reload_failed", reason=exc.reason,
                       hint="the previous configuration stays in force")
-            self.notifier.status(f"reload failed: {exc.reason}")
+            self.notifier.status(f"reload failed, previous configuration kept: {exc.reason}")
             self._ready_after_reload()
             return
         if (new.xmlrpc, new.zmq, new.auth_file) != (self.config.xmlrpc, self.config.zmq,
@@ -342,15 +362,34 @@ class Daemon:
             log.warning("hookd.reload_connection_unchanged",
                         hint="connection settings (endpoint, auth file, event stream) take "
                              "effect after a restart")
+        if new.sections["metrics"] != self.config.sections["metrics"]:
+            log.warning("hookd.reload_metrics_unchanged",
+                        hint="metrics.listen takes effect after a restart")
         self.config = new
         self._configure_logging()
-        c = self.c
-        c.world.configure(new.sections["kernels"], new.sections["initrds"])
-        c.engine.reconfigure(planner_settings(new), oci_resolver(new, c.world))
+        c.world.configure(kernel_refs(new), new.sections["initrds"],
+                          new.sections["kernels"]["owner"])
+        c.engine.reconfigure(settings, resolver)
         requeued = self.reconciler.requeue_waiting("configuration reloaded")
         self.request_sweep("configuration reloaded")
         log.info("hookd.reloaded", config=new.where, waiting_images_requeued=requeued)
         self._ready_after_reload()
+
+    def _record_concurrent(self, deadline: float) -> None:
+        """Before exiting: the echoes of hookd's last updates close their windows, and an
+        update by someone else seen in one is recorded on its image, not forgotten."""
+        c = self.c
+        until = min(deadline, time.monotonic() + 2.0)
+        while c.echo.awaiting_echo() and time.monotonic() < until:
+            self.stream.poll(0.05)
+        for image_id in c.echo.noted_images():
+            if time.monotonic() >= deadline:
+                break
+            try:
+                c.engine.reconcile_image(image_id, trigger="concurrent update (stopping)")
+            except HookdError as exc:
+                log.warning("hookd.concurrent_not_recorded", image_id=image_id,
+                            reason=exc.reason)
 
     def _ready_after_reload(self) -> None:
         self.notifier.ready(self.status_text)
@@ -362,11 +401,28 @@ class Daemon:
                  queued=self.reconciler.depth, timeout=timeout)
         self._stop.set()
         self._sweep_requested.set()
+        started = time.monotonic()
         finished = self.reconciler.stop(timeout)
+        self._record_concurrent(started + timeout)
         self.stream.close()
         if metrics_server is not None:
             metrics_server.stop()
         log.info("hookd.stopped", clean=finished)
+
+
+def warn_if_exposed(auth_file: Path | None) -> None:
+    """oned's credentials must be readable by the service's user only (``chmod 600``)."""
+    if auth_file is None:
+        return
+    try:
+        mode = auth_file.stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("hookd.credentials_exposed", auth_file=str(auth_file),
+                    mode=f"{stat.S_IMODE(mode):04o}",
+                    hint=f"oneadmin's password is readable by other users: chmod 600 "
+                         f"{auth_file}")
 
 
 def run(config_path: Path | None, **kwargs: Any) -> int:

@@ -11,20 +11,22 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from handlers.classify import Classification
 from handlers.model import OciFacts, PlannerSettings, World
-from handlers.planner import conclude, plan_template, triage
+from handlers.planner import conclude, error_plan, plan_template, triage, undo_plan
+from handlers.record import RECORD_ATTR, Record
 from hookd.applier import Applier
 from hookd.client import NotFound, OneClient
 from hookd.errors import TransientError
 from hookd.facts import TYPE_KERNEL, TYPE_RAMDISK, ImageFacts, VmTemplateFacts
 from hookd.index import TemplateIndex
+from hookd.intake import EchoFilter
 from hookd.logs import get_logger
-from hookd.plan import ImagePlan, TemplateOutcome
+from hookd.plan import CONCURRENT_ATTR, IMAGE_STATUS_ATTRS, ImagePlan, TemplateOutcome
 from hookd.world import WorldCache, with_template
 
 log = get_logger(__name__)
@@ -67,6 +69,10 @@ class _LockTable:
                         self._locks[ident] = (lock, users - 1)
 
 
+def _has_status(image: ImageFacts) -> bool:
+    return any(image.template.get(key) is not None for key in IMAGE_STATUS_ATTRS)
+
+
 @dataclass
 class SweepStats:
     images: int = 0
@@ -93,8 +99,10 @@ class Engine:
         applier: Applier,
         settings: PlannerSettings,
         oci: OciResolver | None = None,
+        echo: EchoFilter | None = None,
     ) -> None:
         self.client = client
+        self.echo = echo or EchoFilter()
         self.world = world
         self.index = index
         self.applier = applier
@@ -113,59 +121,66 @@ class Engine:
             return None
         return self._oci(image, final)
 
-    def _complete(self, base: World, image: ImageFacts, templates: list[VmTemplateFacts],
-                  classification: Classification, final: bool) -> World:
-        others = self.world.other_disk_images(image, templates)
-        return with_template(base, others, self._oci_facts(image, classification, final))
 
     # -- reconcile one image -----------------------------------------------------------------
     def reconcile_image(
         self,
         image_id: int,
         *,
-        snapshot: ImageFacts | None = None,
-        templates: Mapping[int, VmTemplateFacts] | None = None,
         final: bool = False,
         dry_run: bool = False,
         trigger: str = "",
     ) -> ReconcileResult:
+        """Read the image and its templates from oned, plan, write.
+
+        Everything hookd decides comes from oned over XML-RPC: an event only names the image
+        (its body is never believed). oned has no compare-and-swap, so a person's change that
+        lands between hookd's read of a template and its write can be lost in the vectors
+        hookd rewrites; the window is kept as short as the wire allows: everything slow (the
+        registry, other images' facts) is gathered first, each template is read last, and
+        the plan is written at once. What is left of the window is watched
+        (:class:`hookd.intake.EchoFilter`): an update by someone else seen inside it is named
+        in the image's reason.
+        """
         self.world.ensure_fresh()
-        image = snapshot
-        if image is None:
-            try:
-                image = self.client.image(image_id)
-            except NotFound:
-                self.forget_image(image_id)
-                return ReconcileResult(None, 1)
+        try:
+            image = self.client.image(image_id)
+        except NotFound:
+            self.forget_image(image_id)
+            return ReconcileResult(None, 1)
         base = self.world.base_world(image)
         decided = triage(image, base, self.settings)
-        if isinstance(decided, ImagePlan):
-            return self._apply(decided, dry_run, trigger)
-        self.index.remember_image(image.id, image.name, image.uid, image.uname)
         template_ids = self.index.templates_for_image(image)
+        if isinstance(decided, ImagePlan):
+            if not decided.undo or (not template_ids and not _has_status(image)):
+                return self._apply(decided, dry_run, trigger)
+            with self._locks.hold(template_ids):
+                plan = undo_plan(decided, image, self._read_templates(template_ids))
+                return self._apply(plan, dry_run, trigger)
+        self.index.remember_image(image.id, image.name, image.uid, image.uname)
+        # Slow facts first: nothing below may wait for a registry once a template was read.
+        oci = self._oci_facts(image, decided, final)
+        self.world.prefetch_images(self.index.disk_image_ids(template_ids), skip=image.id)
         with self._locks.hold(template_ids):
-            facts = self._read_templates(template_ids, templates or {})
-            world = self._complete(base, image, facts, decided, final)
-            plan = self._plan(image, facts, world, decided)
-            if snapshot is not None and plan.image_attributes and not plan.edits:
-                # A READY body carries the image as it was at the transition; before writing
-                # only its status, check the current image (a replayed event is a no-op).
-                image = self.client.image(image_id)
+            watched = [] if dry_run else template_ids
+            self.echo.watch(watched)
+            try:
+                facts = self._read_templates(template_ids)
+                world = with_template(base, self.world.other_disk_images(image, facts), oci)
                 plan = self._plan(image, facts, world, decided)
-            return self._apply(plan, dry_run, trigger)
+                return self._apply(plan, dry_run, trigger)
+            finally:
+                self.echo.unwatch(watched)
 
-    def _read_templates(self, template_ids: Iterable[int],
-                        known: Mapping[int, VmTemplateFacts]) -> list[VmTemplateFacts]:
+    def _read_templates(self, template_ids: Iterable[int]) -> list[VmTemplateFacts]:
         out: list[VmTemplateFacts] = []
         for template_id in template_ids:
-            facts = known.get(template_id)
-            if facts is None:
-                try:
-                    facts = self.client.template(template_id)
-                except NotFound:
-                    self.index.remove(template_id)
-                    continue
-                self.index.put(facts)
+            try:
+                facts = self.client.template(template_id)
+            except NotFound:
+                self.index.remove(template_id)
+                continue
+            self.index.put(facts)
             out.append(facts)
         return out
 
@@ -173,12 +188,15 @@ class Engine:
               classification: Classification) -> ImagePlan:
         outcomes = [plan_template(image, t, world, self.settings, classification)
                     for t in templates]
-        return conclude(image, outcomes, world, classification)
+        return conclude(image, outcomes, world, classification,
+                        self.echo.concurrent_changes(image.id))
 
     def _apply(self, plan: ImagePlan, dry_run: bool, trigger: str) -> ReconcileResult:
         if dry_run or plan.is_noop:
             return ReconcileResult(plan)
         result = self.applier.apply(plan, trigger=trigger)
+        if any(key == CONCURRENT_ATTR for key, _ in plan.image_attributes):
+            self.echo.forget_concurrent(plan.image_id)  # it is on the image now
         return ReconcileResult(plan, result.calls, result.templates_updated)
 
     def plan_for(self, image_id: int) -> ImagePlan | None:
@@ -206,25 +224,14 @@ class Engine:
         self.index.forget_image(image_id)
 
     # -- record a failure -------------------------------------------------------------------
-    def record_error(self, image_id: int, reason: str) -> None:
-        """Write HOOKD_STATUS=error with the reason (best effort: oned may be down)."""
-        from hookd.plan import REASON_ATTR, STATUS_ATTR, Change
-        from hookd.template import to_xml
-
+    def record_error(self, image_id: int, reason: str, *, trigger: str = "") -> None:
+        """Write HOOKD_STATUS=error with the reason, through the applier (best effort: oned
+        may be down). Nothing is written when the image already says exactly that."""
         try:
             image = self.client.image(image_id)
         except NotFound:
             return
-        if (image.template.get(STATUS_ATTR) == "error"
-                and image.template.get(REASON_ATTR) == reason):
-            return
-        attrs = ((STATUS_ATTR, "error"), (REASON_ATTR, reason))
-        self.client.update_image(image_id, to_xml(attrs))
-        log.error("image.status", image_id=image_id, status="error", reason=reason,
-                  changes=[Change(STATUS_ATTR, image.template.get(STATUS_ATTR), "error")
-                           .as_dict(),
-                           Change(REASON_ATTR, image.template.get(REASON_ATTR), reason)
-                           .as_dict()])
+        self._apply(error_plan(image, reason), False, trigger)
 
     # -- sweeps ------------------------------------------------------------------------------
     def sweep(self, submit: Callable[[int, str], None], *, dry_run: bool = False,
@@ -240,6 +247,10 @@ class Engine:
         # Kernels configured by name are resolved from the image pool walk below.
         wanted_names = self.world.wanted_names()
         candidates: dict[int, tuple[ImageFacts, Classification]] = {}
+        # Images hookd leaves alone without undoing anything (opted out, out of scope, not
+        # READY): a template recorded as fixed for one of them is as it should be.
+        settled: set[int] = set()
+        undo: set[int] = set()
         named: dict[str, list[ImageFacts]] = defaultdict(list)
         self.world.refresh(scan_names=False)
         for image in self.client.iter_images():
@@ -249,7 +260,12 @@ class Engine:
             base = self.world.base_world(image)
             decided = triage(image, base, self.settings)
             if isinstance(decided, ImagePlan):
-                if decided.status is not None and not decided.is_noop:
+                if not decided.undo:
+                    settled.add(image.id)
+                if ((decided.status is not None and not decided.is_noop)
+                        or (decided.undo and _has_status(image))):
+                    # A status to write, or one a wrong decision wrote and hookd takes back.
+                    undo.add(image.id)
                     submit(image.id, reason)
                     stats.submitted += 1
                 continue
@@ -267,6 +283,13 @@ class Engine:
         for template in self.client.iter_templates():
             stats.templates += 1
             refs = self.index.put(template)
+            recorded = Record.read(template.template.vector(RECORD_ATTR)).image_id
+            if (recorded is not None and recorded not in candidates and recorded not in settled
+                    and recorded not in undo):
+                # Fixed for an image that is not hookd's business: undo what hookd wrote.
+                undo.add(recorded)
+                submit(recorded, reason)
+                stats.submitted += 1
             if not refs:
                 continue
             for image_id in self.index.resolve(refs):
@@ -276,8 +299,9 @@ class Engine:
                 image, classification = entry
                 if image_id not in worlds:
                     try:
-                        worlds[image_id] = self._complete(self.world.base_world(image), image,
-                                                          [], classification, final=False)
+                        worlds[image_id] = with_template(
+                            self.world.base_world(image), {},
+                            self._oci_facts(image, classification, False))
                     except TransientError:
                         worlds[image_id] = None  # the reconcile retries with backoff
                 world = worlds[image_id]

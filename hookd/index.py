@@ -135,9 +135,18 @@ class TemplateIndex:
     def templates_for_image(self, image: ImageFacts) -> list[int]:
         return self.templates_for(image.id, image.name, image.uid, image.uname)
 
-    def refs_of(self, template_id: int) -> tuple[Key, ...]:
+    def disk_image_ids(self, template_ids: Iterable[int]) -> set[int]:
+        """The images the templates' disks use, as last seen (by ID, or by name for images
+        the index knows)."""
+        out: set[int] = set()
         with self._lock:
-            return self._refs.get(template_id, ())
+            for template_id in template_ids:
+                for key in self._refs.get(template_id, ()):
+                    if key[0] == "i":
+                        out.add(int(key[1]))
+                    elif key in self._names:
+                        out.add(self._names[key])
+        return out
 
     def __len__(self) -> int:
         with self._lock:
@@ -178,10 +187,6 @@ class TemplateIndex:
             for key in (("u", old.name, old.uid), ("n", old.name, old.uname)):
                 if self._names.get(key) == image_id:
                     del self._names[key]
-
-    def known_image(self, image_id: int) -> KnownImage | None:
-        with self._lock:
-            return self._images.get(image_id)
 
     def resolve(self, refs: Iterable[Key]) -> list[int]:
         """Image ids a template's references point to (by-name refs: known images only)."""

@@ -10,8 +10,8 @@ subscribes to (shared/reference/opennebula-events-and-api.md §1.3):
   or delete images, or change which hosts and datastores a cluster has.
 
 Events are hints: a trigger only says "look at image N" (or template N); the object's
-current state is read over XML-RPC by the reconciler (the READY body's embedded image is
-oned's own serialisation at the moment of the transition and is used as the first read).
+current state is read over XML-RPC by the reconciler. Nothing in an event body is believed:
+a local user who binds the event port while oned restarts can publish anything.
 API bodies carry IN parameters unescaped, so a template holding ``&`` or ``<`` makes the body
 malformed (recorded on 6.8.3): numeric parameters are read leniently, free text never.
 """
@@ -24,11 +24,10 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Literal
 
-from hookd.facts import ImageFacts, MalformedObject
 from hookd.xmlsafe import UnsafeXml, parse
 
 TriggerKind = Literal["image", "template", "template_deleted", "image_deleted", "world"]
@@ -73,7 +72,6 @@ class Trigger:
     kind: TriggerKind
     object_id: int
     reason: str
-    image: ImageFacts | None = None  # the image as oned serialised it in a READY event
     raw: bytes = b""  # the decoded API body, for echo suppression
     received: float = 0.0
 
@@ -136,16 +134,10 @@ def _state_trigger(image_id: int, body: bytes, limits: Limits, now: float) -> Tr
     resource = (root.findtext("RESOURCE_ID") or "").strip()
     if not resource.isdigit() or int(resource) != image_id:
         raise Malformed("id", "RESOURCE_ID does not match the key")
-    snapshot: ImageFacts | None = None
-    element = root.find("IMAGE")
-    if element is not None:
-        try:
-            snapshot = ImageFacts.from_element(element)
-        except MalformedObject:
-            snapshot = None
-        if snapshot is not None and (snapshot.id != image_id or snapshot.state != 1):
-            snapshot = None
-    return Trigger("image", image_id, "READY event", snapshot, received=now)
+    # The body embeds the image as oned serialised it, but anyone who can bind the event
+    # port can publish a READY event: the event only says which image to look at, and
+    # everything hookd decides is read from oned over XML-RPC.
+    return Trigger("image", image_id, "READY event", received=now)
 
 
 def _api_trigger(call: str, body: bytes, limits: Limits, now: float) -> Trigger:
@@ -217,23 +209,51 @@ def _fingerprint(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
+@dataclass
+class _Watch:
+    """A template hookd is reading and then writing: the window oned cannot close."""
+
+    opened: float
+    image_id: int | None = None
+    rewritten: tuple[str, ...] = ()  # the attributes hookd's update replaces whole
+    sent: float | None = None  # when hookd's update was sent (its echo closes the watch)
+    foreign: list[float] = field(default_factory=list)  # others' updates seen meanwhile
+
+
 class EchoFilter:
-    """Recognise the API events caused by hookd's own updates.
+    """Recognise the API events caused by hookd's own updates, and watch for others'.
 
     The applier registers the exact template text it sent; oned writes IN parameters
     verbatim into the API event body, so finding that text (with the object id) in the body
     identifies our own call. A person's update cannot match unless it sent byte-identical
     content, and then ignoring it changes nothing. Only a fingerprint of each payload is
     kept (length, first bytes, BLAKE2b digest), so memory does not grow with payload size.
+
+    **Concurrent changes.** oned has no compare-and-swap: a person's update that oned runs
+    between hookd's ``one.template.info`` and hookd's ``one.template.update`` of the same
+    template loses what it changed in the attributes hookd rewrites whole (a vector such as
+    CONTEXT). oned's hook manager publishes API events in the order the calls finish, so
+    such an update's event arrives after hookd started reading and before the echo of
+    hookd's own update: :meth:`watch` opens that window, the echo closes it, and an update
+    by someone else seen inside it is kept for :meth:`concurrent_changes` (and reported to
+    ``on_concurrent``). It may also be an update oned ran just before hookd's read (its
+    event still on its way), so it is reported as a change that *may* have been lost.
     """
 
-    def __init__(self, ttl: float = 120.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ttl: float = 120.0, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time, note_ttl: float = 3600.0) -> None:
         self._ttl = ttl
         self._clock = clock
+        self._wall = wall
+        self._note_ttl = note_ttl
         self._lock = threading.Lock()
         self._expected: dict[tuple[str, int], list[_Sent]] = {}
+        self._watches: dict[int, _Watch] = {}
+        self._concurrent: dict[int, dict[int, tuple[float, str]]] = {}
+        self.on_concurrent: Callable[[int, int], None] = lambda image_id, template_id: None
 
-    def expect(self, call: str, object_id: int, payload: str) -> None:
+    def expect(self, call: str, object_id: int, payload: str, *, image_id: int | None = None,
+               rewritten: tuple[str, ...] = ()) -> None:
         now = self._clock()
         data = payload.encode("utf-8")
         sent = _Sent(now, len(data), data[:_HEAD], _fingerprint(data))
@@ -244,11 +264,78 @@ class EchoFilter:
             self._expected[(call, object_id)] = entries[-8:]
             if len(self._expected) > 100_000:
                 self._prune(now)
+            watch = self._watches.get(object_id) if call == _TEMPLATE_UPDATE else None
+            if watch is not None:
+                watch.sent, watch.image_id, watch.rewritten = now, image_id, rewritten
 
     def _prune(self, now: float) -> None:
         for key in [k for k, v in self._expected.items()
                     if all(now - e.when >= self._ttl for e in v)]:
             del self._expected[key]
+
+    # -- the read-to-write window --------------------------------------------------------
+    def watch(self, template_ids: Iterable[int]) -> None:
+        """hookd is about to read these templates in order to write them."""
+        now = self._clock()
+        with self._lock:
+            for template_id in template_ids:
+                self._watches[template_id] = _Watch(now)
+
+    def unwatch(self, template_ids: Iterable[int]) -> None:
+        """The reconcile is over: a template hookd did not write is no longer watched (one it
+        wrote stays watched until the echo of its update arrives, or ``ttl``)."""
+        with self._lock:
+            for template_id in template_ids:
+                watch = self._watches.get(template_id)
+                if watch is not None and watch.sent is None:
+                    del self._watches[template_id]
+
+    def concurrent_changes(self, image_id: int) -> dict[int, str]:
+        """Template id -> a sentence naming what a concurrent change may have lost."""
+        now = self._wall()
+        with self._lock:
+            notes = self._concurrent.get(image_id)
+            if not notes:
+                return {}
+            for template_id in [t for t, (when, _) in notes.items()
+                                if now - when >= self._note_ttl]:
+                del notes[template_id]
+            if not notes:
+                del self._concurrent[image_id]
+            return {t: note for t, (_, note) in notes.items()}
+
+    def awaiting_echo(self) -> bool:
+        """Whether an update hookd sent still waits for its echo (its window is open)."""
+        with self._lock:
+            return any(w.sent is not None for w in self._watches.values())
+
+    def noted_images(self) -> list[int]:
+        """Images with concurrent-change notes not yet recorded on them."""
+        with self._lock:
+            return sorted(self._concurrent)
+
+    def forget_concurrent(self, image_id: int) -> None:
+        """The notes are recorded on the image (HOOKD_CONCURRENT): no need to keep them."""
+        with self._lock:
+            self._concurrent.pop(image_id, None)
+
+    def _close(self, template_id: int) -> None:
+        watch = self._watches.pop(template_id, None)
+        if watch is None or not watch.foreign or watch.image_id is None:
+            return
+        when = self._wall()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
+        what = ", ".join(watch.rewritten) or "the attributes it rewrote"
+        note = (f"someone else updated this template while hookd was fixing it ({stamp}); "
+                f"oned has no compare-and-swap, so a change they made to {what} may have "
+                f"been overwritten: check {what}")
+        self._concurrent.setdefault(watch.image_id, {})[template_id] = (when, note)
+        image_id = watch.image_id
+        self._lock.release()
+        try:
+            self.on_concurrent(image_id, template_id)
+        finally:
+            self._lock.acquire()
 
     def is_echo(self, trigger: Trigger) -> bool:
         if not trigger.raw:
@@ -256,14 +343,26 @@ class EchoFilter:
         key = (trigger.reason, trigger.object_id)
         now = self._clock()
         with self._lock:
+            self._expire(now)
             entries = self._expected.get(key)
-            if not entries:
-                return False
-            for i, sent in enumerate(entries):
+            for i, sent in enumerate(entries or ()):
                 if now - sent.when < self._ttl and sent.found_in(trigger.raw):
-                    del entries[i]
+                    del entries[i]  # type: ignore[union-attr]
                     if not entries:
                         del self._expected[key]
+                    if trigger.reason == _TEMPLATE_UPDATE:
+                        self._close(trigger.object_id)
                     return True
+            watch = (self._watches.get(trigger.object_id)
+                     if trigger.reason == _TEMPLATE_UPDATE else None)
+            if watch is not None:
+                watch.foreign.append(now)
         return False
 
+    def _expire(self, now: float) -> None:
+        for template_id in [t for t, w in self._watches.items()
+                            if now - (w.sent if w.sent is not None else w.opened) >= self._ttl]:
+            self._close(template_id)
+
+
+_TEMPLATE_UPDATE = "one.template.update"

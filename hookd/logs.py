@@ -64,6 +64,7 @@ __all__ = [
     "install_excepthooks",
     "is_journal_stream",
     "redact",
+    "redact_text",
     "register_secret",
     "reset_logging",
 ]
@@ -212,6 +213,12 @@ def _scrub_text(text: str) -> str:
         for regex, replacement in _TEXT_PATTERNS:
             text = regex.sub(replacement, text)
     return text
+
+
+def redact_text(text: str) -> str:
+    """``text`` with registered secrets and credential-looking parts masked (as in the log),
+    for what hookd prints outside the log (``hookd check``)."""
+    return _scrub_text(text)
 
 
 def _mask_value(kind: int, value: Any) -> Any:

@@ -5,12 +5,15 @@ Where the image config comes from: the image's PATH (the marketplace app's SOURC
 client (:mod:`hookd.oci`, the only code that talks to registries). The script itself is
 built by the pure :mod:`handlers.start_script`.
 
-Failure policy (issue "Docker Hub images", Fallbacks): a registry that cannot be reached is
-*transient* — the reconciler retries with backoff; on the final attempt, and when the image
-or tag is gone from the registry, images imported by OpenNebula >= 6.2 get a script that
-starts ``/one_entrypoint.sh`` (written into the image by docker_downloader.sh since 6.2,
-commit a9cdd05cd5) detached, if enabled. A config hookd refuses to turn into a script is a
-permanent problem shown in the image status.
+Failure policy: a registry that cannot be reached is *transient* — the reconciler retries
+with backoff. An image once fixed from its real config (``HOOKD_OCI_CONFIG`` on the image
+holds the config's digest) is never downgraded: its config comes from the on-disk cache,
+and if the cache lacks it the START_SCRIPT already installed stays as it is
+(:class:`~handlers.model.OciUnavailable`). Only an image never fixed from a config gets, on
+the final attempt or when the image or tag is gone from the registry, a script that starts
+``/one_entrypoint.sh`` (written into the image by docker_downloader.sh since OpenNebula 6.2,
+commit a9cdd05cd5) detached, if enabled: the fallback runs the app as root in ``/``. A
+config hookd refuses to turn into a script is a permanent problem shown in the status.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from handlers.model import OciFacts, OciProblem, OciProcessFacts
+from handlers.model import OciFacts, OciProblem, OciProcessFacts, OciUnavailable
 from handlers.start_script import (
     StartScriptError,
     StartScriptOptions,
@@ -31,6 +34,8 @@ from hookd.errors import PermanentError, TransientError
 from hookd.facts import ImageFacts
 from hookd.logs import get_logger
 from hookd.oci import ImageReference, NotFound, RegistryClient
+from hookd.oci.imageconfig import FetchedConfig
+from hookd.plan import OCI_DIGEST_ATTR, SOURCE_ATTR
 
 log = get_logger(__name__)
 
@@ -65,27 +70,56 @@ class OciResolver:
             ref = ImageReference.from_one_path(image.path, image.template.get("URL_ARGS"))
         except PermanentError as exc:
             return OciProblem(f"cannot read the image reference from PATH: {exc.reason}")
+        # The config the image was fixed from before (its digest is on the image): an outage
+        # or an image gone from the registry never downgrades such an image to the fallback.
+        known = (image.template.get(OCI_DIGEST_ATTR) or "").strip()
         try:
             fetched = self._registry.fetch_config(ref)
         except NotFound as exc:
-            return self._fall_back(image, f"{ref} is not in the registry: {exc.reason}",
-                                   permanent=True)
+            why = f"{ref} is not in the registry: {exc.reason}"
+            return self._known(image, ref, known, why) or self._fall_back(why)
         except TransientError as exc:
+            why = f"registry unreachable for {ref}: {exc.reason}"
+            kept = self._known(image, ref, known, why)
+            if kept is not None and (final or isinstance(kept, OciProcessFacts)):
+                return kept
             if not final:
                 raise
-            return self._fall_back(image, f"registry unreachable for {ref}: {exc.reason}",
-                                   permanent=False)
+            return self._fall_back(why)
         except PermanentError as exc:
             return OciProblem(f"image config of {ref} rejected: {exc.reason}")
+        return self._facts(image, ref, fetched)
+
+    def _known(self, image: ImageFacts, ref: ImageReference, known: str,
+               why: str) -> OciFacts | None:
+        """For an image fixed from a config before: that config from the on-disk cache, else
+        an :class:`OciUnavailable` that keeps what the templates carry. None otherwise."""
+        if not known:
+            return None
+        try:
+            cached = self._registry.cached_config(ref, known)
+        except PermanentError:
+            cached = None
+        if cached is None:
+            return OciUnavailable(f"{why}; the image config {known[:19]} it was fixed from is "
+                                  f"not in the cache", known)
+        log.info("oci.config_from_cache", image_id=image.id, reference=str(ref),
+                 digest=known, because=why)
+        previous = (image.template.get(SOURCE_ATTR) or "").strip()
+        return self._facts(image, ref, cached, source=previous or None)
+
+    def _facts(self, image: ImageFacts, ref: ImageReference, fetched: FetchedConfig,
+               source: str | None = None) -> OciFacts:
         script = self._script_for(fetched.config_digest, fetched.config)
         if isinstance(script, OciProblem):
             return script
         # The status names where the config comes from, stably: a later read served by the
         # cache or a mirror is the same source (fetched.source says which, for the log).
-        if fetched.source.startswith("engine:"):
-            source = "docker-engine"
-        else:
-            source = f"registry:{ref.display_registry}"
+        if source is None:
+            if fetched.source.startswith("engine:"):
+                source = "docker-engine"
+            else:
+                source = f"registry:{ref.display_registry}"
         log.debug("oci.config", image_id=image.id, reference=str(ref),
                   digest=fetched.config_digest, served_by=fetched.source)
         return OciProcessFacts(script, fetched.config_digest, source)
@@ -107,7 +141,8 @@ class OciResolver:
                 self._scripts.popitem(last=False)
         return script
 
-    def _fall_back(self, image: ImageFacts, reason: str, *, permanent: bool) -> OciFacts:
+    def _fall_back(self, reason: str) -> OciFacts:
+        """For an image never fixed from a config: start /one_entrypoint.sh (6.2+)."""
         if not self._fallback:
             return OciProblem(reason)
         if self._version() < (6, 2, 0):

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Literal
 
-from hookd.template import Value, Vector
+from hookd.template import Removal, WriteValue
 
 Status = Literal["applied", "skipped", "unsupported", "waiting", "error"]
 # The image status that matters most to an operator wins when templates disagree.
@@ -27,12 +27,14 @@ DIGEST_ATTR = "HOOKD_DIGEST"
 TEMPLATES_ATTR = "HOOKD_TEMPLATES"
 SOURCE_ATTR = "HOOKD_SOURCE"
 OCI_DIGEST_ATTR = "HOOKD_OCI_CONFIG"
+# Updates by someone else that hookd's own update may have overwritten (oned has no
+# compare-and-swap): one line per template. hookd adds to it and never removes it; the
+# operator removes it once they have checked.
+CONCURRENT_ATTR = "HOOKD_CONCURRENT"
 IMAGE_STATUS_ATTRS = (
     STATUS_ATTR, REASON_ATTR, DIGEST_ATTR, TEMPLATES_ATTR, SOURCE_ATTR, OCI_DIGEST_ATTR,
+    CONCURRENT_ATTR,
 )
-# The vector hookd keeps on each template it edits: which image it fixed the template for,
-# and a short hash of every value it wrote, so a later change by a person is recognised.
-RECORD_ATTR = "HOOKD"
 
 
 def _loggable(value: str | None, limit: int) -> str | None:
@@ -69,10 +71,10 @@ class TemplateEdit:
     """One merge update of one VM template: whole top-level attributes to send."""
 
     template_id: int
-    attributes: tuple[tuple[str, tuple[Value, ...]], ...]
+    attributes: tuple[tuple[str, tuple[WriteValue, ...]], ...]
     changes: tuple[Change, ...]
 
-    def payload(self) -> list[tuple[str, Value]]:
+    def payload(self) -> list[tuple[str, WriteValue]]:
         return [(name, value) for name, values in self.attributes for value in values]
 
 
@@ -98,11 +100,14 @@ class ImagePlan:
     status: Status | None  # None: not hookd's business (no status written at all)
     reason: str
     templates: tuple[TemplateOutcome, ...] = ()
-    image_attributes: tuple[tuple[str, str], ...] = ()  # status attributes to write
+    image_attributes: tuple[tuple[str, str | Removal], ...] = ()  # status attributes
     image_changes: tuple[Change, ...] = ()
     source: str | None = None
     digest: str = ""
     notes: tuple[str, ...] = field(default=())
+    # Not hookd's business because the image is not a container image: what hookd wrote for
+    # it (after a wrong decision) is to be undone.
+    undo: bool = False
 
     @property
     def edits(self) -> tuple[TemplateEdit, ...]:
@@ -128,17 +133,6 @@ def digest_of(image_id: int, outcomes: tuple[TemplateOutcome, ...], status: str,
     }
     blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     return "sha256:" + hashlib.sha256(blob).hexdigest()[:32]
-
-
-def render_value(value: Value | None) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return render_vector(value)
-
-
-def render_vector(vector: Vector) -> str:
-    inner = ", ".join(f'{k}="{v}"' for k, v in vector.items)
-    return f"[ {inner} ]"
 
 
 def render_plan(plan: ImagePlan, *, width: int = 100) -> str:

@@ -26,7 +26,6 @@ from typing import Literal
 
 from hookd.engine import Engine
 from hookd.errors import HookdError, PermanentError, TransientError
-from hookd.facts import ImageFacts, VmTemplateFacts
 from hookd.logs import get_logger
 
 log = get_logger(__name__)
@@ -39,8 +38,6 @@ class Job:
     kind: JobKind
     object_id: int
     reasons: set[str] = field(default_factory=set)
-    snapshot: ImageFacts | None = None
-    templates: dict[int, VmTemplateFacts] = field(default_factory=dict)
     attempt: int = 0
     last_error: str = ""
 
@@ -50,9 +47,6 @@ class Job:
 
     def merge(self, other: Job) -> None:
         self.reasons |= other.reasons
-        # The later trigger's view wins; a trigger without a snapshot forces a fresh read.
-        self.snapshot = other.snapshot
-        self.templates.update(other.templates)
 
 
 @dataclass(frozen=True)
@@ -131,9 +125,8 @@ class Reconciler:
         return not any(t.is_alive() for t in self._threads)
 
     # -- submitting ------------------------------------------------------------------------
-    def submit_image(self, image_id: int, reason: str, *, snapshot: ImageFacts | None = None,
-                     templates: dict[int, VmTemplateFacts] | None = None) -> None:
-        self._submit(Job("image", image_id, {reason}, snapshot, dict(templates or {})))
+    def submit_image(self, image_id: int, reason: str) -> None:
+        self._submit(Job("image", image_id, {reason}))
 
     def submit_template(self, template_id: int, reason: str) -> None:
         self._submit(Job("template", template_id, {reason}))
@@ -265,14 +258,11 @@ class Reconciler:
         final = job.attempt >= self.backoff.attempts - 1
         try:
             if job.kind == "template":
-                images, template = self.engine.reconcile_template(job.object_id)
+                images, _template = self.engine.reconcile_template(job.object_id)
                 for image_id in images:
-                    self.submit_image(image_id, f"template {job.object_id} changed",
-                                      templates={template.id: template} if template else None)
+                    self.submit_image(image_id, f"template {job.object_id} changed")
                 return
-            result = self.engine.reconcile_image(
-                job.object_id, snapshot=job.snapshot, templates=job.templates, final=final,
-                trigger=trigger)
+            result = self.engine.reconcile_image(job.object_id, final=final, trigger=trigger)
             plan = result.plan
             with self._cond:
                 if plan is not None and plan.status == "waiting":
@@ -284,7 +274,6 @@ class Reconciler:
             if final:
                 self._give_up(job, f"gave up after {job.attempt + 1} attempts: {exc.reason}")
             else:
-                job.snapshot = None  # never reuse an event body for a retry
                 self._retry(job, exc)
         except PermanentError as exc:
             self._on_failure("permanent")

@@ -81,6 +81,7 @@ class WorldCache:
         *,
         kernels: Mapping[str, int | str | None],
         initrds: Mapping[str, int | str | None],
+        owner: int | str = "oneadmin",
         ttl: float = 60.0,
         inspector: KernelInspector = inspect_kernel_file,
         clock: Callable[[], float] = time.monotonic,
@@ -88,6 +89,7 @@ class WorldCache:
         self._client = client
         self._kernel_refs = {k: v for k, v in kernels.items() if v is not None}
         self._initrd_refs = {k: v for k, v in initrds.items() if v is not None}
+        self._owner = owner
         self._ttl = ttl
         self._inspector = inspector
         self._clock = clock
@@ -99,11 +101,18 @@ class WorldCache:
 
     # -- configuration -------------------------------------------------------------------
     def configure(self, kernels: Mapping[str, int | str | None],
-                  initrds: Mapping[str, int | str | None]) -> None:
+                  initrds: Mapping[str, int | str | None], owner: int | str = "oneadmin") -> None:
         with self._lock:
             self._kernel_refs = {k: v for k, v in kernels.items() if v is not None}
             self._initrd_refs = {k: v for k, v in initrds.items() if v is not None}
+            self._owner = owner
             self._snap.loaded = 0.0
+
+    def _owned(self, image: ImageFacts) -> bool:
+        owner = self._owner
+        if isinstance(owner, int) or str(owner).isdigit():
+            return image.uid == int(owner)
+        return image.uname == owner
 
     def wanted_names(self) -> set[str]:
         """Kernel/initrd image names the configuration refers to (resolved by sweeps)."""
@@ -204,13 +213,25 @@ class WorldCache:
             except NotFound:
                 return None, f"{what} image {ref} does not exist"
         else:
-            matches = [i for i in named.get(ref, []) if i.type == kind]
+            # A name is no identity: any user can create an image with it. Only images of
+            # the configured owner in a file datastore (Kernels & Files) count.
+            same_name = [i for i in named.get(ref, []) if i.type == kind]
+            matches = [i for i in same_name if self._owned(i)
+                       and (d := snap.datastores.get(i.datastore_id)) is not None
+                       and d.type == DS_FILE]
+            where = f"owned by {self._owner} in a file datastore"
             if not matches:
-                return None, f"no {what} image named {ref!r} (it is looked up at each sweep)"
+                others = ", ".join(f"{i.id} (owner {i.uname}, datastore {i.datastore_id})"
+                                   for i in same_name)
+                return None, (f"no {what} image named {ref!r} {where} (looked up at each "
+                              f"sweep)" + (f"; not used: {others}" if others else ""))
             if len(matches) > 1:
                 ids = ", ".join(str(i.id) for i in matches)
-                return None, f"several {what} images are named {ref!r} ({ids}): use an ID"
+                return None, (f"several {what} images {where} are named {ref!r} ({ids}): "
+                              f"use an ID")
             image = self._client.image(matches[0].id)
+            if not self._owned(image):
+                return None, f"{what} image {image.id} named {ref!r} is no longer {where}"
         expected = "KERNEL" if kind == TYPE_KERNEL else "RAMDISK"
         if image.type != kind:
             return KernelChoice(image.id, image.name, False,
@@ -225,20 +246,21 @@ class WorldCache:
             return KernelChoice(image.id, image.name, False,
                                 f"image {image.id} ({image.name}) is not in a file datastore "
                                 f"(Kernels & Files)"), ""
+        owner, where = image.uname, f"{ds.id} ({ds.name})"
         if kind != TYPE_KERNEL:
-            return KernelChoice(image.id, image.name, True), ""
+            return KernelChoice(image.id, image.name, True, owner=owner, datastore=where), ""
         path = Path(image.source) if image.source else None
         if path is None or not path.is_file():
             return KernelChoice(image.id, image.name, True, "", (
                 f"kernel {image.id} not inspected: its file is not readable on this "
-                f"front-end",)), ""
+                f"front-end",), owner=owner, datastore=where), ""
         try:
             usable, reason, warnings = self._inspector(path, hypervisor)
         except PermanentError as exc:
             usable, reason, warnings = False, exc.reason, ()
         return KernelChoice(image.id, image.name, usable,
                             "" if usable else f"kernel {image.id} ({image.name}): {reason}",
-                            warnings), ""
+                            warnings, owner=owner, datastore=where), ""
 
     # -- per image ---------------------------------------------------------------------------
     @property
@@ -294,6 +316,13 @@ class WorldCache:
         with self._lock:
             self._disk_images[image_id] = (now, facts)
         return facts
+
+    def prefetch_images(self, image_ids: Iterable[int], *, skip: int) -> None:
+        """Read (or find cached) the facts of these images, so that planning right after a
+        template was read needs no call for them."""
+        for image_id in image_ids:
+            if image_id != skip:
+                self.image_by_id(image_id)
 
     def other_disk_images(self, image: ImageFacts,
                           templates: Iterable[VmTemplateFacts]) -> dict[int, ImageFacts]:

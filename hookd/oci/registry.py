@@ -317,6 +317,20 @@ class RegistryClient:
     def close(self) -> None:
         self._transport.close()
 
+    def cached_config(self, ref: ImageReference, config_digest: str) -> FetchedConfig | None:
+        """The config blob ``config_digest`` as the cache holds it (memory, then disk, its
+        content verified against the digest), or None: no network."""
+        if not is_digest(config_digest):
+            return None
+        data = self._cache.get(config_digest, self._settings.max_config_bytes)
+        if data is None:
+            return None
+        what = f"cached config blob {config_digest}"
+        document = parse_config_blob(data, what)
+        return FetchedConfig(reference=ref, config=document, config_digest=config_digest,
+                             manifest_digest=None, source="cache",
+                             platform=config_platform(document))
+
     def fetch_config(self, ref: ImageReference) -> FetchedConfig:
         """The config blob of ``ref`` for the configured platform.
 

@@ -94,6 +94,42 @@ def test_missing_kernel_for_existing_hosts_fails(tmp_path: Path, simulator: Simu
     assert "FAIL  kvm kernel: kvm hosts exist but kernels.kvm is not set" in text
 
 
+def test_a_kernel_name_resolves_only_to_the_configured_owners_image(
+        tmp_path: Path, simulator: Simulator, registry: FakeRegistry) -> None:
+    """Any user can register an image called kernel-kvm: it must neither stall every fix
+    (two matches) nor be written into templates once the operator's kernel is gone."""
+    seed = simulator.seed_info
+    mallory = simulator.controls.add_user("mallory", "pw")
+    theirs = simulator.controls.add_kernel_image("kernel-kvm", mallory,
+                                                 seed.datastores["kernels"])
+    ours = seed.images["kernel-kvm"]
+    code, text = run(config(tmp_path, simulator, registry))
+    assert code == 0, text
+    assert (f"OK    kvm kernel: image {ours} (kernel-kvm, owner oneadmin, datastore "
+            f"{seed.datastores['kernels']} (kernels))") in text
+    ok, *rest = simulator.call("one.image.delete", ours, False)
+    assert ok, rest
+    assert simulator.wait_image_deleted(ours, 10)
+    code, text = run(config(tmp_path, simulator, registry))
+    assert code == 1, text
+    assert "FAIL  kvm kernel: no kernel image named 'kernel-kvm' owned by oneadmin" in text
+    assert f"not used: {theirs} (owner mallory" in text
+    code, text = run(config(tmp_path, simulator, registry, kernels={"owner": "mallory"}))
+    assert f"OK    kvm kernel: image {theirs} (kernel-kvm, owner mallory" in text
+
+
+def test_oned_error_text_is_redacted(tmp_path: Path, simulator: Simulator,
+                                     registry: FakeRegistry) -> None:
+    password = simulator.session.split(":", 1)[1]
+    simulator.controls.fail_next("one.user.info", "error", code="internal",
+                                 message=f"backend said: session={simulator.session} rejected; "
+                                         f"password {password}")
+    code, text = run(config(tmp_path, simulator, registry))
+    assert code == 1 and "FAIL  oned XML-RPC" in text
+    assert password not in text, text
+    assert "****" in text
+
+
 def test_bad_configuration(tmp_path: Path) -> None:
     path = tmp_path / "hookd.conf"
     path.write_text("one:\n  bogus: 1\n")

@@ -14,7 +14,7 @@ from hookd.facts import (
     VmTemplateFacts,
 )
 from hookd.plan import ImagePlan
-from hookd.template import Attribute, Template, Value, Vector
+from hookd.template import Attribute, Removal, Template, Value, Vector
 
 AttrSpec = tuple[str, str | Mapping[str, str]]
 
@@ -104,14 +104,15 @@ def apply_edits(tmpl: VmTemplateFacts, plan: ImagePlan) -> VmTemplateFacts:
         if edit.template_id != tmpl.id:
             continue
         for name, values in edit.attributes:
-            result = result.replaced(name, values)
+            # REMOVE is an empty vector to oned: the merge erases the name, adds nothing.
+            result = result.replaced(name, [v for v in values if not isinstance(v, Removal)])
     return VmTemplateFacts(tmpl.id, tmpl.name, tmpl.uid, tmpl.uname, result)
 
 
 def apply_status(img: ImageFacts, plan: ImagePlan) -> ImageFacts:
     result = img.template
     for name, value in plan.image_attributes:
-        result = result.replaced(name, [value])
+        result = result.replaced(name, [] if isinstance(value, Removal) else [value])
     return ImageFacts(img.id, img.name, img.uid, img.uname, img.type, img.state,
                       img.prev_state, img.datastore_id, img.datastore, img.path, img.source,
                       img.persistent, result)

@@ -30,22 +30,48 @@ def test_unparseable_requirements_do_not_exclude() -> None:
 def test_resolution_order() -> None:
     assert resolve(template_hypervisor=None, requirements=None, host_hypervisors=["kvm"],
                    override="lxc").candidates == ("lxc",)
+    # The scheduler reads SCHED_REQUIREMENTS, never the template's HYPERVISOR (no scheduler
+    # code of 6.8.3 or 7.4.0 does): requirements that name hypervisors decide.
     r = resolve(template_hypervisor="LXC", requirements='HYPERVISOR="kvm"',
-                host_hypervisors=["kvm", "lxc"], override=None)
-    assert r.candidates == ("lxc",) and not r.needs_pin  # HYPERVISOR beats requirements
+                host_hypervisors=["kvm", "lxc"], override=None, known=KNOWN)
+    assert r.candidates == ("kvm",) and r.conflict == "lxc" and r.needs_pin
+    r = resolve(template_hypervisor="kvm", requirements='HYPERVISOR="kvm" | HYPERVISOR="lxc"',
+                host_hypervisors=["kvm", "lxc"], override=None, known=KNOWN)
+    assert r.candidates == ("kvm",) and not r.conflict and r.needs_pin
     r = resolve(template_hypervisor="lxc", requirements=None, host_hypervisors=["kvm"],
                 override=None)
     assert r.candidates == () and r.allowed == ("lxc",)  # but only where the image is
+    # HYPERVISOR alone pins nothing: with kvm and lxc hosts the choice must be pinned.
+    r = resolve(template_hypervisor="kvm", requirements=None, host_hypervisors=["kvm", "lxc"],
+                override=None)
+    assert r.candidates == ("kvm",) and r.needs_pin
+    r = resolve(template_hypervisor="kvm", requirements=None, host_hypervisors=["kvm"],
+                override=None)
+    assert r.candidates == ("kvm",) and not r.needs_pin
     r = resolve(template_hypervisor=None, requirements='HYPERVISOR="lx*"',
                 host_hypervisors=["kvm", "lxc"], override=None, known=KNOWN)
-    assert r.candidates == ("lxc",) and not r.needs_pin
+    assert r.candidates == ("lxc",) and r.needs_pin
+    assert pin_requirements('HYPERVISOR="lx*"', "lxc", ["kvm", "lxc"]) == 'HYPERVISOR="lx*"'
+    r = resolve(template_hypervisor=None, requirements=None, host_hypervisors=["kvm", "lxc"],
+                override="kvm")
+    assert r.candidates == ("kvm",) and r.needs_pin  # an override is pinned too
     r = resolve(template_hypervisor=None, requirements=None,
                 host_hypervisors=["lxc", "kvm", "kvm"], override=None)
     assert r.candidates == ("kvm", "lxc") and r.needs_pin
 
 
 def test_pin_keeps_existing_requirements() -> None:
-    assert pin_requirements(None, "kvm") == 'HYPERVISOR="kvm"'
-    assert pin_requirements("ARCH=x86_64", "kvm") == '(ARCH=x86_64) & HYPERVISOR="kvm"'
-    filt = requirement_filter(pin_requirements('HYPERVISOR="lx*" | CPU>1', "lxc"))
+    assert pin_requirements(None, "kvm", KNOWN) == 'HYPERVISOR="kvm"'
+    assert pin_requirements("ARCH=x86_64", "kvm", KNOWN) == '(ARCH=x86_64) & HYPERVISOR="kvm"'
+    filt = requirement_filter(pin_requirements('HYPERVISOR="lx*" | CPU>1', "lxc", KNOWN))
     assert [hv for hv in KNOWN if filt.allows(hv)] == ["lxc"]
+
+
+def test_pin_is_idempotent() -> None:
+    for current in (None, "ARCH=x86_64", 'HYPERVISOR="lx*" | CPU>1', 'HYPERVISOR!="vcenter"'):
+        for hv in ("kvm", "lxc", "firecracker"):
+            once = pin_requirements(current, hv, KNOWN)
+            assert pin_requirements(once, hv, KNOWN) == once
+    # qemu boots what kvm boots: a pin to kvm need not exclude it.
+    assert pin_requirements('HYPERVISOR="kvm" | HYPERVISOR="qemu"', "kvm",
+                            ["kvm", "qemu", "lxc"]) == 'HYPERVISOR="kvm" | HYPERVISOR="qemu"'

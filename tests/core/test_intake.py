@@ -28,10 +28,12 @@ def ready(image_id: int = 7) -> list[bytes]:
     return [f"EVENT STATE IMAGE/READY//{image_id} ".encode(), base64.b64encode(body)]
 
 
-def test_ready_event_gives_an_image_trigger_with_the_snapshot() -> None:
+def test_ready_event_gives_an_image_trigger_and_nothing_from_its_body() -> None:
     trigger = decode(ready(7))
     assert trigger is not None and trigger.kind == "image" and trigger.object_id == 7
-    assert trigger.image is not None and trigger.image.prev_state == 4
+    # The body's image is never believed (anyone who can bind the port can publish one):
+    # the trigger carries only the id.
+    assert not hasattr(trigger, "image")
 
 
 def test_recorded_ready_events_decode() -> None:
@@ -40,7 +42,6 @@ def test_recorded_ready_events_decode() -> None:
     ready_ones = [t for t in triggers if t is not None and t.reason == "READY event"]
     assert len(ready_ones) == 1  # only the STATE family key; EVENT IMAGE 1/READY/ is not ours
     assert ready_ones[0].object_id == 1
-    assert ready_ones[0].image is not None and ready_ones[0].image.prev_state == 0
 
 
 def test_recorded_malformed_api_body_still_gives_the_new_id() -> None:
@@ -190,3 +191,57 @@ def test_echo_filter_keeps_no_payloads() -> None:
         tracemalloc.stop()
     # 2,000 payloads are 50 MB; what is kept is a few hundred bytes each.
     assert retained < 2_000 * 1_000, retained
+
+
+def _update(template_id: int, payload: str) -> Trigger:
+    body = f"<HOOK_MESSAGE><CALL>one.template.update</CALL><VALUE>{payload}</VALUE>".encode()
+    return Trigger("template", template_id, "one.template.update", raw=body)
+
+
+def test_an_update_by_someone_else_between_read_and_echo_is_named() -> None:
+    """oned publishes API events in the order its calls finish: an update by someone else
+    whose event arrives after hookd began reading and before the echo of hookd's own update
+    may have been overwritten by it."""
+    now = [100.0]
+    echo = EchoFilter(ttl=10, clock=lambda: now[0], wall=lambda: 1_764_676_927.0)
+    reported: list[tuple[int, int]] = []
+    echo.on_concurrent = lambda image_id, template_id: reported.append((image_id, template_id))
+    ours = "<TEMPLATE><CONTEXT><START_SCRIPT_BASE64>eA==</START_SCRIPT_BASE64></CONTEXT>"
+    echo.watch([5])
+    assert not echo.is_echo(_update(5, "CONTEXT=[SSH_PUBLIC_KEY=\"k\"]"))  # the person
+    echo.expect("one.template.update", 5, ours, image_id=42, rewritten=("CONTEXT",))
+    echo.unwatch([5])  # the reconcile is over; the watch waits for the echo
+    assert echo.is_echo(_update(5, ours))
+    assert reported == [(42, 5)]
+    note = echo.concurrent_changes(42)[5]
+    assert "someone else updated this template while hookd was fixing it" in note
+    assert "CONTEXT" in note and "2025-12-02 12:02:07 UTC" in note
+    assert echo.concurrent_changes(7) == {}
+
+
+def test_updates_before_the_read_or_after_the_echo_are_not_concurrent() -> None:
+    echo = EchoFilter(ttl=10)
+    reported: list[tuple[int, int]] = []
+    echo.on_concurrent = lambda image_id, template_id: reported.append((image_id, template_id))
+    ours = "<TEMPLATE><OS><ROOT>vda</ROOT></OS></TEMPLATE>"
+    assert not echo.is_echo(_update(5, "NAME=\"before\""))  # not watched yet
+    echo.watch([5, 6])
+    echo.expect("one.template.update", 5, ours, image_id=42, rewritten=("OS",))
+    echo.unwatch([5, 6])  # 6 was read but not written: no longer watched
+    assert not echo.is_echo(_update(6, "NAME=\"x\""))
+    assert echo.is_echo(_update(5, ours))
+    assert not echo.is_echo(_update(5, "NAME=\"after\""))  # after hookd's write: nothing lost
+    assert reported == [] and echo.concurrent_changes(42) == {}
+
+
+def test_a_concurrent_note_expires() -> None:
+    wall = [1000.0]
+    echo = EchoFilter(ttl=10, wall=lambda: wall[0], note_ttl=60)
+    ours = "<TEMPLATE><OS><ROOT>vda</ROOT></OS></TEMPLATE>"
+    echo.watch([5])
+    echo.is_echo(_update(5, "x"))
+    echo.expect("one.template.update", 5, ours, image_id=42, rewritten=("OS",))
+    assert echo.is_echo(_update(5, ours))
+    assert 5 in echo.concurrent_changes(42)
+    wall[0] += 61
+    assert echo.concurrent_changes(42) == {}

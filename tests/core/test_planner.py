@@ -7,10 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from handlers.model import OciProblem, OciProcessFacts, PlannerSettings
+from handlers.model import OciProblem, OciProcessFacts, OciUnavailable, PlannerSettings
 from handlers.planner import plan_image
 from hookd.facts import ImageFacts, VmTemplateFacts
 from hookd.plan import ImagePlan, short_hash
+from hookd.template import Vector
 from tests.core import factories as f
 
 
@@ -56,7 +57,11 @@ def test_dockerhub_on_kvm_gets_kernel_root_cmdline_and_start_script() -> None:
     record = got["HOOKD"]
     assert isinstance(record, dict)
     assert record["IMAGE_ID"] == "10" and record["HYPERVISOR"] == "kvm"
-    assert record["OS_ROOT"] == short_hash("vda")
+    assert record["VERSION"] == "2"
+    assert record["H_OS_ROOT"] == short_hash("vda")
+    # KERNEL_CMD had a value before hookd merged its tokens into it: kept, to undo exactly.
+    assert record["W_OS_KERNEL_CMD"] == "console=ttyS0 reboot=k panic=1"
+    assert "W_OS_ROOT" not in record  # ROOT was unset
     assert dict(plan.image_attributes)["HOOKD_STATUS"] == "applied"
     assert dict(plan.image_attributes)["HOOKD_SOURCE"] == "registry:docker.io"
 
@@ -403,3 +408,141 @@ def test_requirements_excluding_every_reachable_host_wait_with_the_reason() -> N
     assert plan.reason == ("waiting for a host: SCHED_REQUIREMENTS allow lxc, lxd but the "
                            "clusters of datastore 101 (images) only have kvm hosts")
     assert not plan.edits
+
+
+# -- the promises: pins, a person's flags, outages, wrong decisions -----------------------------
+def test_a_template_that_names_its_hypervisor_is_pinned_on_a_mixed_cluster() -> None:
+    """No scheduler code reads a template's HYPERVISOR: with kvm and lxc hosts, a template
+    fixed for KVM must say so in SCHED_REQUIREMENTS or its VMs may land on LXC."""
+    tmpl = f.vmtemplate(attrs=(*f.DOCKERHUB_VM, ("HYPERVISOR", "kvm")))
+    plan, after = fixed(f.image(), tmpl, hypervisors=["kvm", "lxc"])
+    assert plan.templates[0].hypervisor == "kvm"
+    assert attrs(after)["SCHED_REQUIREMENTS"] == 'HYPERVISOR="kvm"'
+    again = plan_image(f.image(), [after], f.world(["kvm", "lxc"]), f.DEFAULTS)
+    assert again.is_noop or not again.edits
+    # One hypervisor only: nothing to pin.
+    _plan, alone = fixed(f.image(), tmpl, hypervisors=["kvm"])
+    assert "SCHED_REQUIREMENTS" not in attrs(alone)
+
+
+def test_requirements_decide_over_the_template_hypervisor() -> None:
+    tmpl = f.vmtemplate(attrs=(*f.DOCKERHUB_VM, ("HYPERVISOR", "lxc"),
+                               ("SCHED_REQUIREMENTS", 'HYPERVISOR="kvm"')))
+    plan, after = fixed(f.image(), tmpl, hypervisors=["kvm", "lxc"])
+    assert plan.templates[0].hypervisor == "kvm"
+    assert attrs(after)["SCHED_REQUIREMENTS"] == 'HYPERVISOR="kvm"'  # already pinned
+    assert any("SCHED_REQUIREMENTS exclude it" in n for n in plan.templates[0].notes)
+
+
+def test_a_persons_ro_is_kept_and_rw_not_added_after_it() -> None:
+    tmpl = f.vmtemplate(attrs=(("CONTEXT", {"NETWORK": "YES"}),
+                               ("OS", {"KERNEL_CMD": "console=tty0 ro"})))
+    plan, after = fixed(f.image(), tmpl, hypervisors=["kvm"])
+    os_vec = attrs(after)["OS"]
+    assert isinstance(os_vec, dict)
+    assert os_vec["KERNEL_CMD"] == "console=tty0 ro console=ttyS0"
+    assert "kept the KERNEL_CMD a person wrote" in plan.reason and "rw" in plan.reason
+
+
+def test_an_outage_keeps_the_script_installed_from_the_real_config() -> None:
+    img, tmpl = f.image(), f.vmtemplate()
+    plan, after = fixed(img, tmpl, hypervisors=["kvm"])
+    img = f.apply_status(img, plan)
+    down = OciUnavailable("registry unreachable for docker.io/library/nginx:latest: refused; "
+                          "the image config sha256:abc it was fixed from is not in the cache",
+                          "sha256:abc")
+    during = plan_image(img, [after], f.world(["kvm"], oci=down), f.DEFAULTS)
+    assert not during.edits  # nothing downgraded, nothing rewritten
+    assert during.status == "applied"
+    assert during.digest == plan.digest  # the status does not flap with the outage
+    assert "the START_SCRIPT installed from it stays" in during.reason
+    assert dict(during.image_attributes).keys() <= {"HOOKD_REASON"}
+    # A template that has no script yet waits for the config: no fallback for this image.
+    fresh = plan_image(img, [f.vmtemplate(7)], f.world(["kvm"], oci=down), f.DEFAULTS)
+    assert fresh.status == "waiting" and "waiting for the image config" in fresh.reason
+
+
+def test_undo_puts_back_exactly_what_was_there() -> None:
+    """What a wrong decision wrote (here: an ordinary image believed to be nginx) comes out
+    again, every value as it was, hookd's record and the image's status removed."""
+    real = f.image(path="/srv/images/db.qcow2", attrs=())
+    believed = replace(real, path=f.DOCKER_PATH)
+    tmpl = f.vmtemplate(attrs=(("CONTEXT", {"NETWORK": "YES"}),
+                               ("OS", {"KERNEL_CMD": "console=tty0", "ARCH": "x86_64"})))
+    wrong = plan_image(believed, [tmpl], f.world(["kvm", "lxc"], market=None), f.DEFAULTS)
+    damaged = f.apply_edits(tmpl, wrong)
+    image = f.apply_status(real, wrong)
+    assert attrs(damaged) != attrs(tmpl)
+
+    undo = plan_image(image, [damaged], f.world(["kvm", "lxc"], market=None), f.DEFAULTS)
+    assert undo.status is None and undo.undo
+    from handlers.planner import undo_plan
+
+    undo = undo_plan(undo, image, [damaged])
+    assert attrs(f.apply_edits(damaged, undo)) == attrs(tmpl)
+    assert not any(k.startswith("HOOKD_") for k in attrs_of(f.apply_status(image, undo)))
+
+
+def test_undo_keeps_a_value_a_person_changed_since() -> None:
+    real = f.image(path="/srv/images/db.qcow2", attrs=())
+    tmpl = f.vmtemplate(attrs=(("CONTEXT", {"NETWORK": "YES"}),))
+    wrong = plan_image(replace(real, path=f.DOCKER_PATH), [tmpl], f.world(["kvm"], market=None),
+                       f.DEFAULTS)
+    damaged = f.apply_edits(tmpl, wrong)
+    os_vec = damaged.template.vector("OS")
+    assert os_vec is not None
+    edited = replace(damaged, template=damaged.template.replaced(
+        "OS", [os_vec.set("ROOT", "sdb")]))
+    from handlers.planner import undo_plan
+
+    base = plan_image(f.apply_status(real, wrong), [edited], f.world(["kvm"], market=None),
+                      f.DEFAULTS)
+    undo = undo_plan(base, f.apply_status(real, wrong), [edited])
+    after = attrs(f.apply_edits(edited, undo))
+    assert after["OS"] == {"ROOT": "sdb"}
+    assert "HOOKD" not in after
+    assert any("a person changed it after hookd set it" in n for n in undo.templates[0].notes)
+
+
+def test_a_version_1_record_is_read_and_rewritten_as_version_2() -> None:
+    from handlers.record import Record
+
+    v1 = Record.read(Vector.of({"IMAGE_ID": "10", "HYPERVISOR": "kvm", "VERSION": "1",
+                                "OS_ROOT": short_hash("vda")}))
+    assert v1.image_id == 10 and v1.hashes == {"OS_ROOT": short_hash("vda")} and not v1.was
+    tmpl = f.vmtemplate(attrs=(*f.DOCKERHUB_VM, ("HOOKD", {
+        "IMAGE_ID": "10", "HYPERVISOR": "kvm", "VERSION": "1", "OS_ROOT": short_hash("sdb")})))
+    plan, after = fixed(f.image(), tmpl, hypervisors=["kvm"])
+    record = attrs(after)["HOOKD"]
+    assert isinstance(record, dict) and record["VERSION"] == "2"
+    # ROOT is gone although hookd had set it: a person removed it, and that is kept.
+    assert record["H_OS_ROOT"] == short_hash("sdb")
+    assert "ROOT" not in attrs(after)["OS"]  # type: ignore[operator]
+    assert any("OS/ROOT" in n and "a person changed it" in n for n in plan.templates[0].notes)
+    assert record["H_OS_KERNEL_DS"] == short_hash("$FILE[IMAGE_ID=0]")
+
+
+def test_an_error_plan_writes_only_status_and_reason_and_only_when_they_change() -> None:
+    from handlers.planner import error_plan
+
+    img = f.image()
+    plan = error_plan(img, "gave up after 8 attempts: refused")
+    assert dict(plan.image_attributes) == {"HOOKD_STATUS": "error",
+                                           "HOOKD_REASON": "gave up after 8 attempts: refused"}
+    assert error_plan(f.apply_status(img, plan), "gave up after 8 attempts: refused").is_noop
+
+
+def attrs_of(img: ImageFacts) -> dict[str, object]:
+    return {a.name: a.value for a in img.template}
+
+
+@pytest.mark.parametrize("hypervisors", [["kvm"], ["kvm", "lxc"], ["kvm", "lxc", "firecracker"],
+                                         ["firecracker", "lxc"]])
+def test_a_fixed_image_replans_to_nothing_at_all(hypervisors: list[str]) -> None:
+    """Converged means converged: after the fix, the next plan writes neither a template nor
+    the image's status (a note that depended on hookd's own pin made the reason flap)."""
+    img, tmpl = f.image(), f.vmtemplate()
+    world = f.world(hypervisors)
+    plan = plan_image(img, [tmpl], world, f.DEFAULTS)
+    again = plan_image(f.apply_status(img, plan), [f.apply_edits(tmpl, plan)], world, f.DEFAULTS)
+    assert again.is_noop, (again.edits, again.image_changes)
