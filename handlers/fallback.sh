@@ -90,11 +90,14 @@ else
 	# As launcher.sh's start_plain, without its lock, its replacement of a running copy and
 	# its wait for the new copy to register: one-context runs one START_SCRIPT at a time, a
 	# running copy runs the same file, and the new one registers within milliseconds.
-	# shellcheck disable=SC2086 # fields 3.. of /proc/PID/stat: nothing to split or glob
+	# (The start time, field 22 of /proc/PID/stat, read from after the last ')': the command
+	# name, field 2, may hold spaces.)
 	read -r b p s 2>/dev/null <"$base.pid" &&
-		[ "$b" = "$(cat /proc/sys/kernel/random/boot_id)" ] &&
-		st=$(cat "/proc/$p/stat") && set -- ${st##*) } && [ "$1" != Z ] && [ "${20}" = "$s" ] &&
-		log "already running (pid $p)" && exit 0
+		[ "$b" = "$(cat /proc/sys/kernel/random/boot_id)" ] && st=$(cat "/proc/$p/stat") &&
+		read -r _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ t _ <<EOF &&
+${st##*) }
+EOF
+		[ "$t" = "$s" ] && log "already running (pid $p)" && exit 0
 	mkdir -p "${logfile%/*}" && : >>"$logfile" || exit 1
 	exec </dev/null >>"$logfile" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
 	set -- /bin/sh "$base.launch" "$base.pid"

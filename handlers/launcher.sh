@@ -207,13 +207,14 @@ identity() {
 }
 
 # starttime PID: print the start time (field 22 of /proc/PID/stat) of a live, non-zombie
-# PID. The command name (field 2) may hold spaces and ')': cut after the last ')'. What is
-# left are numbers and a state letter: nothing to glob.
+# PID. The command name (field 2) may hold spaces and ')': the fields are read from after
+# the last ')', the state (field 3) first.
 starttime() {
 	st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-	# shellcheck disable=SC2086
-	set -- ${st##*) }
-	[ $# -ge 20 ] && [ "$1" != Z ] && shift 19 && echo "$1"
+	read -r st _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ t _ <<EOF
+${st##*) }
+EOF
+	[ "$st" != Z ] && [ -n "$t" ] && echo "$t"
 }
 
 # alive FILE: FILE holds "BOOT_ID PID START" of a process of this boot that still runs (its
@@ -252,8 +253,8 @@ run() {
 			n=${n%%=*}
 			case $n in *[!A-Za-z0-9_]*) continue ;; esac
 			# $n is a plain identifier here, so this eval only reads a variable: v=${NAME}.
+			v=
 			eval "[ -n \"\${$n+set}\" ] && v=\${$n}" || continue
-			# shellcheck disable=SC2154 # v: assigned by the eval
 			set -- "$@" "$n=$v"
 			unset -v "$n" 2>/dev/null
 		done </var/run/one-context/one_env

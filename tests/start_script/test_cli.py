@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from handlers.start_script import build_start_script, parse_oci_config
+from handlers.start_script import (
+    build_start_script,
+    parse_oci_config,
+    readable_script,
+    readable_start_script,
+)
 from hookd import start_script_cli
 
 CONFIG = {"config": {"Cmd": ["redis-server"], "Env": ["A=1"], "User": "redis"}}
@@ -33,7 +38,9 @@ def test_prints_the_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert args.func is start_script_cli.run
     assert start_script_cli.run(args) == 0
     out, err = capsys.readouterr()
-    assert out == build_start_script(parse_oci_config(CONFIG))
+    # Readable: the launcher's code as text, where templates carry it packed.
+    assert out == readable_script(parse_oci_config(CONFIG))
+    assert out == readable_start_script(build_start_script(parse_oci_config(CONFIG)))
     assert err == ""
 
 
@@ -42,7 +49,7 @@ def test_name_and_context_env(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                   "--name", "cache", "--context-env"])  # fmt: skip
     assert start_script_cli.run(args) == 0
     out = capsys.readouterr().out
-    assert "svc='cache'" in out and "context_env=1" in out
+    assert "svc='cache'" in out and ". /var/run/one-context/one_env\n" in out
 
 
 @pytest.mark.parametrize(
