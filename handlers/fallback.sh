@@ -17,8 +17,8 @@
 # handlers/start_script.py renders it (@WORD@: single-quoted values; no comment lines, no
 # indentation) and compresses it: the START_SCRIPT in the template is a one-line stub that
 # unpacks and evaluates it (see there). It installs /run/hookd/NAME.launch, which becomes
-# the app (`sh NAME.launch` for systemd and OpenRC; `sh NAME.launch PIDFILE` writes its
-# "BOOT_ID PID START" to PIDFILE first).
+# the app (see below). Size matters more than anywhere: START_SCRIPT_BASE64 of the default
+# fallback must stay within 2,000 characters (tests/start_script/test_weight.py).
 
 svc=@NAME@
 logfile=@LOG@
@@ -39,20 +39,23 @@ put() {
 }
 changed=0
 mkdir -p /run/hookd && chmod 0700 /run/hookd || exit 1
-# The app (written without comments and indentation: it is copied verbatim). With an
-# argument, it first writes "BOOT_ID PID START" there; its start time is field 22 of
-# /proc/$$/stat, since the shell's name (field 2) has no spaces.
+# The app (written without comments and indentation: it is copied verbatim). With
+# arguments PIDFILE LOGFILE it first sends its output to LOGFILE and writes "BOOT_ID PID
+# START" to PIDFILE; its start time is field 22 of /proc/$$/stat, since the shell's name
+# (field 2) has no spaces.
 put "$base.launch" 0600 <<'EOF'
 cd /
 umask 022
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 h=/
 while IFS=: read -r _ _ u _ _ d _; do [ "$u" = 0 ] && h=${d:-/} && break; done </etc/passwd
 if [ -n "${1-}" ]; then
+exec </dev/null >>"$2" 2>&1
 read -r b </proc/sys/kernel/random/boot_id
 read -r _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ t _ </proc/$$/stat
 echo "$b $$ $t" >"$1"
 fi
-exec env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOSTNAME="$(uname -n)" HOME="$h" /one_entrypoint.sh
+exec env -i PATH="$PATH" HOSTNAME="$(uname -n)" HOME="$h" /one_entrypoint.sh
 EOF
 # The service manager's action: restart after a change, else start (a no-op for a running
 # service).
@@ -100,7 +103,7 @@ EOF
 		[ "$t" = "$s" ] && log "already running (pid $p)" && exit 0
 	mkdir -p "${logfile%/*}" && : >>"$logfile" || exit 1
 	exec </dev/null >>"$logfile" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
-	set -- /bin/sh "$base.launch" "$base.pid"
+	set -- /bin/sh "$base.launch" "$base.pid" "$logfile"
 	if setsid --help 2>&1 | grep -q -e --fork; then
 		setsid -f "$@"
 	elif busybox start-stop-daemon --help >/dev/null 2>&1; then
