@@ -101,3 +101,20 @@ def test_import_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split()[0] == "False"
+
+
+def test_fallback(capsys: pytest.CaptureFixture[str]) -> None:
+    from handlers.start_script import StartScriptOptions, readable_fallback_script
+
+    assert start_script_cli.run(parse(["start-script", "--fallback", "--name", "web"])) == 0
+    out, err = capsys.readouterr()
+    assert (out, err) == (readable_fallback_script(StartScriptOptions(name="web")), "")
+
+
+def test_one_source_at_a_time(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        parse(["start-script", "--fallback", "--oci-config", write(tmp_path, CONFIG)])
+    with pytest.raises(SystemExit):
+        parse(["start-script", "--template", "4", "--fallback"])
+    with pytest.raises(SystemExit):
+        parse(["start-script", "--template", "x"])
