@@ -102,7 +102,7 @@ ${st##*) }
 EOF
 		[ "$t" = "$s" ] && log "already running (pid $p)" && exit 0
 	mkdir -p "${logfile%/*}" && : >>"$logfile" || exit 1
-	exec </dev/null >>"$logfile" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
+	exec </dev/null 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
 	set -- /bin/sh "$base.launch" "$base.pid" "$logfile"
 	if setsid --help 2>&1 | grep -q -e --fork; then
 		setsid -f "$@"
