@@ -3,25 +3,39 @@
 OpenNebula's Docker import drops the image's process definition (Entrypoint, Cmd, Env,
 WorkingDir, User, StopSignal). hookd puts it back as a contextualization START_SCRIPT
 (delivered base64-encoded as ``CONTEXT/START_SCRIPT_BASE64``) that starts the app the way
-``docker run`` would. Everything here is a pure function of its arguments: no I/O, no clock,
-no logging, so the same input always yields byte-identical text (hookd hashes it).
+``docker run`` would. Everything here is a pure function of its arguments: no I/O but reading
+the package's own shell files once, no clock, no logging, so the same input always yields
+byte-identical text (hookd hashes it).
 
 Public API:
 
 * :func:`parse_oci_config` / :func:`load_oci_config` — image config JSON → :class:`OciProcess`.
-* :func:`build_start_script` — :class:`OciProcess` → START_SCRIPT text.
+* :func:`build_start_script` — :class:`OciProcess` → START_SCRIPT text, as templates carry it.
 * :func:`build_fallback_script` — START_SCRIPT that starts OpenNebula's ``/one_entrypoint.sh``.
 * :func:`compose_with_user_script` — run a VM owner's START_SCRIPT and hookd's, isolated.
+* :func:`readable_script`, :func:`readable_fallback_script` — the same scripts for review,
+  and :func:`readable_start_script`, which turns any START_SCRIPT hookd wrote into that form.
 
-What the generated START_SCRIPT does in the guest (one-context runs it synchronously, as
-root, on every boot and every reconfigure): it installs one root-only file,
-``/run/hookd/<name>.launch`` (the *launcher*, shown inline in the script so operators can
-review it), then runs it. The launcher resolves the image's User against the guest's own
-/etc/passwd and /etc/group (plain shell, as runc does for ``docker run``) and starts the
-app detached from one-context: as a systemd service (unit in /run/systemd/system), as an
-OpenRC ``supervise-daemon`` service, or, with neither, as a detached session leader with a
-pidfile. In every mode the app is finally exec'ed by ``env -i`` with exactly the image's
-environment, after the privileges were dropped with the first exact tool the guest has.
+The shell is shell files in this package (package data), commented, checked by shellcheck:
+
+* ``start_script.sh`` — the START_SCRIPT. one-context runs it synchronously, as root, on
+  every boot and every reconfigure; it writes the launcher root-only to
+  ``/run/hookd/<name>.launch`` and runs it.
+* ``launcher.sh`` — resolves the image's User against the guest's /etc/passwd and
+  /etc/group (as runc does for ``docker run``) and starts the app detached from
+  one-context: as a systemd service, as an OpenRC ``supervise-daemon`` service, or, with
+  neither, as a detached session leader with a pidfile. The app is finally exec'ed by
+  ``env -i`` with exactly the image's environment, after the privileges were dropped with the
+  first exact tool the guest has.
+* ``fallback.sh`` — the fallback START_SCRIPT (``/one_entrypoint.sh`` as root).
+
+Rendering substitutes ``@WORD@`` placeholders with single-quoted literals made by one
+quoting function (:func:`_q`), in one pass, and drops comment lines and indentation. The
+launcher's first part, the image's values, stays text in the template; its second part,
+hookd's code (the same for every image, most of the weight), is gzip-compressed and
+base64-encoded, and unpacked in the guest with ``base64 -d | gzip -dc``. The fallback is
+packed whole behind a one-line stub. A typical Docker Hub START_SCRIPT_BASE64 is about 6,600
+characters, the fallback's under 2,000 (tests/start_script/test_weight.py).
 
 Size limit: one-context exports every context variable, START_SCRIPT_BASE64 included, into
 the environment of each context script it runs. Linux refuses an exec whose environment
@@ -644,7 +658,12 @@ def _substitute(template: str, words: dict[str, str], lists: dict[str, list[str]
 
 
 def _pack(text: str) -> str:
-    """gzip (deterministic: no name, no time) and base64, in lines of 76 characters."""
+    """gzip (no name, no time) and base64, in lines of 76 characters.
+
+    Byte-identical for the same text with the same zlib: zlib's level-9 output has not
+    changed across its 1.2 and 1.3 releases. A Python built on another deflate (zlib-ng)
+    would pack differently; hookd would then rewrite each template's script once.
+    """
     packed = base64.b64encode(gzip.compress(text.encode("utf-8"), 9, mtime=0)).decode("ascii")
     return "\n".join(packed[i : i + 76] for i in range(0, len(packed), 76))
 
