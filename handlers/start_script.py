@@ -533,9 +533,7 @@ _PACKED_CODE_RE = re.compile(
     rf"^base64 -d <<'({_CODE_DELIMITER}(?:_[0-9]+)?)' \| gzip -dc\n([A-Za-z0-9+/=\n]+?)\n\1$",
     re.M,
 )
-_PACKED_SCRIPT_RE = re.compile(
-    r"#!/bin/sh\neval \"\$\(echo ([A-Za-z0-9+/=]+)\|base64 -d\|gzip -dc\)\"\n"
-)
+_PACKED_SCRIPT_RE = re.compile(r'^eval "\$\(echo ([A-Za-z0-9+/=]+)\|base64 -d\|gzip -dc\)"$', re.M)
 # Unpacking refuses more than this (a template can hold anything; hookd's parts are ~20 KB).
 _MAX_UNPACKED_BYTES = 1024 * 1024
 
@@ -755,10 +753,12 @@ def readable_start_script(script: str) -> str:
     itself, also inside a script of :func:`compose_with_user_script`. Anything else,
     including a packed part that does not unpack to text, is returned unchanged.
     """
-    whole = _PACKED_SCRIPT_RE.fullmatch(script)
-    if whole:
-        text = _unpack(whole.group(1))
-        return script if text is None else text
+    def unpack_script(match: re.Match[str]) -> str:
+        # The stub's line becomes the script it evaluates (its #!/bin/sh is the stub's).
+        text = _unpack(match.group(1))
+        if text is None:
+            return match.group(0)
+        return text.removeprefix("#!/bin/sh\n").removesuffix("\n")
 
     def unpack(match: re.Match[str]) -> str:
         text = _unpack(match.group(2))
@@ -766,7 +766,7 @@ def readable_start_script(script: str) -> str:
             return match.group(0)
         return f"cat <<'{match.group(1)}'\n{text}{match.group(1)}"
 
-    return _PACKED_CODE_RE.sub(unpack, script)
+    return _PACKED_SCRIPT_RE.sub(unpack_script, _PACKED_CODE_RE.sub(unpack, script))
 
 
 def readable_script(process: OciProcess, options: StartScriptOptions = StartScriptOptions()) -> str:

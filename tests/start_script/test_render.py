@@ -178,3 +178,14 @@ def test_rejects_wrong_argument_types() -> None:
         build_start_script(NGINX, options={"name": "x"})  # type: ignore[arg-type]
     with pytest.raises(StartScriptError):
         build_fallback_script("x")  # type: ignore[arg-type]
+
+
+def test_readable_form_of_composed_scripts() -> None:
+    for ours, readable in ((build_start_script(NGINX), readable_script(NGINX)),
+                           (build_fallback_script(), readable_fallback_script())):
+        composed = compose_with_user_script("echo hi\n", ours)
+        assert readable_start_script(ours) == readable
+        assert readable_start_script(composed) == compose_with_user_script("echo hi\n", readable)
+    assert readable_start_script("echo hi\n") == "echo hi\n"
+    broken = 'eval "$(echo AAAA|base64 -d|gzip -dc)"\n'
+    assert readable_start_script(broken) == broken
