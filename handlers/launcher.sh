@@ -106,9 +106,13 @@ pw() {
 }
 
 # gr n NAME: set $id to the gid of the first /etc/group entry named NAME.
-# gr m NAME: add to $groups the gid of every /etc/group entry that lists NAME as a member.
+# gr m NAME: add to $groups the gid of every /etc/group entry that lists NAME as a member
+# (none without /etc/group).
 gr() {
-	[ -r /etc/group ] || return 1
+	[ -r /etc/group ] || {
+		[ "$1" = m ]
+		return
+	}
 	while IFS=: read -r n _ g m || [ -n "$n" ]; do
 		if [ "$1" = n ]; then [ "$n" = "$2" ]; else case ,$m, in *,"$2",*) ;; *) false ;; esac; fi ||
 			continue
@@ -128,7 +132,10 @@ resolve() {
 	# shellcheck disable=SC2034 # home: used by app(), rendered from @ENV@
 	name='' home=/
 	case $user in
-	*[!0-9]*) pw n "$user" || die "user '$user' (image User '$spec') is not in this guest's /etc/passwd" ;;
+	*[!0-9]*)
+		pw n "$user" ||
+			die "user '$user' (image User '$spec') is not in this guest's /etc/passwd"
+		;;
 	*) pw u "$user" || uid=$user gid=0 ;;
 	esac
 	case $group in
