@@ -3,25 +3,39 @@
 OpenNebula's Docker import drops the image's process definition (Entrypoint, Cmd, Env,
 WorkingDir, User, StopSignal). hookd puts it back as a contextualization START_SCRIPT
 (delivered base64-encoded as ``CONTEXT/START_SCRIPT_BASE64``) that starts the app the way
-``docker run`` would. Everything here is a pure function of its arguments: no I/O, no clock,
-no logging, so the same input always yields byte-identical text (hookd hashes it).
+``docker run`` would. Everything here is a pure function of its arguments: no I/O but reading
+the package's own shell files once, no clock, no logging, so the same input always yields
+byte-identical text (hookd hashes it).
 
 Public API:
 
 * :func:`parse_oci_config` / :func:`load_oci_config` — image config JSON → :class:`OciProcess`.
-* :func:`build_start_script` — :class:`OciProcess` → START_SCRIPT text.
+* :func:`build_start_script` — :class:`OciProcess` → START_SCRIPT text, as templates carry it.
 * :func:`build_fallback_script` — START_SCRIPT that starts OpenNebula's ``/one_entrypoint.sh``.
 * :func:`compose_with_user_script` — run a VM owner's START_SCRIPT and hookd's, isolated.
+* :func:`readable_script`, :func:`readable_fallback_script` — the same scripts for review,
+  and :func:`readable_start_script`, which turns any START_SCRIPT hookd wrote into that form.
 
-What the generated START_SCRIPT does in the guest (one-context runs it synchronously, as
-root, on every boot and every reconfigure): it installs one root-only file,
-``/run/hookd/<name>.launch`` (the *launcher*, shown inline in the script so operators can
-review it), then runs it. The launcher resolves the image's User against the guest's own
-/etc/passwd and /etc/group (plain shell, as runc does for ``docker run``) and starts the
-app detached from one-context: as a systemd service (unit in /run/systemd/system), as an
-OpenRC ``supervise-daemon`` service, or, with neither, as a detached session leader with a
-pidfile. In every mode the app is finally exec'ed by ``env -i`` with exactly the image's
-environment, after the privileges were dropped with the first exact tool the guest has.
+The shell is shell files in this package (package data), commented, checked by shellcheck:
+
+* ``start_script.sh`` — the START_SCRIPT. one-context runs it synchronously, as root, on
+  every boot and every reconfigure; it writes the launcher root-only to
+  ``/run/hookd/<name>.launch`` and runs it.
+* ``launcher.sh`` — resolves the image's User against the guest's /etc/passwd and
+  /etc/group (as runc does for ``docker run``) and starts the app detached from
+  one-context: as a systemd service, as an OpenRC ``supervise-daemon`` service, or, with
+  neither, as a detached session leader with a pidfile. The app is finally exec'ed by
+  ``env -i`` with exactly the image's environment, after the privileges were dropped with the
+  first exact tool the guest has.
+* ``fallback.sh`` — the fallback START_SCRIPT (``/one_entrypoint.sh`` as root).
+
+Rendering substitutes ``@WORD@`` placeholders with single-quoted literals made by one
+quoting function (:func:`_q`), in one pass, and drops comment lines and indentation. The
+launcher's first part, the image's values, stays text in the template; its second part,
+hookd's code (the same for every image, most of the weight), is gzip-compressed and
+base64-encoded, and unpacked in the guest with ``base64 -d | gzip -dc``. The fallback is
+packed whole behind a one-line stub. A typical Docker Hub START_SCRIPT_BASE64 is about 6,600
+characters, the fallback's under 2,000 (tests/start_script/test_weight.py).
 
 Size limit: one-context exports every context variable, START_SCRIPT_BASE64 included, into
 the environment of each context script it runs. Linux refuses an exec whose environment
@@ -32,10 +46,14 @@ whole VM, so by default a script whose base64 form would exceed that is refused
 
 from __future__ import annotations
 
+import base64
+import functools
+import gzip
 import json
 import re
-from collections.abc import Iterable
+import zlib
 from dataclasses import dataclass
+from importlib import resources
 
 from hookd.errors import PermanentError
 
@@ -55,6 +73,11 @@ __all__ = [
     "compose_with_user_script",
     "load_oci_config",
     "parse_oci_config",
+    "readable_fallback_script",
+    "readable_script",
+    "readable_start_script",
+    "shell_source",
+    "strip_shell",
 ]
 
 #: PATH that ``docker run`` gives a process whose image does not set one.
@@ -82,9 +105,6 @@ MAX_START_SCRIPT_BYTES = 98286
 
 # runc (and so Docker) accepts uids and gids in 0 .. 2**31 - 1.
 _MAX_ID = 2**31 - 1
-_RUN_DIR = "/run/hookd"
-_EXIT_REFUSED = 78  # EX_CONFIG: the launcher refused to start; systemd must not retry.
-_FALLBACK_ENTRYPOINT = "/one_entrypoint.sh"
 
 # Docker's signal table for Linux (moby/sys signal.SignalMap), names without "SIG".
 # Numbers are the generic Linux ones, shared by x86_64, aarch64, ppc64le and s390x.
@@ -488,6 +508,35 @@ def _parse_user(user: object) -> _UserSpec:
 # Rendering
 # --------------------------------------------------------------------------------------
 
+# The shell sources are package data of ``handlers`` (setup.cfg): start_script.sh (the
+# START_SCRIPT), launcher.sh (the launcher it installs: the image's values, then a line
+# ``#@code``, then hookd's code) and fallback.sh (the fallback START_SCRIPT). Placeholders
+# are ``@WORD@``; a line that is only ``@ENV@ \`` or ``@ARGV@`` becomes one word per line.
+_START_SCRIPT_FILE = "start_script.sh"
+_LAUNCHER_FILE = "launcher.sh"
+_FALLBACK_FILE = "fallback.sh"
+_SHELL_FILES = (_START_SCRIPT_FILE, _LAUNCHER_FILE, _FALLBACK_FILE)
+_LAUNCHER_DELIMITER = "HOOKD_LAUNCHER_EOF"
+_CODE_DELIMITER = "HOOKD_CODE_EOF"
+_CODE_MARKER = "#@code"
+# How start_script.sh writes the code part: unpacked, or as it is (the readable form).
+_UNPACK = f"base64 -d <<'{_CODE_DELIMITER}' | gzip -dc"
+_AS_IS = f"cat <<'{_CODE_DELIMITER}'"
+# Sections of launcher.sh kept only when wanted: "context_env" overlays one-context's
+# variables (StartScriptOptions.context_env).
+_FEATURES = frozenset({"context_env"})
+_PLACEHOLDER_RE = re.compile(r"^@(ENV|ARGV)@( \\)?$|@([A-Z_]+)@", re.M)
+# A here-document operator; only quoted-or-bare delimiters, never ``<<-`` (it strips tabs).
+_HEREDOC_RE = re.compile(r"<<(-?)\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\2")
+# The packed parts, as hookd writes them (see _pack and build_fallback_script).
+_PACKED_CODE_RE = re.compile(
+    rf"^base64 -d <<'({_CODE_DELIMITER}(?:_[0-9]+)?)' \| gzip -dc\n([A-Za-z0-9+/=\n]+?)\n\1$",
+    re.M,
+)
+_PACKED_SCRIPT_RE = re.compile(r'^eval "\$\(echo ([A-Za-z0-9+/=]+)\|base64 -d\|gzip -dc\)"$', re.M)
+# Unpacking refuses more than this (a template can hold anything; hookd's parts are ~20 KB).
+_MAX_UNPACKED_BYTES = 1024 * 1024
+
 
 def _q(text: str) -> str:
     """POSIX single quotes: nothing inside is special to any shell, except ' itself."""
@@ -514,8 +563,120 @@ def _heredoc(command: str, body: str, base: str, then: str = "") -> str:
     return f"{command} <<'{delim}'{then}\n{body}{delim}\n"
 
 
-def _continued(lines: Iterable[str], indent: str = "\t\t") -> str:
-    return "".join(f" \\\n{indent}{line}" for line in lines)
+def _select(source: str, features: frozenset[str]) -> str:
+    """Keep the lines between ``#@if FEATURE`` and ``#@fi`` only when FEATURE is wanted."""
+    out: list[str] = []
+    section: str | None = None
+    for line in source.split("\n"):
+        marker = line.strip()
+        if marker.startswith("#@if "):
+            if section is not None or marker[5:] not in _FEATURES:
+                raise AssertionError(f"bad section marker {marker!r}")
+            section = marker[5:]
+        elif marker == "#@fi":
+            if section is None:
+                raise AssertionError("#@fi without #@if")
+            section = None
+        elif section is None or section in features:
+            out.append(line)
+    if section is not None:
+        raise AssertionError(f"unterminated section {section!r}")
+    return "\n".join(out)
+
+
+def strip_shell(source: str) -> str:
+    """``source`` without comment lines, indentation and runs of blank lines.
+
+    A first line ``#!...`` stays; here-document bodies are copied unchanged. Only whole
+    comment lines go (hookd's sources have no comments after code).
+    """
+    out: list[str] = []
+    ends: list[str] = []  # delimiters of the here-documents being copied
+    for number, line in enumerate(source.split("\n")):
+        if ends:
+            out.append(line)
+            if line == ends[0]:
+                ends.pop(0)
+            continue
+        text = line.lstrip(" \t")
+        if text.startswith("#") and not (number == 0 and text.startswith("#!")):
+            continue
+        if text == "" and (not out or out[-1] in ("", "#!/bin/sh")):
+            continue
+        out.append(text)
+        for match in _HEREDOC_RE.finditer(text):
+            if match.group(1):
+                raise AssertionError(f"<<- is not supported: {text!r}")
+            ends.append(match.group(3))
+    if ends:
+        raise AssertionError(f"unterminated here-document {ends[0]!r}")
+    while out and out[-1] == "":
+        out.pop()
+    return "\n".join(out) + "\n"
+
+
+@functools.cache
+def shell_source(file_name: str) -> str:
+    """The commented source of one of hookd's shell files (read once per process)."""
+    if file_name not in _SHELL_FILES:
+        raise ValueError(f"not a shell file of hookd: {file_name!r}")
+    return resources.files("handlers").joinpath(file_name).read_text(encoding="utf-8")
+
+
+@functools.cache
+def _template(file_name: str) -> str:
+    return strip_shell(shell_source(file_name))
+
+
+@functools.cache
+def _launcher_template(features: frozenset[str]) -> tuple[str, str]:
+    """launcher.sh with these sections, stripped: (values part, code part)."""
+    values, marker, code = _select(shell_source(_LAUNCHER_FILE), features).partition(
+        f"\n{_CODE_MARKER}\n"
+    )
+    code = strip_shell(code)
+    if not marker or _PLACEHOLDER_RE.search(code) or _CODE_DELIMITER in code:
+        raise AssertionError("launcher.sh: the code part must follow #@code, without values")
+    return strip_shell(values), code
+
+
+def _substitute(template: str, words: dict[str, str], lists: dict[str, list[str]]) -> str:
+    """Replace every placeholder in one pass (a value is never scanned again). ``words``
+    are shell words already (quoted by :func:`_q`, or numbers); each item of ``lists`` goes
+    on a line of its own, indented, joined by line continuations."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(1):
+            items = lists[match.group(1)]
+            ends = [" \\"] * (len(items) - 1) + [" \\" if match.group(2) else ""]
+            return "\n".join(f"\t\t{item}{end}" for item, end in zip(items, ends, strict=True))
+        return words[match.group(3)]
+
+    return _PLACEHOLDER_RE.sub(replace, template)
+
+
+def _pack(text: str) -> str:
+    """gzip (no name, no time) and base64, in lines of 76 characters.
+
+    Byte-identical for the same text with the same zlib: zlib's level-9 output has not
+    changed across its 1.2 and 1.3 releases. A Python built on another deflate (zlib-ng)
+    would pack differently; hookd would then rewrite each template's script once.
+    """
+    packed = base64.b64encode(gzip.compress(text.encode("utf-8"), 9, mtime=0)).decode("ascii")
+    return "\n".join(packed[i : i + 76] for i in range(0, len(packed), 76))
+
+
+def _unpack(packed: str) -> str | None:
+    """Undo :func:`_pack`; None for anything that is not a small gzip of UTF-8 text."""
+    try:
+        data = base64.b64decode("".join(packed.split()), validate=True)
+        inflater = zlib.decompressobj(wbits=31)  # gzip framing
+        text = inflater.decompress(data, _MAX_UNPACKED_BYTES + 1)
+        if len(text) > _MAX_UNPACKED_BYTES or not inflater.eof:
+            return None
+        return text.decode("utf-8")
+    except (ValueError, zlib.error):  # binascii.Error and UnicodeDecodeError included
+        return None
 
 
 def _env_words(process: OciProcess) -> list[str]:
@@ -536,611 +697,91 @@ def _env_words(process: OciProcess) -> list[str]:
     return [runtime[name] if value is None else _q(f"{name}={value}") for name, value in entries]
 
 
-def _signal_forms(stop_signal: str) -> tuple[str, str, str]:
-    """StopSignal for systemd (name), OpenRC's retry schedule, and kill(1) (number)."""
-    name = stop_signal[3:]
-    number = _SIGNAL_NUMBERS[name]
-    openrc = name if name in _OPENRC_SIGNALS else f"-{number}"
-    return stop_signal, openrc, str(number)
-
-
-def _unit_file(options: StartScriptOptions, systemd_signal: str) -> str:
-    launcher = f"{_RUN_DIR}/{options.name}.launch"
-    return f"""\
-[Unit]
-Description=hookd: app of the container image ({options.name})
-# Not enabled on purpose: hookd's START_SCRIPT starts it on every boot.
-
-[Service]
-Type=simple
-ExecStart=/bin/sh {launcher} run
-Restart=on-failure
-RestartSec=5
-# {_EXIT_REFUSED}: the launcher refused to start (unknown User, no exact way to drop root).
-RestartPreventExitStatus={_EXIT_REFUSED}
-# Like docker stop: StopSignal to the app, SIGKILL to everything left after 10 s.
-KillMode=mixed
-KillSignal={systemd_signal}
-TimeoutStopSec=10
-StandardInput=null
-StandardOutput=journal
-StandardError=journal
-SyslogIdentifier={options.name}
-"""
-
-
-def _openrc_script(options: StartScriptOptions, openrc_signal: str) -> str:
-    launcher = f"{_RUN_DIR}/{options.name}.launch"
-    return f"""\
-#!/sbin/openrc-run
-# Generated by hookd; started by its START_SCRIPT on every boot (not in a runlevel).
-description="hookd: app of the container image"
-supervisor=supervise-daemon
-command=/bin/sh
-command_args="{launcher} run"
-output_log={options.log_file}
-error_log={options.log_file}
-# Like docker stop: StopSignal, up to 10 s, then SIGKILL.
-retry="{openrc_signal}/10/KILL/5"
-respawn_delay=5
-respawn_max=5
-respawn_period=120
-"""
-
-
-_LAUNCHER = r"""#!/bin/sh
-# hookd launcher for "@NAME@": generated by hookd from the image config, do not edit.
-#
-# Starts the image's Entrypoint + Cmd the way `docker run` does: exactly these arguments,
-# only the image's environment (plus PATH, HOSTNAME and HOME when the image sets none), in
-# its WorkingDir, as its User resolved against this guest's /etc/passwd and /etc/group.
-# Image values are single-quoted below and never evaluated by the shell.
-#
-#   sh THIS start [CHANGED]       from the START_SCRIPT: start (or restart) the app
-#   sh THIS run                   from systemd / OpenRC: become the app
-#   sh THIS detached [PID START]  without a service manager: register, become the app
-#   sh THIS check                 say how the app would run here
-#
-# Portable POSIX sh (dash, bash, busybox ash): no arrays (the positional parameters are
-# the only list), no `local`, no awk, getent or id lookups, `read` for the passwd files.
-set -u
-umask 022 # Docker's umask for the container process
-# Off the context CD that one-context runs us from: it is unmounted after contextualization.
-cd / || exit 1
-
-settings() {
-	svc=@NAME_Q@
-	me=@LAUNCHER_Q@
-	pidfile=@PIDFILE_Q@
-	logfile=@LOG_Q@
-	# Image User, split by hookd at ':'; numeric parts are canonical decimal ids.
-	user_spec=@USER_SPEC_Q@
-	user=@USER_Q@ user_is_id=@USER_IS_ID@
-	group=@GROUP_Q@ group_is_id=@GROUP_IS_ID@
-	workdir=@WORKDIR_Q@
-	stopsig=@STOP_NUMBER@ # @STOP_NAME@, as a number: dash's kill does not know every name
-	require=@REQUIRE_Q@
-	context_env=@CONTEXT_ENV@
-	PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-	export PATH
-	ifs=$(printf ' \t\nx') && ifs=${ifs%x} # the default IFS (the x keeps the newline)
-	IFS=$ifs
-}
-settings
-{ read -r boot_id </proc/sys/kernel/random/boot_id; } 2>/dev/null || boot_id=none
-
-log() { printf '%s: %s\n' "$svc" "$*" >&2; }
-# Refuse to start: exit 78 (EX_CONFIG), which systemd does not retry. The message also goes
-# to the console, from a subshell: a session leader (we are one under systemd and setsid)
-# that opens a tty without O_NOCTTY would make it its controlling terminal.
-die() {
-	log "$*"
-	(printf '%s: %s\n' "$svc" "$*" >/dev/console) 2>/dev/null
-	exit @EXIT_REFUSED@
-}
-
-# id_of TEXT: set $id to TEXT as a decimal id in 0..2147483647 (runc's range), or fail.
-id_of() {
-	case $1 in '' | *[!0-9]*) return 1 ;; esac
-	id=$1
-	while :; do case $id in 0?*) id=${id#0} ;; *) break ;; esac; done
-	[ ${#id} -le 10 ] && [ "$id" -le 2147483647 ]
-}
-
-# pw_lookup name|uid VALUE: the first /etc/passwd entry with that name or uid (runc picks
-# the first match too). Sets pw_name pw_uid pw_gid pw_home.
-pw_lookup() {
-	[ -r /etc/passwd ] || return 1
-	while IFS=: read -r n x u g c h s || [ -n "$n" ]; do
-		if [ "$1" = name ]; then
-			case $n in "$2") ;; *) continue ;; esac # quoted pattern: compared literally
-		else
-			id_of "$u" && [ "$id" = "$2" ] || continue
-		fi
-		id_of "$u" || die "malformed /etc/passwd entry '$n': uid '$u'"
-		pw_uid=$id
-		id_of "$g" || die "malformed /etc/passwd entry '$n': gid '$g'"
-		pw_gid=$id pw_name=$n pw_home=$h
-		return 0
-	done </etc/passwd
-	return 1
-}
-
-# gr_lookup VALUE: gid of the first /etc/group entry named VALUE.
-gr_lookup() {
-	[ -r /etc/group ] || return 1
-	while IFS=: read -r n x g m || [ -n "$n" ]; do
-		case $n in "$1") ;; *) continue ;; esac
-		id_of "$g" || die "malformed /etc/group entry '$n': gid '$g'"
-		gr_gid=$id
-		return 0
-	done </etc/group
-	return 1
-}
-
-# add_gid GID: append GID to the comma-separated $groups unless it is already there.
-add_gid() { case ,$groups, in *,"$1",*) ;; *) groups=${groups:+$groups,}$1 ;; esac; }
-
-# member_gids NAME: add the gids of the /etc/group entries that list NAME as a member.
-member_gids() {
-	[ -r /etc/group ] || return 0
-	while IFS=: read -r n x g m || [ -n "$n" ]; do
-		case ,$m, in
-		*,"$1",*)
-			id_of "$g" || die "malformed /etc/group entry '$n': gid '$g'"
-			add_gid "$id"
-			;;
-		esac
-	done </etc/group
-}
-
-# resolve: uid, gid, supplementary groups and HOME as `docker run` (runc) computes them.
-# A numeric user is always a uid, with or without a passwd entry (without one: gid 0 and
-# HOME /); a name must exist. An explicit group replaces the primary group and drops the
-# supplementary ones; without one, the user's /etc/group memberships are added. Docker
-# lists the primary gid among the supplementary groups as well.
-resolve() {
-	pw_name='' home=/
-	if [ "$user_is_id" = 1 ]; then
-		if pw_lookup uid "$user"; then
-			uid=$pw_uid gid=$pw_gid home=$pw_home
-		else
-			uid=$user gid=0
-		fi
-	elif pw_lookup name "$user"; then
-		uid=$pw_uid gid=$pw_gid home=$pw_home
-	else
-		die "user '$user' (image User '$user_spec') is not in this guest's" \
-			"/etc/passwd; not starting the app"
-	fi
-	[ -n "$home" ] || home=/
-	if [ -n "$group" ]; then
-		if [ "$group_is_id" = 1 ]; then
-			gid=$group
-		elif gr_lookup "$group"; then
-			gid=$gr_gid
-		else
-			die "group '$group' (image User '$user_spec') is not in this guest's" \
-				"/etc/group; not starting the app"
-		fi
-		groups=$gid
-	else
-		groups=$gid
-		[ -z "$pw_name" ] || member_gids "$pw_name"
-	fi
-}
-
-# path_of NAME: set $found to the first executable NAME in $PATH. Tools are always run by
-# path: busybox ash may run its own applet for a bare name (FEATURE_PREFER_APPLETS) even
-# where util-linux or GNU installed the real one.
-path_of() {
-	IFS=:
-	for d in $PATH; do
-		if [ -f "$d/$1" ] && [ -x "$d/$1" ]; then
-			IFS=$ifs found=$d/$1
-			return 0
-		fi
-	done
-	IFS=$ifs
-	return 1
-}
-
-# has_option TOOL TEXT: $found is TOOL and its --help mentions TEXT (busybox's setpriv,
-# chroot and setsid lack the options the util-linux and GNU ones have).
-has_option() {
-	path_of "$1" || return 1
-	case $("$found" --help 2>&1) in *"$2"*) return 0 ;; esac
-	return 1
-}
-
-# subset A B: every id of the comma-separated list A is in list B.
-subset() {
-	IFS=,
-	for x in $1; do
-		case ,$2, in *,"$x",*) ;; *) IFS=$ifs && return 1 ;; esac
-	done
-	IFS=$ifs
-}
-
-# numeric_names: a user named like $uid, or a group named like one of our gids, exists.
-# util-linux setpriv looks "1000" up as a name before taking it as a number, so such an
-# entry (say, a user "1000" with uid 0) would give the app the wrong identity.
-numeric_names() {
-	if [ -r /etc/passwd ]; then
-		while IFS=: read -r n x || [ -n "$n" ]; do
-			case $n in "$uid") return 0 ;; esac
-		done </etc/passwd
-	fi
-	if [ -r /etc/group ]; then
-		while IFS=: read -r n x || [ -n "$n" ]; do
-			case ,$gid,$groups, in *,"$n",*) return 0 ;; esac
-		done </etc/group
-	fi
-	return 1
-}
-
-# busybox_su_exact: `busybox su NAME` does initgroups(NAME, its passwd gid), setgid and
-# setuid. Usable only when that is exactly our uid, gid and groups.
-busybox_su_exact() {
-	path_of busybox && [ -n "$pw_name" ] || return 1
-	case $pw_name in -*) return 1 ;; esac # su would read it as an option
-	su_name=$pw_name
-	pw_lookup name "$su_name" && [ "$pw_uid" = "$uid" ] && [ "$pw_gid" = "$gid" ] || return 1
-	want=$groups
-	groups=$gid
-	member_gids "$su_name"
-	have=$groups
-	groups=$want
-	subset "$have" "$want" && subset "$want" "$have"
-}
-
-# pick_tool: the first tool in this guest that sets exactly uid, gid and groups:
-#  setpriv  util-linux: --reuid/--regid/--groups, nothing else (no PAM, no env changes);
-#           skipped when a passwd/group name looks like one of our ids (see numeric_names)
-#  chroot   GNU coreutils: --userspec/--groups with '+' prefixes, which it never looks up
-#           as names; chroot to / with --skip-chdir changes nothing else
-#  su       busybox su, only when initgroups gives exactly our groups (busybox_su_exact)
-#  none     no switch needed: the target is root:root and we are root
-# Otherwise refuse: the app must never run as root when the image asked for another user.
-# (gosu, su-exec, runuser and chpst are left out: they do not set exactly Docker's groups,
-# resolve names, or go through PAM.)
-pick_tool() {
-	if has_option setpriv --reuid && ! numeric_names; then
-		tool=setpriv tool_path=$found
-	elif has_option chroot --skip-chdir; then
-		tool=chroot tool_path=$found
-	elif busybox_su_exact; then
-		tool=su tool_path=$found
-	elif [ "$uid:$gid" = 0:0 ]; then
-		tool=none tool_path=
-	else
-		die "cannot switch to uid $uid gid $gid groups $groups (image User" \
-			"'$user_spec'): this guest has neither util-linux setpriv nor GNU chroot," \
-			"and busybox su cannot set exactly these groups; install util-linux" \
-			"(Alpine: apk add setpriv). Refusing to run the app as root"
-	fi
-}
-
-# alive FILE: FILE holds "BOOT_ID PID START" of a running process of this boot. START, the
-# start time (field 22 of /proc/PID/stat), tells our process from a later one that reuses
-# the pid. Sets old_pid and old_start.
-alive() {
-	old_pid='' old_start=''
-	{ read -r b p s <"$1"; } 2>/dev/null || return 1
-	case $p in '' | *[!0-9]*) return 1 ;; esac
-	[ "$b" = "$boot_id" ] && [ -n "$s" ] && [ "$(starttime "$p")" = "$s" ] || return 1
-	old_pid=$p old_start=$s
-}
-
-# starttime PID: print the start time of a live (not zombie) PID.
-starttime() {
-	st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-	st=${st##*) } # the command name (field 2) may contain spaces and ')': cut after the last
-	set -- $st    # fields 3.. : numbers and a state letter, nothing to glob
-	[ $# -ge 20 ] && [ "$1" != Z ] || return 1
-	shift 19
-	printf '%s\n' "$1"
-}
-
-# put FILE MODE <CONTENT: replace FILE atomically (temporary file in the same directory,
-# then rename), root-owned, with MODE. put_changed=1 unless FILE already had this content.
-put() {
-	put_changed=0 t=$1.hookd-new
-	rm -f "$t" && cat >"$t" && chmod "$2" "$t" || {
-		rm -f "$t"
-		return 1
-	}
-	if [ -f "$1" ] && [ "$(cat "$1")" = "$(cat "$t")" ]; then
-		rm -f "$t"
-		return 0
-	fi
-	mv -f "$t" "$1" && put_changed=1
-}
-
-# run: become the app. Everything that may fail is checked before the final exec.
-run() {
-	if [ "$context_env" = 1 ] && [ -r /var/run/one-context/one_env ]; then
-		# Like OpenNebula's /one_entrypoint.sh: source one-context's variables (a root-only
-		# file of `export NAME="value"` lines from the VM's CONTEXT; the VM owner controls
-		# it as much as START_SCRIPT) and let them override the image's Env. Collected into
-		# the positional parameters, unset again, then our settings restored, so nothing
-		# the file sets can change what is computed below.
-		set +u
-		. /var/run/one-context/one_env
-		set -u --
-		while IFS= read -r line || [ -n "$line" ]; do
-			case $line in "export "[A-Za-z_]*=*) ;; *) continue ;; esac
-			n=${line#export }
-			n=${n%%=*}
-			case $n in *[!A-Za-z0-9_]*) continue ;; esac
-			# $n is a plain identifier here, so this eval only reads a variable: v=${NAME}.
-			eval "[ -n \"\${$n+set}\" ] && v=\${$n}" || continue
-			set -- "$@" "$n=$v"
-			unset -v "$n" 2>/dev/null
-		done </var/run/one-context/one_env
-		settings
-	else
-		set --
-	fi
-	resolve
-	pick_tool
-	# Docker creates a missing WorkingDir (root-owned, 0755) and starts the app in it.
-	mkdir -p "$workdir" && cd "$workdir" || die "cannot create or enter WorkingDir '$workdir'"
-	hostname=$(uname -n 2>/dev/null) || hostname=
-	path_of env || die "env(1) is missing from this guest"
-	env_bin=$found
-	# The positional parameters become env(1)'s operands: the image environment, then the
-	# one-context overlay collected above (env applies them in order: later wins), then
-	# argv. argv[0] is looked up by env in the image's PATH, as Docker does.
-	set --@ENV@ \
-		"$@"
-	set -- "$@"@ARGV@
-	case $tool in
-	setpriv)
-		exec "$tool_path" --reuid="$uid" --regid="$gid" --groups="$groups" -- "$env_bin" -i "$@"
-		;;
-	chroot)
-		plus='' IFS=,
-		for g in $groups; do plus=${plus:+$plus,}+$g; done
-		IFS=$ifs
-		exec "$tool_path" --userspec="+$uid:+$gid" --groups="$plus" --skip-chdir -- / \
-			"$env_bin" -i "$@"
-		;;
-	su) exec "$tool_path" su -s "$env_bin" -- "$su_name" -i "$@" ;;
-	none) exec "$env_bin" -i "$@" ;;
-	esac
-}
-
-# detached [PID START]: the process started without a service manager. Register in the
-# pidfile (the pid stays the app's: everything below execs), wait for the instance being
-# replaced to exit, then become the app.
-detached() {
-	exec </dev/null >>"$logfile" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
-	st=$(starttime $$) && printf '%s %s %s\n' "$boot_id" $$ "$st" >"$pidfile.new" &&
-		mv -f "$pidfile.new" "$pidfile" || die "cannot write $pidfile"
-	if [ -n "${1-}" ]; then
-		# `docker stop`: StopSignal was sent; after 10 s, SIGKILL.
-		i=0
-		while [ "$(starttime "$1")" = "$2" ]; do
-			i=$((i + 1))
-			[ $i -ne 11 ] || kill -s 9 "$1" 2>/dev/null
-			[ $i -le 15 ] || die "pid $1 does not exit; not starting a second copy"
-			sleep 1
-		done
-	fi
-	run
-}
-
-start_systemd() {
-	unit=/run/systemd/system/$svc.service
-	existed=0
-	[ -f "$unit" ] && existed=1
-	@UNIT_HEREDOC@	# systemd loads a new unit file on first use; one it has loaded needs a reload.
-	if [ $put_changed = 1 ]; then
-		changed=1
-		[ $existed = 0 ] || systemctl daemon-reload || log "systemctl daemon-reload failed"
-	fi
-	action=start
-	[ "$changed" = 0 ] || action=restart
-	# --no-block: only queue the job. one-context runs us from a oneshot unit that must
-	# never wait for the app (nor for anything ordered after it).
-	if ! systemctl --no-block "$action" "$svc.service"; then
-		# A name looked up before its file existed can be cached as not-found: reload once.
-		systemctl daemon-reload && systemctl --no-block "$action" "$svc.service" ||
-			{ log "systemctl $action $svc.service failed" && exit 1; }
-	fi
-	log "systemctl $action $svc.service queued (journalctl -u $svc)"
-}
-
-start_openrc() {
-	initd=/etc/init.d/$svc
-	@INITD_HEREDOC@	[ $put_changed = 0 ] || changed=1
-	action=start
-	[ "$changed" = 0 ] || action=restart
-	rc-service "$svc" "$action" || { log "rc-service $svc $action failed" && exit 1; }
-	log "rc-service $svc $action done (output in $logfile)"
-}
-
-# Without a service manager: at most one copy, found again through the pidfile.
-start_plain() {
-	lock=$pidfile.lock
-	me_start=$(starttime $$) || me_start=0
-	if ! mkdir "$lock" 2>/dev/null; then
-		# One start at a time (one-context serialises its own runs; this covers manual ones).
-		if alive "$lock/owner"; then
-			log "another start is in progress (pid $old_pid)"
-			exit 0
-		fi
-		rm -rf "$lock"
-		mkdir "$lock" 2>/dev/null || { log "another start is in progress" && exit 0; }
-	fi
-	printf '%s %s %s\n' "$boot_id" $$ "$me_start" >"$lock/owner"
-	trap 'rm -rf "$lock"' EXIT
-	if alive "$pidfile"; then
-		if [ "$changed" = 0 ]; then
-			log "already running (pid $old_pid)"
-			return 0
-		fi
-		log "configuration changed: stopping pid $old_pid (@STOP_NAME@);" \
-			"the new copy starts once it has exited"
-		kill -s "$stopsig" "$old_pid" 2>/dev/null
-		set -- "$old_pid" "$old_start"
-	else
-		rm -f "$pidfile"
-		set --
-	fi
-	# The app's output may hold secrets: a new log file is root-only, like docker logs.
-	mkdir -p "${logfile%/*}" && (umask 077 && : >>"$logfile") ||
-		{ log "cannot create $logfile" && exit 1; }
-	# Detach: a new session, stdin /dev/null, output to $logfile. Spawned by a daemonizer
-	# run in the foreground, because a shell starts `cmd &` with SIGINT and SIGQUIT ignored
-	# and no later shell can undo that; Docker starts the app with default handlers.
-	# (`3>&- ... 9>&-`: do not hand one-context's open files down to the app.)
-	if has_option setsid --fork; then
-		"$found" -f /bin/sh "$me" detached "$@" \
-			</dev/null >>"$logfile" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
-	elif path_of busybox && "$found" start-stop-daemon --help >/dev/null 2>&1; then
-		# -S -b: fork, setsid, fork again, stdio to /dev/null; -p names a file that never
-		# exists, so no running process is taken for ours.
-		"$found" start-stop-daemon -S -b -p "$pidfile.none" -x /bin/sh -- "$me" detached "$@"
-	else
-		log "warning: no util-linux setsid --fork or busybox start-stop-daemon:" \
-			"starting from the shell, so the app ignores SIGINT and SIGQUIT"
-		setsid=
-		path_of setsid && setsid=$found || log "warning: no setsid either: the app" \
-			"stays in the session of the START_SCRIPT"
-		$setsid /bin/sh "$me" detached "$@" \
-			</dev/null >>"$logfile" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
-	fi
-	# Hold the lock until the new copy has registered (a few milliseconds), so a run right
-	# after this one finds it.
-	i=0
-	until { read -r b p s <"$pidfile"; } 2>/dev/null &&
-		[ "$b" = "$boot_id" ] && [ "$p" != "${1-}" ]; do
-		i=$((i + 1))
-		[ $i -le 100 ] || { log "the app did not start, see $logfile" && exit 1; }
-		sleep 0.05 2>/dev/null || sleep 1 # fractional sleep: GNU and busybox, not POSIX
-	done
-	log "started (pid $p, output in $logfile)"
-}
-
-# start [CHANGED]: CHANGED=1 (default) when the START_SCRIPT installed a new version of
-# this file, so a running app must be restarted to pick it up.
-start() {
-	changed=${1-1}
-	if [ -n "$require" ] && [ ! -f "$require" ]; then
-		log "$require not found: the image was not imported by OpenNebula >= 6.2" \
-			"or had no Entrypoint/Cmd; nothing to start"
-		exit 1
-	fi
-	resolve
-	pick_tool
-	log "app runs as uid $uid gid $gid groups $groups (via $tool) in $workdir"
-	if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-		start_systemd
-	elif [ -d /run/openrc ] && command -v rc-service >/dev/null 2>&1 &&
-		command -v supervise-daemon >/dev/null 2>&1; then
-		start_openrc
-	else
-		start_plain
-	fi
-}
-
-case ${1-} in
-start) shift && start "$@" ;;
-run) run ;;
-detached) shift && detached "$@" ;;
-check)
-	resolve
-	pick_tool
-	log "app would run as uid $uid gid $gid groups $groups (via $tool) in $workdir"
-	;;
-*)
-	log "usage: sh $me start|run|detached|check"
-	exit 2
-	;;
-esac
-"""
-
-_START_SCRIPT = """#!/bin/sh
-# START_SCRIPT generated by hookd: starts the container image's app (service "@NAME@").
-# one-context runs it on every boot and reconfigure. It installs the launcher below
-# (root-only, in @RUN_DIR@) and runs it; that starts the app through systemd, OpenRC or,
-# without either, as a detached process. Running it again never starts a second copy.
-PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export PATH
-umask 077
-f=@LAUNCHER@
-mkdir -p @RUN_DIR@ && chmod 0700 @RUN_DIR@ || exit 1
-rm -f "$f.new" || exit 1
-@LAUNCHER_HEREDOC@changed=1
-if [ -f "$f" ] && [ "$(cat "$f")" = "$(cat "$f.new")" ]; then changed=0; fi
-mv -f "$f.new" "$f" || exit 1
-exec /bin/sh "$f" start "$changed"
-"""
-
-
-def _fill(template: str, values: dict[str, str]) -> str:
-    for key, value in values.items():
-        template = template.replace(f"@{key}@", value)
-    return template
-
-
-def _render(process: OciProcess, options: StartScriptOptions, require: str) -> str:
+def _render(process: OciProcess, options: StartScriptOptions, *, packed: bool) -> str:
+    """start_script.sh around launcher.sh rendered for ``process``: the code part packed
+    (what templates carry) or as it is (the readable form; it runs the same way)."""
     spec = _parse_user(process.user)
-    systemd_signal, openrc_signal, kill_number = _signal_forms(process.stop_signal)
-    launcher_path = f"{_RUN_DIR}/{options.name}.launch"
-    unit = _heredoc(
-        'put "$unit" 0644',
-        _unit_file(options, systemd_signal),
-        "HOOKD_UNIT_EOF",
-        ' || { log "cannot write $unit" && exit 1; }',
+    signal = process.stop_signal[3:]
+    number = _SIGNAL_NUMBERS[signal]
+    words = {
+        "NAME": _q(options.name),
+        "LOG": _q(options.log_file),
+        "USER_SPEC": _q(process.user),
+        # A name never consists of digits only (that is an id), so the shell tells them apart.
+        "USER": _q(spec.user),
+        "GROUP": _q(spec.group),
+        "WORKDIR": _q(process.workdir),
+        "STOP_NUMBER": str(number),
+        "STOP_NAME": _q(process.stop_signal),
+        "STOP_OPENRC": _q(signal if signal in _OPENRC_SIGNALS else f"-{number}"),
+    }
+    lists = {"ENV": _env_words(process), "ARGV": [_q(a) for a in process.argv]}
+    features = frozenset({"context_env"} if options.context_env else set())
+    values_template, code = _launcher_template(features)
+    values = _substitute(values_template, words, lists)
+    delimiter = _delimiter(_LAUNCHER_DELIMITER, values)
+    wrapper = _template(_START_SCRIPT_FILE)
+    if wrapper.count(f"\n{_UNPACK}\n") != 1:
+        raise AssertionError(f"start_script.sh must have one line {_UNPACK!r}")
+    if not packed:
+        wrapper = wrapper.replace(f"\n{_UNPACK}\n", f"\n{_AS_IS}\n")
+    wrapper = wrapper.replace(f"'{_LAUNCHER_DELIMITER}'", f"'{delimiter}'").replace(
+        f"\n{_LAUNCHER_DELIMITER}\n", f"\n{delimiter}\n"
     )
-    initd = _heredoc(
-        'put "$initd" 0755',
-        _openrc_script(options, openrc_signal),
-        "HOOKD_INITD_EOF",
-        ' || { log "cannot write $initd" && exit 1; }',
+    body = _pack(code) if packed else code[:-1]
+    return _substitute(wrapper, {"NAME": _q(options.name), "VALUES": values[:-1], "CODE": body}, {})
+
+
+def _render_fallback(options: StartScriptOptions, *, packed: bool) -> str:
+    """fallback.sh for these options; packed: a stub that unpacks and evaluates it."""
+    script = _substitute(
+        _template(_FALLBACK_FILE), {"NAME": _q(options.name), "LOG": _q(options.log_file)}, {}
     )
-    launcher = _fill(
-        _LAUNCHER,
-        {
-            "ENV": _continued(_env_words(process)),
-            "ARGV": _continued(_q(a) for a in process.argv),
-            "UNIT_HEREDOC": unit,
-            "INITD_HEREDOC": initd,
-            "NAME": options.name,
-            "NAME_Q": _q(options.name),
-            "LAUNCHER": launcher_path,
-            "LAUNCHER_Q": _q(launcher_path),
-            "PIDFILE_Q": _q(f"{_RUN_DIR}/{options.name}.pid"),
-            "LOG_Q": _q(options.log_file),
-            "USER_SPEC_Q": _q(process.user),
-            "USER_Q": _q(spec.user),
-            "USER_IS_ID": "1" if spec.user_is_id else "0",
-            "GROUP_Q": _q(spec.group),
-            "GROUP_IS_ID": "1" if spec.group_is_id else "0",
-            "WORKDIR_Q": _q(process.workdir),
-            "STOP_NUMBER": kill_number,
-            "STOP_NAME": systemd_signal,
-            "REQUIRE_Q": _q(require),
-            "CONTEXT_ENV": "1" if options.context_env else "0",
-            "EXIT_REFUSED": str(_EXIT_REFUSED),
-        },
-    )
-    script = _fill(
-        _START_SCRIPT,
-        {
-            "NAME": options.name,
-            "LAUNCHER": launcher_path,
-            "RUN_DIR": _RUN_DIR,
-            "LAUNCHER_HEREDOC": _heredoc(
-                'cat >"$f.new"', launcher, "HOOKD_LAUNCHER_EOF", " || exit 1"
-            ),
-        },
-    )
-    _check_size(script, options.max_script_bytes)
-    return script
+    if not packed:
+        return script
+    # One line: `echo` hands eval the text without a here-document inside $(...).
+    stub = "".join(_pack(script).split())
+    return f'#!/bin/sh\neval "$(echo {stub}|base64 -d|gzip -dc)"\n'
+
+
+def readable_start_script(script: str) -> str:
+    """The readable form of a START_SCRIPT: hookd's packed parts unpacked, the rest as is.
+
+    For what a template carries (``hookd start-script --template``): a START_SCRIPT of
+    :func:`build_start_script` becomes the one ``hookd start-script`` prints (the code of
+    the launcher inline as text), one of :func:`build_fallback_script` the fallback script
+    itself, also inside a script of :func:`compose_with_user_script`. Anything else,
+    including a packed part that does not unpack to text, is returned unchanged.
+    """
+    def unpack_script(match: re.Match[str]) -> str:
+        # The stub's line becomes the script it evaluates (its #!/bin/sh is the stub's).
+        text = _unpack(match.group(1))
+        if text is None:
+            return match.group(0)
+        return text.removeprefix("#!/bin/sh\n").removesuffix("\n")
+
+    def unpack(match: re.Match[str]) -> str:
+        text = _unpack(match.group(2))
+        if text is None or f"\n{match.group(1)}\n" in f"\n{text}":
+            return match.group(0)
+        return f"cat <<'{match.group(1)}'\n{text}{match.group(1)}"
+
+    return _PACKED_SCRIPT_RE.sub(unpack_script, _PACKED_CODE_RE.sub(unpack, script))
+
+
+def readable_script(process: OciProcess, options: StartScriptOptions = StartScriptOptions()) -> str:
+    """What :func:`build_start_script` returns, with the launcher's code as text: the
+    script ``hookd start-script`` prints for review (it runs the same way)."""
+    if not isinstance(process, OciProcess) or not isinstance(options, StartScriptOptions):
+        raise StartScriptError("process and options must be OciProcess and StartScriptOptions.")
+    return _render(process, options, packed=False)
+
+
+def readable_fallback_script(options: StartScriptOptions = StartScriptOptions()) -> str:
+    """What :func:`build_fallback_script` packs: the fallback script as text."""
+    if not isinstance(options, StartScriptOptions):
+        raise StartScriptError("options must be StartScriptOptions.")
+    return _render_fallback(options, packed=False)
 
 
 def _check_size(script: str, limit: int | None) -> None:
@@ -1165,7 +806,9 @@ def build_start_script(
         raise StartScriptError("process must be an OciProcess.")
     if not isinstance(options, StartScriptOptions):
         raise StartScriptError("options must be StartScriptOptions.")
-    return _render(process, options, require="")
+    script = _render(process, options, packed=True)
+    _check_size(script, options.max_script_bytes)
+    return script
 
 
 def build_fallback_script(options: StartScriptOptions = StartScriptOptions()) -> str:
@@ -1180,8 +823,9 @@ def build_fallback_script(options: StartScriptOptions = StartScriptOptions()) ->
     """
     if not isinstance(options, StartScriptOptions):
         raise StartScriptError("options must be StartScriptOptions.")
-    process = OciProcess(argv=(_FALLBACK_ENTRYPOINT,))
-    return _render(process, options, require=_FALLBACK_ENTRYPOINT)
+    script = _render_fallback(options, packed=True)
+    _check_size(script, options.max_script_bytes)
+    return script
 
 
 def _interpreter(script: str) -> str:

@@ -9,7 +9,6 @@ clusters, and prints each VM template before and after hookd fixed it.
 
 from __future__ import annotations
 
-import base64
 import io
 import sys
 import tempfile
@@ -18,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from hookd.plan import script_summary
 from hookd.template import Template
 from hookd.xmlsafe import parse
 
@@ -181,11 +181,9 @@ def run_demo(*, one_version: str = "6.8", verbose: bool = False,
             for key, old, new in changes:
                 print(f"     {key:32} {_show(old)}\n     {'':32} -> {_show(new)}", file=out)
                 if key.endswith("START_SCRIPT_BASE64") and new:
-                    script = base64.b64decode(new).decode("utf-8", "replace")
-                    lines = script.splitlines()
-                    print(f"     {'':32}    (a {len(lines)}-line /bin/sh script; it starts "
-                          f"the image's Entrypoint+Cmd as a service - see hookd "
-                          f"start-script)", file=out)
+                    print(f"     {'':32}    ({script_summary(new)}: it starts the image's "
+                          f"Entrypoint+Cmd as a service - hookd start-script --template "
+                          f"{template_id} shows it readable)", file=out)
             print(file=out)
         print("What hookd changed (hookd history --log " + str(log_file) + "):", file=out)
         run_history(None, log_file=str(log_file), out=out)

@@ -7,6 +7,8 @@ replayed event can be recognised as a no-op.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -44,6 +46,22 @@ def _loggable(value: str | None, limit: int) -> str | None:
     return f"<{len(value)} characters, sha256:{digest}>"
 
 
+def script_summary(encoded: str | None) -> str | None:
+    """What a ``START_SCRIPT_BASE64`` value carries, decoded: its size and sha256 (the same
+    as ``base64 -d | sha256sum`` of the attribute); None when unset or not base64."""
+    if encoded is None:
+        return None
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return f"START_SCRIPT of {len(data)} bytes, sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+def _is_start_script(attribute: str) -> bool:
+    return attribute.rsplit("/", 1)[-1] == "START_SCRIPT_BASE64"
+
+
 def short_hash(value: str | None) -> str:
     if value is None:
         return "-"
@@ -61,9 +79,15 @@ class Change:
     def as_dict(self, limit: int = 2048) -> dict[str, str | None]:
         """For the log: values longer than ``limit`` become their size and sha256, so one
         line stays well under journald's line limit (LineMax=48K) while still identifying
-        exactly what was written (``hookd plan``/``start-script`` show the full text)."""
-        return {"attribute": self.attribute, "before": _loggable(self.before, limit),
-                "after": _loggable(self.after, limit)}
+        exactly what was written (``hookd plan``/``start-script`` show the full text). A
+        ``START_SCRIPT_BASE64`` also gets ``before_script``/``after_script``: the decoded
+        script's size and sha256 (:func:`script_summary`)."""
+        out = {"attribute": self.attribute, "before": _loggable(self.before, limit),
+               "after": _loggable(self.after, limit)}
+        if _is_start_script(self.attribute):
+            out["before_script"] = script_summary(self.before)
+            out["after_script"] = script_summary(self.after)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +177,13 @@ def render_plan(plan: ImagePlan, *, width: int = 100) -> str:
             continue
         for change in outcome.edit.changes:
             lines.append(f"    {change.attribute}:")
-            lines.append(f"      - {_clip(change.before, width)}")
-            lines.append(f"      + {_clip(change.after, width)}")
+            for sign, value in (("-", change.before), ("+", change.after)):
+                summary = script_summary(value) if _is_start_script(change.attribute) else None
+                if summary is not None and value is not None:
+                    shown = f"{summary} ({len(value)} characters of base64)"
+                else:
+                    shown = _clip(value, width)
+                lines.append(f"      {sign} {shown}")
     for change in plan.image_changes:
         lines.append(f"  image {change.attribute}: {_clip(change.before, width)} -> "
                      f"{_clip(change.after, width)}")

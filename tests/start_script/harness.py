@@ -45,6 +45,9 @@ HOST_PROGRAMS = {
     "/usr/bin/setsid": "util-linux",
     "/usr/sbin/chroot": "coreutils",
     "/usr/bin/env": "coreutils",
+    "/usr/bin/base64": "coreutils",
+    "/bin/gzip": "gzip",
+    "/usr/bin/cmp": "diffutils",
     "/usr/bin/ldd": "libc-bin",
     "/bin/mount": "mount",
 }
@@ -226,6 +229,9 @@ def build_base_root(dest: Path) -> None:
         "/usr/bin/setsid": "opt/gnu/setsid",
         "/usr/sbin/chroot": "opt/gnu/chroot",
         "/usr/bin/env": "opt/gnu/env",
+        "/usr/bin/base64": "opt/gnu/base64",
+        "/bin/gzip": "opt/gnu/gzip",
+        "/usr/bin/cmp": "opt/gnu/cmp",
     }
     for source, target in binaries.items():
         shutil.copy2(source, dest / target)
@@ -272,9 +278,12 @@ class Root:
         self._replace("/bin/sh").symlink_to(target[shell])
 
     def use_tools(self, *tools: str) -> None:
-        """Install util-linux setpriv / setsid or GNU chroot over the busybox applets."""
+        """Install util-linux setpriv / setsid, GNU chroot, env, base64, gzip or cmp over the
+        busybox applets."""
         places = {"setpriv": "/usr/bin/setpriv", "setsid": "/usr/bin/setsid",
-                  "chroot": "/usr/sbin/chroot", "env": "/usr/bin/env"}  # fmt: skip
+                  "chroot": "/usr/sbin/chroot", "env": "/usr/bin/env",
+                  "base64": "/usr/bin/base64", "gzip": "/bin/gzip",
+                  "cmp": "/usr/bin/cmp"}  # fmt: skip
         for tool in tools:
             os.link(self.path / "opt/gnu" / tool, self._replace(places[tool]))
 

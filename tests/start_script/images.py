@@ -112,6 +112,7 @@ IMAGES = [
                  "REDIS_DOWNLOAD_SHA=4ddebbf09061cbb589011786febdb34f29767dd7f89dbe712d2b68e808af6a1f"],
             WorkingDir="/data",
             Volumes={"/data": {}},
+            ExposedPorts={"6379/tcp": {}},
         ),
         stub="/usr/local/bin/docker-entrypoint.sh",
         uid=0, gid=0, groups=[0], home="/root", workdir="/data",
@@ -129,6 +130,7 @@ IMAGES = [
                  "PG_VERSION=17.2-1.pgdg120+1", "PGDATA=/var/lib/postgresql/data"],
             StopSignal="SIGINT",
             Volumes={"/var/lib/postgresql/data": {}},
+            ExposedPorts={"5432/tcp": {}},
         ),
         stub="/usr/local/bin/docker-entrypoint.sh",
         uid=0, gid=0, groups=[0], home="/root",
@@ -393,6 +395,37 @@ IMAGES = [
         stub="/entrypoint.sh",
         uid=0, gid=0, groups=ALPINE_ROOT_GROUPS, home="/root", tools="busybox",
         passwd=ALPINE_PASSWD, group=ALPINE_GROUP,
+    ),
+    Image(
+        # A Spring Boot service built by Jib on eclipse-temurin: Jib writes the whole java
+        # command line as the Entrypoint (JVM flags, classpath, main class).
+        "spring-boot-app",
+        _cfg(
+            Entrypoint=["java", "-XX:+UseContainerSupport", "-XX:MaxRAMPercentage=75.0",
+                        "-XX:InitialRAMPercentage=50.0", "-XX:+ExitOnOutOfMemoryError",
+                        "-XX:+UseG1GC", "-Xss512k", "-Djava.security.egd=file:/dev/./urandom",
+                        "-Dfile.encoding=UTF-8", "-Duser.timezone=UTC",
+                        "-Dspring.profiles.active=prod", "-Dserver.port=8080",
+                        "-Dmanagement.endpoints.web.exposure.include=health,info,prometheus",
+                        "-Dlogging.pattern.console=%d{yyyy-MM-dd HH:mm:ss} %-5level "
+                        "%logger{36} - %msg%n",
+                        "-cp", "/app/resources:/app/classes:/app/libs/*",
+                        "com.example.orders.OrdersServiceApplication"],
+            Cmd=["--spring.config.additional-location=optional:file:/config/"],
+            Env=["PATH=/opt/java/openjdk/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:"
+                 "/usr/bin:/sbin:/bin",
+                 "JAVA_HOME=/opt/java/openjdk", "LANG=en_US.UTF-8", "LANGUAGE=en_US:en",
+                 "LC_ALL=en_US.UTF-8", "JAVA_VERSION=jdk-21.0.5+11",
+                 "JAVA_TOOL_OPTIONS=-XX:+IgnoreUnrecognizedVMOptions"],
+            User="spring:spring",
+            WorkingDir="/app",
+            ExposedPorts={"8080/tcp": {}},
+            Labels={"org.opencontainers.image.source": "https://github.com/example/orders"},
+        ),
+        stub="/opt/java/openjdk/bin/java",
+        uid=1001, gid=1001, groups=[1001], home="/home/spring", workdir="/app",
+        passwd=DEBIAN_PASSWD + "spring:x:1001:1001::/home/spring:/bin/sh\n",
+        group=DEBIAN_GROUP + "spring:x:1001:\n",
     ),
     Image(
         "eclipse-mosquitto",

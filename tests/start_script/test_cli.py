@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from handlers.start_script import build_start_script, parse_oci_config
+from handlers.start_script import (
+    build_start_script,
+    parse_oci_config,
+    readable_script,
+    readable_start_script,
+)
 from hookd import start_script_cli
 
 CONFIG = {"config": {"Cmd": ["redis-server"], "Env": ["A=1"], "User": "redis"}}
@@ -33,7 +38,9 @@ def test_prints_the_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert args.func is start_script_cli.run
     assert start_script_cli.run(args) == 0
     out, err = capsys.readouterr()
-    assert out == build_start_script(parse_oci_config(CONFIG))
+    # Readable: the launcher's code as text, where templates carry it packed.
+    assert out == readable_script(parse_oci_config(CONFIG))
+    assert out == readable_start_script(build_start_script(parse_oci_config(CONFIG)))
     assert err == ""
 
 
@@ -42,7 +49,7 @@ def test_name_and_context_env(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                   "--name", "cache", "--context-env"])  # fmt: skip
     assert start_script_cli.run(args) == 0
     out = capsys.readouterr().out
-    assert "svc='cache'" in out and "context_env=1" in out
+    assert "svc='cache'" in out and ". /var/run/one-context/one_env\n" in out
 
 
 @pytest.mark.parametrize(
@@ -94,3 +101,20 @@ def test_import_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split()[0] == "False"
+
+
+def test_fallback(capsys: pytest.CaptureFixture[str]) -> None:
+    from handlers.start_script import StartScriptOptions, readable_fallback_script
+
+    assert start_script_cli.run(parse(["start-script", "--fallback", "--name", "web"])) == 0
+    out, err = capsys.readouterr()
+    assert (out, err) == (readable_fallback_script(StartScriptOptions(name="web")), "")
+
+
+def test_one_source_at_a_time(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        parse(["start-script", "--fallback", "--oci-config", write(tmp_path, CONFIG)])
+    with pytest.raises(SystemExit):
+        parse(["start-script", "--template", "4", "--fallback"])
+    with pytest.raises(SystemExit):
+        parse(["start-script", "--template", "x"])

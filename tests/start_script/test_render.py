@@ -17,6 +17,9 @@ from handlers.start_script import (
     build_start_script,
     compose_with_user_script,
     parse_oci_config,
+    readable_fallback_script,
+    readable_script,
+    readable_start_script,
 )
 
 BASH_OR_SH = 'if command -v bash >/dev/null 2>&1; then bash "$d/user"; else sh "$d/user"; fi'
@@ -55,8 +58,12 @@ def test_values_are_single_quoted_and_never_evaluated() -> None:
     assert "\t\t'it'\\''s $(x) `y`'" in script
     assert "\t\t'K=a'\\''b' \\" in script
     # The only eval reads one-context's variables by (validated) name, never image values.
-    evals = re.findall(r"^\s*eval .*$", script, re.M)
-    assert evals == ['\t\t\teval "[ -n \\"\\${$n+set}\\" ] && v=\\${$n}" || continue']
+    # (The launcher's code is packed in the script: read its readable form.)
+    assert readable_start_script(script) == readable_script(nasty)
+    assert re.findall(r"^\s*eval .*$", readable_script(nasty), re.M) == []
+    with_context = readable_script(nasty, StartScriptOptions(context_env=True))
+    evals = re.findall(r"^\s*eval .*$", with_context, re.M)
+    assert evals == ['eval "[ -n \\"\\${$n+set}\\" ] && v=\\${$n}" || continue']
 
 
 def test_heredoc_delimiter_never_collides() -> None:
@@ -67,23 +74,28 @@ def test_heredoc_delimiter_never_collides() -> None:
 
 
 def test_unit_and_init_script_contents() -> None:
+    """The launcher writes the unit and the init script from its settings (the files it
+    writes are checked in test_packing.py::test_unit_and_init_script_written)."""
     process = OciProcess(argv=("app",), stop_signal="SIGRTMIN+3")
-    script = build_start_script(
-        process, options=StartScriptOptions(name="web", log_file="/var/log/web.log")
-    )
-    unit = script[script.index("[Unit]") : script.index("HOOKD_UNIT_EOF\n", script.index("[Unit]"))]
-    assert "ExecStart=/bin/sh /run/hookd/web.launch run\n" in unit
-    assert "KillSignal=SIGRTMIN+3\n" in unit
-    assert "SyslogIdentifier=web\n" in unit
-    assert 'retry="-37/10/KILL/5"' in script
-    assert "output_log=/var/log/web.log\n" in script
-    assert "logfile='/var/log/web.log'" in script
-    assert "stopsig=37 # SIGRTMIN+3" in script
+    options = StartScriptOptions(name="web", log_file="/var/log/web.log")
+    script = build_start_script(process, options=options)
+    code = readable_script(process, options)
+    unit = code[code.index("[Unit]") : code.index("\nEOF\n", code.index("[Unit]")) + 1]
+    assert "ExecStart=/bin/sh $base.launch run\n" in unit
+    assert "KillSignal=$stopname\n" in unit
+    assert "SyslogIdentifier=$svc\n" in unit
+    assert 'retry="$rcsig/10/KILL/5"' in code
+    assert "output_log=$logfile\n" in code
+    for setting in ("svc='web'", "logfile='/var/log/web.log'", "stopsig=37",
+                    "stopname='SIGRTMIN+3'", "rcsig='-37'", "base=/run/hookd/$svc"):  # fmt: skip
+        assert f"\n{setting}\n" in script
 
 
 def test_context_env_flag() -> None:
-    assert "context_env=0\n" in build_start_script(NGINX)
-    assert "context_env=1\n" in build_start_script(
+    overlay = ". /var/run/one-context/one_env\n"
+    assert overlay not in readable_script(NGINX)
+    assert overlay in readable_script(NGINX, StartScriptOptions(context_env=True))
+    assert build_start_script(NGINX) != build_start_script(
         NGINX, options=StartScriptOptions(context_env=True)
     )
 
@@ -104,10 +116,15 @@ def test_size_limit() -> None:
 
 def test_fallback_script() -> None:
     script = build_fallback_script()
-    assert "require='/one_entrypoint.sh'" in script
-    assert "\t\t'/one_entrypoint.sh'\n" in script
+    readable = readable_start_script(script)
+    assert readable == readable_fallback_script()
+    assert "[ -f /one_entrypoint.sh ] || {\n" in readable
+    assert 'HOME="$h" /one_entrypoint.sh\n' in readable
     assert build_fallback_script() == script
-    assert "web.launch" in build_fallback_script(StartScriptOptions(name="web"))
+    web = StartScriptOptions(name="web")
+    assert "\nsvc='web'\nlogfile='/var/log/hookd-app.log'\nbase=/run/hookd/$svc\n" in (
+        readable_start_script(build_fallback_script(web))
+    )
 
 
 @pytest.mark.parametrize(
@@ -161,3 +178,14 @@ def test_rejects_wrong_argument_types() -> None:
         build_start_script(NGINX, options={"name": "x"})  # type: ignore[arg-type]
     with pytest.raises(StartScriptError):
         build_fallback_script("x")  # type: ignore[arg-type]
+
+
+def test_readable_form_of_composed_scripts() -> None:
+    for ours, readable in ((build_start_script(NGINX), readable_script(NGINX)),
+                           (build_fallback_script(), readable_fallback_script())):
+        composed = compose_with_user_script("echo hi\n", ours)
+        assert readable_start_script(ours) == readable
+        assert readable_start_script(composed) == compose_with_user_script("echo hi\n", readable)
+    assert readable_start_script("echo hi\n") == "echo hi\n"
+    broken = 'eval "$(echo AAAA|base64 -d|gzip -dc)"\n'
+    assert readable_start_script(broken) == broken
