@@ -623,6 +623,57 @@ class BootResult:
     def app_running(self) -> bool:
         return self._markers.get("app") == "running" and self._markers.get("app-alive") == "yes"
 
+    # -- a systemd root filesystem (hookd.testing.rootfs's proof unit) -----------------
+    @property
+    def init_name(self) -> str | None:
+        """``systemd`` when the Debian root filesystem's proof unit reported (PID 1's name);
+        ``start`` from the busybox guest's init."""
+        return self._markers.get("init")
+
+    @property
+    def proof_done(self) -> bool:
+        """The proof unit saw the end of systemd's boot and reported everything."""
+        return self._markers.get("proof") == "done"
+
+    @property
+    def systemd_state(self) -> str | None:
+        """``systemctl is-system-running`` once the boot job queue was empty: ``running``
+        (nothing failed), ``degraded`` (a unit failed), ..."""
+        return self._markers.get("systemd-state")
+
+    @property
+    def systemd_default_target(self) -> str | None:
+        return self._markers.get("systemd-default")
+
+    @property
+    def systemd_failed_units(self) -> tuple[str, ...]:
+        value = self._markers.get("systemd-failed", "none")
+        return () if value in ("", "none") else tuple(value.split(","))
+
+    @property
+    def systemd_reached_target(self) -> bool:
+        """systemd finished booting and its default target (and multi-user.target) is
+        active."""
+        return (
+            self.init_name == "systemd"
+            and self.systemd_state in ("running", "degraded")
+            and self._markers.get("systemd-default-state") == "active"
+            and self._markers.get("multi-user-target") == "active"
+        )
+
+    @property
+    def systemd_finish_seconds(self) -> float | None:
+        """When systemd finished booting, in seconds since the kernel started (systemd's
+        FinishTimestampMonotonic)."""
+        value = self._markers.get("systemd-finish-ms")
+        return int(value) / 1000 if value is not None and value.isdigit() else None
+
+    @property
+    def guest_kernel_cmdline(self) -> str | None:
+        """/proc/cmdline as the root filesystem's proof unit read it."""
+        raw = self.decoded("cmdline-b64")
+        return None if raw is None else raw.decode(errors="replace")
+
     # -- diagnosis ----------------------------------------------------------------------
     def panics(self) -> list[str]:
         return [m.group(1).strip() for m in _PANIC.finditer(self.console)]
@@ -703,12 +754,47 @@ class BootResult:
             found.append("the app said it reported, but its report never reached the console")
         if m.get("app-alive") == "no":
             found.append("the app exited right after its report")
+        if self.init_name == "systemd":
+            found += self._systemd_problems()
         if self.timed_out:
             last = [line for line in self.console.splitlines() if line.strip()]
             found.append(f"timed out after {self.timeout:g} s"
                          + (f" (last console line: {last[-1].strip()[:160]})" if last else ""))
+            if not self.events and "console=ttyS0" not in self.cmdline.split():
+                found.append(
+                    "nothing was reported, and the kernel command line has no console=ttyS0: "
+                    "the kernel, the initrd and systemd print on tty0, which the harness "
+                    "cannot read (only a root filesystem that writes to /dev/ttyS0 itself is "
+                    "heard)"
+                )
         if self.kill_reason:
             found.append(self.kill_reason)
+        return found
+
+    def _systemd_problems(self) -> list[str]:
+        m = self._markers
+        found: list[str] = []
+        state = m.get("systemd-state")
+        if state is None:
+            jobs = (self.decoded("systemd-jobs-b64") or b"").decode(errors="replace")
+            waiting = [line.split()[1] for line in jobs.splitlines() if len(line.split()) > 1]
+            found.append(
+                "systemd reached basic.target (the proof unit started) but its boot never "
+                "finished" + (f"; still waiting for: {', '.join(waiting[:6])}" if waiting else "")
+            )
+            return found
+        if state != "running":
+            failed = ", ".join(self.systemd_failed_units) or "none listed"
+            found.append(f"systemd finished booting in state {state} (failed units: {failed})")
+        default = m.get("systemd-default", "?")
+        if m.get("systemd-default-state") != "active":
+            found.append(f"systemd's default target {default} is "
+                         f"{m.get('systemd-default-state', 'unknown')}, not active")
+        if m.get("multi-user-target") != "active":
+            found.append(f"multi-user.target is {m.get('multi-user-target', 'unknown')}, "
+                         "not active")
+        if not self.proof_done:
+            found.append("the proof unit stopped before it reported everything")
         return found
 
     def report(self, lines: int = 60) -> str:

@@ -69,11 +69,13 @@ REPORT_APP: Final = "/app/bin/report-app"
 #: report, so the init knows it can power off.
 REPORT_DIR: Final = "/run/hookd-boot"
 #: qemu-boot-facts.md: the modules a Debian kernel needs for a virtio root disk (pci and mmio),
-#: ext4 and the context CD, in an insmod order that works. Built-in ones are skipped.
+#: ext4 and the context CD, in an insmod order that works, plus ``sd_mod`` for a root disk on
+#: virtio-scsi (an ``sd`` target, oned's default prefix). Built-in ones are skipped.
 INITRD_MODULES: Final = (
     "virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci",
     "virtio_mmio", "virtio_blk", "crc16", "crc32c_generic", "mbcache", "jbd2", "ext4",
-    "scsi_common", "scsi_mod", "libata", "ata_piix", "cdrom", "sr_mod", "virtio_scsi", "isofs",
+    "scsi_common", "scsi_mod", "libata", "ata_piix", "cdrom", "sr_mod", "virtio_scsi", "sd_mod",
+    "isofs",
 )  # fmt: skip
 
 _BUSYBOX_CANDIDATES: Final = ("/bin/busybox", "/usr/bin/busybox")
@@ -403,7 +405,33 @@ mkdir -p /newroot
 if ! mount ${fstype:+-t "$fstype"} -o "$mode${flags:+,$flags}" "$root" /newroot; then
 	stop initrd-mount-failed=$root initrd-root-mode=$mode
 fi
-[ -x "/newroot$init" ] || stop initrd-no-init=$init
+# init= names a path in the new root: resolve its symlinks there, as the kernel will after
+# switch_root (a distribution's /sbin/init is /sbin -> usr/sbin, then /usr/sbin/init ->
+# /lib/systemd/systemd: an absolute link, which [ -x ] here would follow into the initrd).
+in_root() {
+	rest=${1#/} real='' hops=0
+	while [ -n "$rest" ]; do
+		part=${rest%%/*}
+		case $rest in */*) rest=${rest#*/} ;; *) rest='' ;; esac
+		case $part in
+		'' | .) continue ;;
+		..) real=${real%/*} && continue ;;
+		esac
+		if [ -L "/newroot$real/$part" ]; then
+			hops=$((hops + 1))
+			[ $hops -le 40 ] || return 1
+			target=$(readlink "/newroot$real/$part")
+			case $target in /*) real='' ;; esac
+			rest=${target#/}${rest:+/$rest}
+		else
+			real=$real/$part
+		fi
+	done
+	echo "${real:-/}"
+}
+init_real=$(in_root "$init") || init_real=''
+[ -n "$init_real" ] && [ -f "/newroot$init_real" ] && [ -x "/newroot$init_real" ] ||
+	stop initrd-no-init=$init
 say initrd-root=$root initrd-root-mode=$mode initrd-init=$init
 mount --move /dev /newroot/dev
 umount /proc /sys

@@ -1,8 +1,11 @@
-"""Session fixtures for the boot proof: the Debian kernel, the initrd and the root filesystem,
-built once and cached (pytest's cache directory, keyed by everything that goes into them).
+"""Session fixtures for the boot proof: the Debian kernel, the initrd and the root filesystems
+(busybox, and a Debian one built from packages), built once and cached (keyed by everything
+that goes into them: the busybox guest in pytest's cache directory, the Debian kernel and
+root filesystem in ``$HOOKD_TEST_CACHE`` or ``~/.cache/hookd-test``).
 
-Where qemu, busybox-static, genisoimage, e2fsprogs or the Debian kernel are missing the
-tests are skipped with the reason; with ``CI=true`` that is a failure (tests/kernels/ci.py).
+Where qemu, busybox-static, genisoimage, e2fsprogs, the Debian kernel, mmdebstrap or the
+Debian mirror are missing the tests are skipped with the reason; with ``CI=true`` that is a
+failure (tests/kernels/ci.py).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from hookd.testing.boot import (
     require_boot_tools,
 )
 from hookd.testing.debian_kernel import DebianKernel, KernelUnavailable, fetch_debian_kernel
+from hookd.testing.rootfs import DebianGuest, RootfsUnavailable, prepare_debian_guest
 from tests.kernels.ci import unavailable
 
 from .scenario import (
@@ -102,3 +106,17 @@ def boot_guest(pytestconfig: pytest.Config,
     rootfs = build_rootfs(out / "rootfs.ext4", users=[APP_USER], groups=[APP_GROUP],
                           cache_dir=cache)
     return BootGuest(kernel, initrd, rootfs)
+
+
+@pytest.fixture(scope="session")
+def debian_guest(tmp_path_factory: pytest.TempPathFactory) -> DebianGuest:
+    """The Debian kernel, the initrd and the Debian root filesystem (hookd.testing.rootfs);
+    the first run on a machine builds the root filesystem from the Debian mirror."""
+    try:
+        return prepare_debian_guest(tmp_path_factory.mktemp("debian-guest"))
+    except KernelUnavailable as error:
+        unavailable(f"no Debian kernel to boot: {error.reason}")
+    except RootfsUnavailable as error:
+        unavailable(f"no Debian root filesystem: {error.reason}")
+    except BootUnavailable as error:
+        unavailable(f"cannot boot guests: {error.reason}")

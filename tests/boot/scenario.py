@@ -98,6 +98,33 @@ def plan_dockerhub_template(hypervisor: str, doc: Mapping[str, object]) -> Plann
     return PlannedTemplate(plan, before, f.apply_edits(before, plan))
 
 
+#: The Linux Containers image on OpenNebula 7.4: imported from images.linuxcontainers.org,
+#: no DEV_PREFIX (so oned's default, ``sd``, would apply), a raw ext4 disk.
+LXC_IMAGE_NAME = "debian_bookworm"
+
+
+def plan_linuxcontainers_template(version: tuple[int, int, int] = (7, 4, 0)) -> PlannedTemplate:
+    """A template using the Linux Containers Debian image on a KVM-only cloud, after hookd's
+    planner ran for KVM with the Debian kernel and the initrd registered as images, and its
+    merge update was applied.
+
+    The template is one an operator writes for KVM (CPU, MEMORY, a CONTEXT with NETWORK and
+    no START_SCRIPT): 7.4's own Linux Containers VMTEMPLATE64 pins ``HYPERVISOR=lxc`` in
+    SCHED_REQUIREMENTS, and hookd leaves such a template on LXC."""
+    kernel = KernelChoice(KERNEL_IMAGE_ID, "debian-cloud-vmlinux", True)
+    initrd = KernelChoice(INITRD_IMAGE_ID, "hookd-boot-initrd", True)
+    world = f.world(["kvm"], market="linuxcontainers", oci=None, version=version,
+                    kernels={"kvm": kernel}, initrds={"kvm": initrd})
+    image = f.image(ROOTFS_IMAGE_ID, name=LXC_IMAGE_NAME, path=f.LXD_PATH,
+                    attrs=[("FROM_APP", "5")])
+    before = f.vmtemplate(
+        TEMPLATE_ID, name=LXC_IMAGE_NAME, disks=({"IMAGE_ID": str(ROOTFS_IMAGE_ID)},),
+        attrs=[("CPU", "1"), ("MEMORY", "768"), ("CONTEXT", {"NETWORK": "YES"})],
+    )
+    plan = plan_image(image, [before], world, PlannerSettings())
+    return PlannedTemplate(plan, before, f.apply_edits(before, plan))
+
+
 def oned_template_xml(facts: VmTemplateFacts) -> str:
     """The template as ``one.template.info`` returns it: <VMTEMPLATE> with <TEMPLATE>."""
     root = etree.Element("VMTEMPLATE")

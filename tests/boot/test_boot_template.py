@@ -256,3 +256,48 @@ def test_kernel_panic_and_qemu_errors_are_problems() -> None:
         "QEMU failed before the guest printed anything: qemu-system-x86_64: Error loading "
         "uncompressed kernel without PVH ELF Note"
     ]
+
+
+def test_problems_from_a_systemd_guest() -> None:
+    """The Debian root filesystem's proof unit (hookd.testing.rootfs) reports systemd's end
+    of boot; what it reports becomes problems like the busybox guest's markers do."""
+    reached = ("init=systemd init-exe=/usr/lib/systemd/systemd",
+               "root-device=/dev/vda root-mode=rw root-writable=yes")
+    clean = result(*reached,
+                   "systemd-state=running systemd-default=graphical.target "
+                   "systemd-default-state=active multi-user-target=active systemd-failed=none",
+                   "systemd-start-ms=2700 systemd-finish-ms=16800", "proof=done poweroff=now")
+    assert clean.problems() == []
+    assert clean.systemd_reached_target and clean.proof_done
+    assert clean.systemd_finish_seconds == 16.8 and clean.systemd_failed_units == ()
+
+    degraded = result(*reached,
+                      "systemd-state=degraded systemd-default=graphical.target "
+                      "systemd-default-state=active multi-user-target=active "
+                      "systemd-failed=a.service,b.mount", "proof=done")
+    assert degraded.systemd_reached_target  # the target is active, a unit failed
+    assert degraded.problems() == [
+        "systemd finished booting in state degraded (failed units: a.service, b.mount)"
+    ]
+
+    jobs = base64.b64encode(b"42 dev-ttyS0.device start running\n"
+                            b"43 serial-getty@ttyS0.service start waiting\n").decode()
+    stuck = result(*reached, f"systemd-waiting-s=20 systemd-jobs-b64={jobs}", exit_code=None,
+                   timed_out=True)
+    assert not stuck.systemd_reached_target
+    assert stuck.problems() == [
+        "systemd reached basic.target (the proof unit started) but its boot never finished; "
+        "still waiting for: dev-ttyS0.device, serial-getty@ttyS0.service",
+        f"timed out after 60 s (last console line: HOOKD-BOOT systemd-waiting-s=20 "
+        f"systemd-jobs-b64={jobs})",
+    ]
+    silent = BootResult(machine="pc", command=("qemu",), cmdline="root=/dev/vda rw",
+                        console="Booting from ROM..", events=(), qemu_stderr="",
+                        exit_code=None, duration=60.0, timeout=60, timed_out=True)
+    assert silent.problems() == [
+        "the root filesystem's /sbin/init never started",
+        "timed out after 60 s (last console line: Booting from ROM..)",
+        "nothing was reported, and the kernel command line has no console=ttyS0: the kernel, "
+        "the initrd and systemd print on tty0, which the harness cannot read (only a root "
+        "filesystem that writes to /dev/ttyS0 itself is heard)",
+    ]
