@@ -30,6 +30,8 @@ import sys
 import time
 from typing import Any
 
+from hookd import documents
+
 STARTED = time.monotonic()
 
 
@@ -47,20 +49,20 @@ def main(argv: list[str] | None = None) -> int:
 
     import pyone
 
-    from hookd.applier import Applier
-    from hookd.client import NotFound, OneClient, OneError
-    from hookd.config import load, read_session
-    from hookd.daemon import kernel_refs
-    from hookd.engine import Engine
-    from hookd.facts import (
+    from handlers.facts import (
         AppFacts,
         DatastoreFacts,
         HostFacts,
         ImageFacts,
         MarketFacts,
         VmTemplateFacts,
-        iter_pool,
     )
+    from hookd.applier import Applier
+    from hookd.client import NotFound, OneClient, OneError
+    from hookd.config import load, read_session
+    from hookd.daemon import kernel_refs
+    from hookd.documents import pool_items
+    from hookd.engine import Engine
     from hookd.index import TemplateIndex
     from hookd.logs import configure_logging
     from hookd.settings import oci_resolver, planner_settings
@@ -108,32 +110,32 @@ def main(argv: list[str] | None = None) -> int:
 
         def datastores(self) -> list[DatastoreFacts]:
             root = self._xml(self.one.datastorepool.info)
-            return [DatastoreFacts.from_element(e)
-                    for e in iter_pool(root, "DATASTORE_POOL", "DATASTORE")]
+            return [documents.datastore(e)
+                    for e in pool_items(root, "DATASTORE_POOL", "DATASTORE")]
 
         def hosts(self) -> list[HostFacts]:
             root = self._xml(self.one.hostpool.info)
-            return [HostFacts.from_element(e) for e in iter_pool(root, "HOST_POOL", "HOST")]
+            return [documents.host(e) for e in pool_items(root, "HOST_POOL", "HOST")]
 
         def markets(self) -> list[MarketFacts]:
             root = self._xml(self.one.marketpool.info)
-            return [MarketFacts.from_element(e)
-                    for e in iter_pool(root, "MARKETPLACE_POOL", "MARKETPLACE")]
+            return [documents.market(e)
+                    for e in pool_items(root, "MARKETPLACE_POOL", "MARKETPLACE")]
 
         def app(self, app_id: int) -> AppFacts:
-            return AppFacts.from_element(self._xml(self.one.marketapp.info, app_id))
+            return documents.app(self._xml(self.one.marketapp.info, app_id))
 
         def image(self, image_id: int) -> ImageFacts:
-            return ImageFacts.from_element(self._xml(self.one.image.info, image_id))
+            return documents.image(self._xml(self.one.image.info, image_id))
 
         def template(self, template_id: int) -> VmTemplateFacts:
-            return VmTemplateFacts.from_element(
+            return documents.vm_template(
                 self._xml(self.one.template.info, template_id, False, False))
 
         def templates(self) -> list[VmTemplateFacts]:
             root = self._xml(self.one.templatepool.info, -2, -1, -1)
-            return [VmTemplateFacts.from_element(e)
-                    for e in iter_pool(root, "VMTEMPLATE_POOL", "VMTEMPLATE")]
+            return [documents.vm_template(e)
+                    for e in pool_items(root, "VMTEMPLATE_POOL", "VMTEMPLATE")]
 
         def update_template(self, template_id: int, template_xml: str) -> None:
             self.one.template.update(template_id, template_xml, 1)
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = load(Path(args.config))
     client = PyoneClient(Server(config.xmlrpc, read_session(config.auth_file)))
-    event_image = ImageFacts.from_element(parse(base64.b64decode(args.template_b64)))
+    event_image = documents.image(parse(base64.b64decode(args.template_b64)))
     index = TemplateIndex()
     # The hook learns which templates exist (told, or by scanning the pool); hookd's engine
     # then reads the image and its templates from oned itself, as hookd does.

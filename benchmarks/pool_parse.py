@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.procs import REPO_ROOT, child_env
+from hookd import documents
 
 PARSERS = ("pyone", "lxml", "lxml+facts")
 
@@ -66,7 +67,7 @@ def worker(name: str, path: Path, repeat: int) -> dict[str, Any]:
     """One parser, in this process."""
     import pyone.bindings
 
-    from hookd.facts import ImageFacts, iter_pool
+    from hookd.documents import pool_items
     from hookd.xmlsafe import parse
 
     data = path.read_bytes()
@@ -88,7 +89,7 @@ def worker(name: str, path: Path, repeat: int) -> dict[str, Any]:
             items = len(root)
         else:
             root = parse(data)
-            facts = [ImageFacts.from_element(e) for e in iter_pool(root, "IMAGE_POOL", "IMAGE")]
+            facts = [documents.image(e) for e in pool_items(root, "IMAGE_POOL", "IMAGE")]
             items = len(facts)
         best = min(best, time.perf_counter() - started)
         if attempt == 0:

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from handlers.disks import DiskRef, disks
+from handlers.facts import ImageFacts, VmTemplateFacts
 from handlers.model import AttrPath, KernelChoice, PlannerSettings, Want, World
-from hookd.facts import ImageFacts, VmTemplateFacts
-from hookd.plan import short_hash
-from hookd.template import Vector
+from handlers.plan import short_hash
+from handlers.template import Vector
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from handlers.facts import TYPE_DATABLOCK, TYPE_OS, ImageFacts
 from handlers.model import PlannerSettings, World
-from hookd.facts import TYPE_DATABLOCK, TYPE_OS, ImageFacts
 
 Origin = Literal["dockerhub", "docker_registry", "turnkeylinux", "linuxcontainers", "docker",
                  "lxd", "opt-in"]

@@ -17,8 +17,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from hookd.facts import TYPE_CDROM, TYPE_DATABLOCK, TYPE_OS, ImageFacts, VmTemplateFacts
-from hookd.template import Vector
+from handlers.facts import TYPE_CDROM, TYPE_DATABLOCK, TYPE_OS, ImageFacts, VmTemplateFacts
+from handlers.template import Vector
 
 
 @dataclass(frozen=True, slots=True)

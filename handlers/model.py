@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from hookd.facts import AppFacts, DatastoreFacts, HostFacts, ImageFacts, MarketFacts
-from hookd.plan import Status
+from handlers.facts import AppFacts, DatastoreFacts, HostFacts, ImageFacts, MarketFacts
+from handlers.plan import Status
 
 # The hypervisor names OpenNebula uses as VM_MAD (and as HYPERVISOR in host templates).
 # qemu is the KVM driver without acceleration; lxd is 6.x's LXD driver (host kernel, like lxc).

@@ -32,6 +32,7 @@ from handlers.base import (
 )
 from handlers.classify import Classification, classify
 from handlers.disks import boot_disk_index, disks, references
+from handlers.facts import TYPE_CDROM, TYPE_OS, ImageFacts, VmTemplateFacts
 from handlers.hypervisor import pin_requirements, resolve
 from handlers.model import (
     KERNEL_HYPERVISORS,
@@ -42,9 +43,7 @@ from handlers.model import (
     Want,
     World,
 )
-from handlers.record import RECORD_ATTR, Record, path_of
-from hookd.facts import TYPE_CDROM, TYPE_OS, ImageFacts, VmTemplateFacts
-from hookd.plan import (
+from handlers.plan import (
     CONCURRENT_ATTR,
     DIGEST_ATTR,
     IMAGE_STATUS_ATTRS,
@@ -62,7 +61,8 @@ from hookd.plan import (
     digest_of,
     short_hash,
 )
-from hookd.template import REMOVE, Removal, Value, Vector, WriteValue
+from handlers.record import RECORD_ATTR, Record, path_of
+from handlers.template import REMOVE, Removal, Value, Vector, WriteValue
 
 
 def known_hypervisors(world: World) -> tuple[str, ...]:

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from handlers.model import AttrPath
-from hookd.plan import short_hash
-from hookd.template import Vector
+from handlers.plan import short_hash
+from handlers.template import Vector
 
 RECORD_ATTR = "HOOKD"
 VERSION = "2"

@@ -55,7 +55,7 @@ import zlib
 from dataclasses import dataclass
 from importlib import resources
 
-from hookd.errors import PermanentError
+from handlers.errors import PermanentError
 
 __all__ = [
     "DEFAULT_PATH",

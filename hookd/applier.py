@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from handlers.plan import ImagePlan
 from handlers.record import RECORD_ATTR
 from hookd.client import OneClient
+from hookd.documents import to_xml
 from hookd.intake import EchoFilter
 from hookd.logs import get_logger
-from hookd.plan import ImagePlan
-from hookd.template import to_xml
 
 log = get_logger(__name__)
 

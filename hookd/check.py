@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from handlers.errors import HookdError
 from hookd.config import Config, load, read_session
-from hookd.errors import HookdError
 from hookd.logs import redact_text
 
 
@@ -147,8 +147,8 @@ def run_checks(config_path: Path | None, *, zmq_timeout: float = 3.0,
 
 
 def _oned_checks(config: Config, emit: Callable[[Line], None]) -> None:
+    from handlers.facts import DS_FILE
     from hookd.daemon import build
-    from hookd.facts import DS_FILE
     from hookd.logs import configure_logging
 
     configure_logging(level="error", stream=sys.stderr)

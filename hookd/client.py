@@ -34,19 +34,17 @@ from typing import Any
 import pyone
 from lxml import etree
 
-from hookd import __version__
-from hookd.errors import PermanentError, TransientError
-from hookd.facts import (
+from handlers.errors import PermanentError, TransientError
+from handlers.facts import (
     AppFacts,
-    ClusterFacts,
     DatastoreFacts,
     HostFacts,
     ImageFacts,
     MarketFacts,
-    RaftFacts,
     VmTemplateFacts,
-    iter_pool,
 )
+from hookd import __version__, documents
+from hookd.documents import RaftFacts, pool_items
 from hookd.pool_stream import PoolStream
 from hookd.xmlsafe import parse
 
@@ -317,56 +315,52 @@ class OneClient:
         return self._xml("user.info", -1, False)
 
     def raft(self) -> RaftFacts:
-        return RaftFacts.from_element(self._xml("zone.raftstatus"))
+        return documents.raft(self._xml("zone.raftstatus"))
 
     # -- single objects --------------------------------------------------------------------
     def image(self, image_id: int) -> ImageFacts:
-        return ImageFacts.from_element(self._xml("image.info", int(image_id), False))
+        return documents.image(self._xml("image.info", int(image_id), False))
 
     def template(self, template_id: int) -> VmTemplateFacts:
-        return VmTemplateFacts.from_element(
+        return documents.vm_template(
             self._xml("template.info", int(template_id), False, False))
 
     def datastore(self, datastore_id: int) -> DatastoreFacts:
-        return DatastoreFacts.from_element(self._xml("datastore.info", int(datastore_id), False))
+        return documents.datastore(self._xml("datastore.info", int(datastore_id), False))
 
     def market(self, market_id: int) -> MarketFacts:
-        return MarketFacts.from_element(self._xml("market.info", int(market_id), False))
+        return documents.market(self._xml("market.info", int(market_id), False))
 
     def app(self, app_id: int) -> AppFacts:
-        return AppFacts.from_element(self._xml("marketapp.info", int(app_id), False))
+        return documents.app(self._xml("marketapp.info", int(app_id), False))
 
     # -- pools -----------------------------------------------------------------------------
     def datastores(self) -> list[DatastoreFacts]:
         root = self._xml("datastorepool.info")
-        return [DatastoreFacts.from_element(e)
-                for e in iter_pool(root, "DATASTORE_POOL", "DATASTORE")]
+        return [documents.datastore(e)
+                for e in pool_items(root, "DATASTORE_POOL", "DATASTORE")]
 
     def hosts(self) -> list[HostFacts]:
         root = self._xml("hostpool.info")
-        return [HostFacts.from_element(e) for e in iter_pool(root, "HOST_POOL", "HOST")]
-
-    def clusters(self) -> list[ClusterFacts]:
-        root = self._xml("clusterpool.info")
-        return [ClusterFacts.from_element(e) for e in iter_pool(root, "CLUSTER_POOL", "CLUSTER")]
+        return [documents.host(e) for e in pool_items(root, "HOST_POOL", "HOST")]
 
     def markets(self) -> list[MarketFacts]:
         root = self._xml("marketpool.info")
-        return [MarketFacts.from_element(e)
-                for e in iter_pool(root, "MARKETPLACE_POOL", "MARKETPLACE")]
+        return [documents.market(e)
+                for e in pool_items(root, "MARKETPLACE_POOL", "MARKETPLACE")]
 
     def apps(self) -> Iterator[AppFacts]:
         for element in self._paged("marketapppool.info", "MARKETPLACEAPP_POOL",
                                    "MARKETPLACEAPP"):
-            yield AppFacts.from_element(element)
+            yield documents.app(element)
 
     def iter_images(self) -> Iterator[ImageFacts]:
         for element in self._paged("imagepool.info", "IMAGE_POOL", "IMAGE"):
-            yield ImageFacts.from_element(element)
+            yield documents.image(element)
 
     def iter_templates(self) -> Iterator[VmTemplateFacts]:
         for element in self._paged("templatepool.info", "VMTEMPLATE_POOL", "VMTEMPLATE"):
-            yield VmTemplateFacts.from_element(element)
+            yield documents.vm_template(element)
 
     def _paged(self, method: str, pool_tag: str, item_tag: str) -> Iterator[etree._Element]:
         """Row-offset paging as oned implements it: ``end < -1`` means LIMIT start, -end

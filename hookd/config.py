@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from hookd.errors import ConfigError
+from handlers.errors import PermanentError
+
+
+class ConfigError(PermanentError):
+    """The configuration file or environment is wrong; the message names the key and the file."""
+
 
 DEFAULT_PATH = Path("/etc/one/hookd.conf")
 DEFAULT_ENDPOINT = "http://localhost:2633/RPC2"

@@ -26,12 +26,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from handlers.errors import HookdError, PermanentError, TransientError
 from hookd import __version__
 from hookd.applier import Applier
 from hookd.client import ClientOptions, OneClient
-from hookd.config import Config, load, read_session
+from hookd.config import Config, ConfigError, load, read_session
 from hookd.engine import Engine
-from hookd.errors import ConfigError, HookdError, PermanentError, TransientError
 from hookd.index import TemplateIndex
 from hookd.intake import EchoFilter, Trigger
 from hookd.logs import configure_logging, get_logger, install_excepthooks, register_secret

@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from hookd.plan import script_summary
-from hookd.template import Template
+from handlers.plan import script_summary
+from handlers.template import Template
+from hookd import documents
 from hookd.xmlsafe import parse
 
 # Image configs of the demo's Docker Hub images, as the real images carry them.
@@ -64,7 +65,7 @@ def _flatten(template: Template) -> dict[str, str]:
 
 
 def _template_of(xml: str) -> Template:
-    return Template.from_element(parse(xml).find("TEMPLATE"))
+    return documents.template(parse(xml).find("TEMPLATE"))
 
 
 def _show(value: str | None, width: int = 60) -> str:

@@ -16,17 +16,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from handlers.classify import Classification
+from handlers.errors import TransientError
+from handlers.facts import TYPE_KERNEL, TYPE_RAMDISK, ImageFacts, VmTemplateFacts
 from handlers.model import OciFacts, PlannerSettings, World
+from handlers.plan import CONCURRENT_ATTR, IMAGE_STATUS_ATTRS, ImagePlan, TemplateOutcome
 from handlers.planner import conclude, error_plan, plan_template, triage, undo_plan
 from handlers.record import RECORD_ATTR, Record
 from hookd.applier import Applier
 from hookd.client import NotFound, OneClient
-from hookd.errors import TransientError
-from hookd.facts import TYPE_KERNEL, TYPE_RAMDISK, ImageFacts, VmTemplateFacts
 from hookd.index import TemplateIndex
 from hookd.intake import EchoFilter
 from hookd.logs import get_logger
-from hookd.plan import CONCURRENT_ATTR, IMAGE_STATUS_ATTRS, ImagePlan, TemplateOutcome
 from hookd.world import WorldCache, with_template
 
 log = get_logger(__name__)

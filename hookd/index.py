@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from hookd.facts import ImageFacts, VmTemplateFacts
+from handlers.facts import ImageFacts, VmTemplateFacts
 
 # A reference key: ("i", image_id) | ("u", name, uid) | ("n", name, uname)
 Key = tuple[str, int] | tuple[str, str, int] | tuple[str, str, str]

@@ -137,12 +137,12 @@ def run_register(args: argparse.Namespace) -> int:
     """Check, then ``one.image.allocate`` a KERNEL image (PATH = the file) in a FILE_DS."""
     from pathlib import Path
 
+    from handlers.errors import HookdError
+    from handlers.facts import DS_FILE
     from hookd.client import OneClient
     from hookd.config import load, read_session
-    from hookd.errors import HookdError
-    from hookd.facts import DS_FILE
+    from hookd.documents import to_xml
     from hookd.kernels import verify_kernel
-    from hookd.template import to_xml
 
     path = Path(args.file).resolve()
     verdict = verify_kernel(path, args.hypervisor, config_path=args.kernel_config)

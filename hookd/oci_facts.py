@@ -22,7 +22,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
+from handlers.errors import PermanentError, TransientError
+from handlers.facts import ImageFacts
 from handlers.model import OciFacts, OciProblem, OciProcessFacts, OciUnavailable
+from handlers.plan import OCI_DIGEST_ATTR, SOURCE_ATTR
 from handlers.start_script import (
     StartScriptError,
     StartScriptOptions,
@@ -30,12 +33,9 @@ from handlers.start_script import (
     build_start_script,
     parse_oci_config,
 )
-from hookd.errors import PermanentError, TransientError
-from hookd.facts import ImageFacts
 from hookd.logs import get_logger
 from hookd.oci import ImageReference, NotFound, RegistryClient
 from hookd.oci.imageconfig import FetchedConfig
-from hookd.plan import OCI_DIGEST_ATTR, SOURCE_ATTR
 
 log = get_logger(__name__)
 

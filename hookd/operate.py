@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from handlers.errors import HookdError, TransientError
+from handlers.plan import ImagePlan, render_plan
 from hookd.config import load
-from hookd.errors import HookdError, TransientError
-from hookd.plan import ImagePlan, render_plan
 
 if TYPE_CHECKING:
     from hookd.daemon import Components

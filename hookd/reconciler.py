@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from handlers.errors import HookdError, PermanentError, TransientError
 from hookd.engine import Engine
-from hookd.errors import HookdError, PermanentError, TransientError
 from hookd.logs import get_logger
 
 log = get_logger(__name__)

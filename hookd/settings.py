@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING
 
 from handlers import cmdline
 from handlers.model import PlannerSettings
-from hookd.config import Config
-from hookd.errors import ConfigError
+from hookd.config import Config, ConfigError
 
 if TYPE_CHECKING:
     from hookd.oci import RegistrySettings

@@ -133,10 +133,10 @@ def _from_template(template_id: int, config_path: str | None) -> int:
     import base64
     import binascii
 
+    from handlers.errors import HookdError
     from handlers.start_script import readable_start_script
     from hookd.client import OneClient
     from hookd.config import load, read_session
-    from hookd.errors import HookdError
 
     try:
         config = load(Path(config_path) if config_path else None)

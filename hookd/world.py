@@ -16,10 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from handlers.disks import disks
-from handlers.model import KernelChoice, OciFacts, World
-from hookd.client import NotFound, OneClient
-from hookd.errors import PermanentError
-from hookd.facts import (
+from handlers.errors import PermanentError
+from handlers.facts import (
     DS_FILE,
     READY,
     TYPE_KERNEL,
@@ -31,6 +29,8 @@ from hookd.facts import (
     MarketFacts,
     VmTemplateFacts,
 )
+from handlers.model import KernelChoice, OciFacts, World
+from hookd.client import NotFound, OneClient
 from hookd.logs import get_logger
 
 log = get_logger(__name__)

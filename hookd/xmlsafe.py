@@ -13,7 +13,7 @@ import threading
 
 from lxml import etree
 
-from hookd.errors import PermanentError
+from handlers.errors import PermanentError
 
 _DECLARATION = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from hookd.errors import PermanentError
+from handlers.errors import PermanentError
 
 KernelFormat = Literal["elf", "bzimage", "arm64-image", "pe", "unknown"]
 Hypervisor = Literal["kvm", "firecracker"]

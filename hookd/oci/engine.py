@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import structlog
 
-from hookd.errors import HookdError
+from handlers.errors import HookdError
 from hookd.oci.digest import is_digest
 from hookd.oci.errors import (
     InvalidResponse,

@@ -7,7 +7,7 @@ or text echoed from a registry response.
 
 from __future__ import annotations
 
-from hookd.errors import PermanentError, TransientError
+from handlers.errors import PermanentError, TransientError
 
 
 class RegistryUnavailable(TransientError):

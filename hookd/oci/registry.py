@@ -29,7 +29,7 @@ from urllib.parse import urlencode
 import requests
 import structlog
 
-from hookd.errors import HookdError
+from handlers.errors import HookdError
 from hookd.oci.cache import ContentCache
 from hookd.oci.challenge import Challenge, parse_www_authenticate
 from hookd.oci.digest import compute_digest, is_digest, split_digest, verify_digest

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from hookd.errors import ConfigError
+from hookd.config import ConfigError
 from hookd.oci.platforms import Platform
 from hookd.oci.reference import normalize_registry_host
 

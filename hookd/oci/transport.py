@@ -40,8 +40,8 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.response import HTTPResponse
 
+from handlers.errors import HookdError
 from hookd import __version__
-from hookd.errors import HookdError
 from hookd.oci.errors import (
     InvalidResponse,
     RedirectRefused,

@@ -94,7 +94,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Final, Literal
 
-from hookd.template import Template, Vector
+from handlers.template import Template, Vector
+from hookd import documents
 from hookd.testing.boot_guest import (
     INITRD_MODULES,
     MARKER,
@@ -225,7 +226,7 @@ def _template_element(template_xml: str) -> tuple[Template, str]:
                 "document or a bare <TEMPLATE>"
             )
         element = found
-    template = Template.from_element(element)
+    template = documents.template(element)
     name = root.findtext("NAME") if root is not element else None
     return template, (name or template.get("NAME") or "").strip()
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 from lxml import etree
 
+from handlers.facts import VmTemplateFacts
 from handlers.model import KernelChoice, OciProcessFacts, PlannerSettings
+from handlers.plan import ImagePlan
 from handlers.planner import plan_image
 from handlers.start_script import build_start_script, parse_oci_config
-from hookd.facts import VmTemplateFacts
-from hookd.plan import ImagePlan
-from hookd.template import to_xml
+from hookd.documents import to_xml
 from hookd.testing.boot import REPORT_APP, BootResult, GuestGroup, GuestUser
 from tests.core import factories as f
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from hookd.facts import VmTemplateFacts
-from hookd.template import Vector
+from handlers.facts import VmTemplateFacts
+from handlers.template import Vector
 from hookd.testing.boot import BootResult
 from hookd.testing.rootfs import PROOF_UNIT, DebianGuest
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hookd.facts import VmTemplateFacts
+from handlers.facts import VmTemplateFacts
+from handlers.template import Template, Vector
 from hookd.kernels import verify_kernel
-from hookd.template import Template, Vector
 
 from .conftest import BootGuest
 from .scenario import (

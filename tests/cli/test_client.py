@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from handlers.errors import PermanentError, TransientError
 from hookd.client import AuthenticationError, ClientOptions, LockedError, NotFound, OneClient
-from hookd.errors import PermanentError, TransientError
 from hookd.testing.simulator import Simulator
 
 pytestmark = [pytest.mark.integration]

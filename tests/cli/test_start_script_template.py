@@ -13,10 +13,11 @@ from handlers.start_script import (
     readable_fallback_script,
     readable_start_script,
 )
+from handlers.template import Vector
 from hookd.cli import main
 from hookd.client import OneClient
+from hookd.documents import to_xml
 from hookd.operate import reconcile
-from hookd.template import Vector, to_xml
 from hookd.testing.daemon_config import simulator_config
 from hookd.testing.registry import FakeRegistry
 from hookd.testing.simulator import Simulator

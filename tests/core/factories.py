@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from handlers.model import KernelChoice, OciFacts, OciProcessFacts, PlannerSettings, World
-from hookd.facts import (
+from handlers.facts import (
     AppFacts,
     DatastoreFacts,
     HostFacts,
@@ -13,8 +12,9 @@ from hookd.facts import (
     MarketFacts,
     VmTemplateFacts,
 )
-from hookd.plan import ImagePlan
-from hookd.template import Attribute, Removal, Template, Value, Vector
+from handlers.model import KernelChoice, OciFacts, OciProcessFacts, PlannerSettings, World
+from handlers.plan import ImagePlan
+from handlers.template import Attribute, Removal, Template, Value, Vector
 
 AttrSpec = tuple[str, str | Mapping[str, str]]
 

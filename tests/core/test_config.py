@@ -4,8 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from hookd.config import Environment, load, read_session
-from hookd.errors import ConfigError
+from hookd.config import ConfigError, Environment, load, read_session
 
 
 def write(tmp_path: Path, text: str) -> Path:

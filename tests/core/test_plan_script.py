@@ -6,8 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 
+from handlers.plan import Change, ImagePlan, TemplateEdit, TemplateOutcome, render_plan
 from handlers.start_script import OciProcess, build_start_script
-from hookd.plan import Change, ImagePlan, TemplateEdit, TemplateOutcome, render_plan
 
 SCRIPT = build_start_script(OciProcess(argv=("nginx", "-g", "daemon off;")))
 ENCODED = base64.b64encode(SCRIPT.encode()).decode()

@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import pytest
 
+from handlers.facts import ImageFacts, VmTemplateFacts
 from handlers.model import OciProblem, OciProcessFacts, OciUnavailable, PlannerSettings
+from handlers.plan import ImagePlan, short_hash
 from handlers.planner import plan_image
-from hookd.facts import ImageFacts, VmTemplateFacts
-from hookd.plan import ImagePlan, short_hash
-from hookd.template import Vector
+from handlers.template import Vector
 from tests.core import factories as f
 
 

@@ -7,14 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
 
-from hookd.template import (
-    REMOVE,
-    Template,
-    TemplateValueError,
-    Vector,
-    parse_template_xml,
-    to_xml,
-)
+from handlers.template import REMOVE, Template, TemplateValueError, Vector
+from hookd import documents
+from hookd.documents import parse_template_xml, to_xml
 
 HARD = ['x\\', 'x\\\\', 'say "hi"', "a]]>b<c&d", "line1\nline2", "$VAR ${X} $FILE[IMAGE_ID=3]",
         "t\tü日", "", "  spaced  "]
@@ -67,7 +62,7 @@ def test_from_element_reads_cdata_as_oned_sends_it() -> None:
     element = etree.fromstring(
         "<TEMPLATE><CONTEXT><NETWORK><![CDATA[YES]]></NETWORK></CONTEXT>"
         "<PATH><![CDATA[docker://nginx?size=1&format=raw]]></PATH></TEMPLATE>")
-    tmpl = Template.from_element(element)
+    tmpl = documents.template(element)
     assert tmpl.get("PATH") == "docker://nginx?size=1&format=raw"
     ctx = tmpl.vector("CONTEXT")
     assert ctx is not None and ctx.as_dict() == {"NETWORK": "YES"}

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hookd.errors import PermanentError
+from handlers.errors import PermanentError
 from hookd.kernels import (
     KernelInspectionError,
     KernelReport,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hookd.errors import HookdError
+from handlers.errors import HookdError
 from hookd.oci import ContentCache, ImageReference
 from hookd.testing.registry import FakeRegistry, canonical_json, image_config, sha256_digest
 

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from hookd.errors import PermanentError, TransientError
+from handlers.errors import PermanentError, TransientError
 from hookd.oci import (
     EngineClient,
     ImageReference,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hookd.errors import PermanentError
+from handlers.errors import PermanentError
 from hookd.oci import DOCKER_HUB_API_HOST, ImageReference, InvalidReference
 
 HUB = DOCKER_HUB_API_HOST

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import structlog
 
-from hookd.errors import PermanentError, TransientError
+from handlers.errors import PermanentError, TransientError
 from hookd.oci import (
     AuthenticationFailed,
     Credentials,

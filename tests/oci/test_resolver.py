@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from handlers.errors import TransientError
+from handlers.facts import ImageFacts
 from handlers.model import OciProcessFacts, OciUnavailable
 from handlers.start_script import StartScriptOptions
-from hookd.errors import TransientError
-from hookd.facts import ImageFacts
+from handlers.template import Template
 from hookd.oci import RegistryClient, RegistrySettings
 from hookd.oci_facts import FALLBACK_SOURCE, OciResolver
-from hookd.template import Template
 from hookd.testing.registry import FakeRegistry, seeded_registry
 
 PATH = "docker://nginx?size=2048&filesystem=ext4&format=raw"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hookd.errors import ConfigError
+from hookd.config import ConfigError
 from hookd.oci import DOCKER_HUB_API_HOST, Credentials, Platform, RegistrySettings
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from handlers.errors import PermanentError
 from handlers.start_script import (
     MAX_ARG_BYTES,
     MAX_CONFIG_DOCUMENT_BYTES,
@@ -16,7 +17,6 @@ from handlers.start_script import (
     load_oci_config,
     parse_oci_config,
 )
-from hookd.errors import PermanentError
 
 
 def cfg(**config: Any) -> dict[str, Any]:

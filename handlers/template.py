@@ -1,30 +1,18 @@
-"""OpenNebula templates as hookd sees them, and the one way hookd writes them.
+"""OpenNebula templates as plain values: single and vector attributes, in oned's order.
 
 oned returns a template as XML: each child of ``<TEMPLATE>`` is either a *single* attribute
 (text) or a *vector* attribute (children with text). Names repeat (several ``DISK``).
 :class:`Template` keeps exactly that, in document order, as immutable values.
-
-hookd writes templates only through :func:`to_xml`, in oned's XML form, never in the
-``KEY="value"`` attribute syntax: in that syntax only ``\\"`` is an escape, so a value that
-ends in a backslash cannot be written at all, and pyone's flat-dict serialiser does not
-escape anything (see "Template value escaping" in shared/opennebula-recorded/README.md:
-``one.template.update`` and ``one.image.update`` accept the XML form in merge and replace
-mode and store every value exactly).
+:mod:`hookd.documents` reads oned's XML into these values and writes edits back in oned's
+XML form.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from lxml import etree
-
-from hookd.errors import PermanentError
-
-# XML 1.0 cannot carry these characters at all (not even escaped).
-_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-.]*$")
+from handlers.errors import PermanentError
 
 
 class TemplateValueError(PermanentError):
@@ -126,23 +114,6 @@ class Template:
 
     # -- building ----------------------------------------------------------------------
     @classmethod
-    def from_element(cls, element: etree._Element | None) -> Template:
-        """Read oned's ``<TEMPLATE>`` (or ``<USER_TEMPLATE>``) element."""
-        if element is None:
-            return cls()
-        attrs: list[Attribute] = []
-        for child in element:
-            if _special(child):
-                continue
-            if len(child):
-                items = tuple((str(sub.tag), sub.text or "") for sub in child
-                              if not _special(sub))
-                attrs.append(Attribute(child.tag.upper(), Vector(items)))
-            else:
-                attrs.append(Attribute(child.tag.upper(), child.text or ""))
-        return cls(tuple(attrs))
-
-    @classmethod
     def of(cls, *attributes: tuple[str, Value]) -> Template:
         return cls(tuple(Attribute(name.upper(), value) for name, value in attributes))
 
@@ -169,40 +140,6 @@ class Template:
         return Template(tuple(out))
 
 
-def _special(node: etree._Element) -> bool:
-    """Comments, processing instructions and entity references are not attributes."""
-    tag: object = node.tag
-    return not isinstance(tag, str)
-
-
-def parse_template_xml(text: str | bytes) -> Template:
-    """Parse a standalone ``<TEMPLATE>...</TEMPLATE>`` document (used by tests and the CLI)."""
-    from hookd.xmlsafe import parse
-
-    return Template.from_element(parse(text))
-
-
-def _check_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise TemplateValueError(f"{name!r} is not a valid template attribute name")
-    return name.upper()
-
-
-def _check_sub_name(name: str) -> str:
-    """A vector sub-attribute name is written as oned stored it (case kept)."""
-    if not _NAME.match(name):
-        raise TemplateValueError(f"{name!r} is not a valid template attribute name")
-    return name
-
-
-def _check_value(name: str, value: str) -> str:
-    if _XML_INVALID.search(value):
-        raise TemplateValueError(
-            f"the value of {name} contains control characters that an XML template cannot carry"
-        )
-    return value
-
-
 class Removal:
     """The value that removes an attribute in a merge update (see :data:`REMOVE`)."""
 
@@ -212,45 +149,11 @@ class Removal:
         return "REMOVE"
 
 
-#: Written as ``<NAME><HOOKD_REMOVE/></NAME>``: oned reads an element whose children are
-#: elements without text as a vector with no values (``Template::vector_xml_att``), and
-#: ``Template::merge`` first erases every attribute named like one it receives, then skips
-#: empty vectors (src/template/Template.cc, 6.0 - 7.4): the attribute is gone. An element
-#: with no content at all (``<NAME/>``) is ignored instead: NAME keeps its old value.
+#: Removes the attribute in a merge update: written as ``<NAME><HOOKD_REMOVE/></NAME>``, which
+#: oned reads as an empty vector; ``Template::merge`` first erases every attribute named like
+#: one it receives, then skips empty vectors (src/template/Template.cc, 6.0 - 7.4; verified on
+#: a real oned 7.4.0 and 6.8.3). An element with no content at all (``<NAME/>``) is ignored
+#: instead: NAME keeps its old value.
 REMOVE = Removal()
-_REMOVE_CHILD = "HOOKD_REMOVE"
 
 WriteValue = Value | Removal
-
-
-def to_xml(attributes: Iterable[tuple[str, WriteValue]]) -> str:
-    """Serialise attributes to oned's XML form ``<TEMPLATE>...</TEMPLATE>``.
-
-    Values are XML-escaped text (lxml does the escaping), so quotes, backslashes, ``&``,
-    ``<``, ``]]>``, ``$VAR`` and newlines arrive as written. An empty value is written as
-    ``<![CDATA[]]>``: oned ignores an element without text (the attribute would keep its old
-    value) but stores an empty CDATA section as the empty string. :data:`REMOVE` removes
-    the attribute. Empty vectors are refused: a merge would remove the attribute instead of
-    setting it (use :data:`REMOVE` to say so).
-    """
-    root = etree.Element("TEMPLATE")
-    for name, value in attributes:
-        tag = _check_name(name)
-        element = etree.SubElement(root, tag)
-        if isinstance(value, Removal):
-            etree.SubElement(element, _REMOVE_CHILD)
-        elif isinstance(value, Vector):
-            if not value.items:
-                raise TemplateValueError(f"refusing to write an empty {tag} vector")
-            for sub_name, sub_value in value.items:
-                sub_tag = _check_sub_name(sub_name)
-                _set_text(etree.SubElement(element, sub_tag), f"{tag}/{sub_tag}", sub_value)
-        else:
-            _set_text(element, tag, value)
-    text: str = etree.tostring(root, encoding="unicode")
-    return text
-
-
-def _set_text(element: etree._Element, what: str, value: str) -> None:
-    checked = _check_value(what, value)
-    element.text = checked if checked else etree.CDATA("")

@@ -1,4 +1,4 @@
-"""The two kinds of failure hookd knows.
+"""The error kinds: transient (retry later) and permanent (record and stop).
 
 Every error that crosses a module boundary is one of these, so the reconciler can decide
 without guessing: a *transient* error is retried with backoff up to the attempt cap, a
@@ -27,7 +27,3 @@ class TransientError(HookdError):
 
 class PermanentError(HookdError):
     """Retrying will not help: bad credentials, object gone, template rejected, bad input."""
-
-
-class ConfigError(PermanentError):
-    """The configuration file or environment is wrong; the message names the key and the file."""

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Literal
 
-from hookd.template import Removal, WriteValue
+from handlers.template import Removal, WriteValue
 
 Status = Literal["applied", "skipped", "unsupported", "waiting", "error"]
 # The image status that matters most to an operator wins when templates disagree.

@@ -1,0 +1,313 @@
+"""oned's XML documents read into the core's values, and the core's edits written as XML.
+
+Reading: each function takes an element of a document parsed by :mod:`hookd.xmlsafe` (an
+``*.info`` answer or one object of a pool page) and returns a plain value of
+:mod:`handlers.facts`. Element names and enum values follow OpenNebula's own serialisation
+(``Image::to_xml`` in src/image/Image.cc, ``include/Image.h``, ``include/Datastore.h``,
+``include/RaftManager.h``, ``MarketPlaceApp::to_xml`` in src/market/MarketPlaceApp.cc). A
+document that lacks an element hookd relies on raises :class:`MalformedObject` (permanent:
+the object is not what oned would send).
+
+Writing: hookd writes templates only through :func:`to_xml`, in oned's XML form, never in the
+``KEY="value"`` attribute syntax: in that syntax only ``\\"`` is an escape, so a value that
+ends in a backslash cannot be written at all (recorded on oned 6.8.3:
+``one.template.update`` and ``one.image.update`` accept the XML form in merge and replace
+mode and store every value exactly).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from lxml import etree
+
+from handlers.errors import PermanentError
+from handlers.facts import (
+    AppFacts,
+    DatastoreFacts,
+    HostFacts,
+    ImageFacts,
+    MarketFacts,
+    VmTemplateFacts,
+)
+from handlers.template import (
+    Attribute,
+    Removal,
+    Template,
+    TemplateValueError,
+    Vector,
+    WriteValue,
+)
+
+# include/RaftManager.h: State
+RAFT_STATES = {0: "SOLO", 1: "CANDIDATE", 2: "FOLLOWER", 3: "LEADER"}
+
+
+class MalformedObject(PermanentError):
+    """An XML document does not have the shape oned gives it."""
+
+
+# -- reading ------------------------------------------------------------------------------
+class _Children:
+    """An element's direct children by tag (the first of each), for objects read by the
+    hundred thousand in a sweep: one pass instead of a linear ``find`` per field."""
+
+    __slots__ = ("_kids", "tag")
+
+    def __init__(self, el: etree._Element) -> None:
+        self.tag = el.tag
+        kids: dict[str, etree._Element] = {}
+        for child in el:
+            tag = child.tag
+            if isinstance(tag, str) and tag not in kids:
+                kids[tag] = child
+        self._kids = kids
+
+    def find(self, name: str) -> etree._Element | None:
+        return self._kids.get(name)
+
+
+def _text(el: etree._Element | _Children, name: str, default: str | None = None) -> str:
+    child = el.find(name)
+    if child is None:
+        if default is None:
+            raise MalformedObject(f"<{el.tag}> has no <{name}>")
+        return default
+    return child.text or ""
+
+
+def _int(el: etree._Element | _Children, name: str, default: int | None = None) -> int:
+    child = el.find(name)
+    if child is None or child.text is None:
+        if default is None:
+            raise MalformedObject(f"<{el.tag}> has no numeric <{name}>")
+        return default
+    try:
+        return int(child.text.strip())
+    except ValueError:
+        raise MalformedObject(f"<{el.tag}>/<{name}> is not an integer") from None
+
+
+def _ids(el: etree._Element, name: str) -> tuple[int, ...]:
+    parent = el.find(name)
+    if parent is None:
+        return ()
+    out: list[int] = []
+    for child in parent.findall("ID"):
+        try:
+            out.append(int((child.text or "").strip()))
+        except ValueError:
+            raise MalformedObject(f"<{el.tag}>/<{name}> holds a non-numeric ID") from None
+    return tuple(out)
+
+
+def _expect(el: etree._Element, tag: str) -> None:
+    if el.tag != tag:
+        raise MalformedObject(f"expected <{tag}>, got <{el.tag}>")
+
+
+def _special(node: etree._Element) -> bool:
+    """Comments, processing instructions and entity references are not attributes."""
+    tag: object = node.tag
+    return not isinstance(tag, str)
+
+
+def template(element: etree._Element | None) -> Template:
+    """oned's ``<TEMPLATE>`` (or ``<USER_TEMPLATE>``) element. Top-level names are upper
+    case in oned; vector sub-attribute names are kept exactly as stored."""
+    if element is None:
+        return Template()
+    attrs: list[Attribute] = []
+    for child in element:
+        if _special(child):
+            continue
+        if len(child):
+            items = tuple((str(sub.tag), sub.text or "") for sub in child if not _special(sub))
+            attrs.append(Attribute(str(child.tag).upper(), Vector(items)))
+        else:
+            attrs.append(Attribute(str(child.tag).upper(), child.text or ""))
+    return Template(tuple(attrs))
+
+
+def image(el: etree._Element) -> ImageFacts:
+    _expect(el, "IMAGE")
+    f = _Children(el)
+    lock = f.find("LOCK")
+    return ImageFacts(
+        id=_int(f, "ID"),
+        name=_text(f, "NAME"),
+        uid=_int(f, "UID"),
+        uname=_text(f, "UNAME", ""),
+        type=_int(f, "TYPE"),
+        state=_int(f, "STATE"),
+        prev_state=_int(f, "PREV_STATE", -1),
+        datastore_id=_int(f, "DATASTORE_ID"),
+        datastore=_text(f, "DATASTORE", ""),
+        path=_text(f, "PATH", ""),
+        source=_text(f, "SOURCE", ""),
+        persistent=_text(f, "PERSISTENT", "0").strip() == "1",
+        template=template(f.find("TEMPLATE")),
+        locked=lock is not None and _int(lock, "LOCKED", 0) > 0,
+    )
+
+
+def vm_template(el: etree._Element) -> VmTemplateFacts:
+    _expect(el, "VMTEMPLATE")
+    f = _Children(el)
+    return VmTemplateFacts(
+        id=_int(f, "ID"),
+        name=_text(f, "NAME"),
+        uid=_int(f, "UID"),
+        uname=_text(f, "UNAME", ""),
+        template=template(f.find("TEMPLATE")),
+    )
+
+
+def datastore(el: etree._Element) -> DatastoreFacts:
+    _expect(el, "DATASTORE")
+    return DatastoreFacts(
+        id=_int(el, "ID"),
+        name=_text(el, "NAME"),
+        type=_int(el, "TYPE"),
+        ds_mad=_text(el, "DS_MAD", ""),
+        tm_mad=_text(el, "TM_MAD", ""),
+        cluster_ids=_ids(el, "CLUSTERS"),
+        base_path=_text(el, "BASE_PATH", ""),
+    )
+
+
+def host(el: etree._Element) -> HostFacts:
+    _expect(el, "HOST")
+    return HostFacts(
+        id=_int(el, "ID"),
+        name=_text(el, "NAME"),
+        vm_mad=_text(el, "VM_MAD", "").strip().lower(),
+        im_mad=_text(el, "IM_MAD", "").strip().lower(),
+        cluster_id=_int(el, "CLUSTER_ID", -1),
+        state=_int(el, "STATE", 0),
+        template=template(el.find("TEMPLATE")),
+    )
+
+
+def market(el: etree._Element) -> MarketFacts:
+    _expect(el, "MARKETPLACE")
+    return MarketFacts(
+        id=_int(el, "ID"),
+        name=_text(el, "NAME"),
+        market_mad=_text(el, "MARKET_MAD", "").strip().lower(),
+    )
+
+
+def app(el: etree._Element) -> AppFacts:
+    _expect(el, "MARKETPLACEAPP")
+    return AppFacts(
+        id=_int(el, "ID"),
+        name=_text(el, "NAME"),
+        market_id=_int(el, "MARKETPLACE_ID"),
+        source=_text(el, "SOURCE", ""),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RaftFacts:
+    """This oned's Raft role (``one.zone.raftstatus``)."""
+
+    server_id: int
+    state: int
+
+    @property
+    def state_name(self) -> str:
+        return RAFT_STATES.get(self.state, str(self.state))
+
+    @property
+    def ha_enabled(self) -> bool:
+        # A solo oned reports SERVER_ID -1 and STATE 0 (recorded on 6.8.3).
+        return not (self.server_id < 0 and self.state == 0)
+
+    @property
+    def may_act(self) -> bool:
+        """Only the leader writes; with HA off the single oned is in charge."""
+        return not self.ha_enabled or self.state == 3
+
+
+def raft(el: etree._Element) -> RaftFacts:
+    _expect(el, "RAFT")
+    return RaftFacts(server_id=_int(el, "SERVER_ID"), state=_int(el, "STATE"))
+
+
+def pool_items(root: etree._Element, pool_tag: str, item_tag: str
+               ) -> Iterator[etree._Element]:
+    _expect(root, pool_tag)
+    for child in root:
+        if child.tag == item_tag:
+            yield child
+
+
+def parse_template_xml(text: str | bytes) -> Template:
+    """A standalone ``<TEMPLATE>...</TEMPLATE>`` document (tests and the CLI)."""
+    from hookd.xmlsafe import parse
+
+    return template(parse(text))
+
+
+# -- writing -------------------------------------------------------------------------------
+# XML 1.0 cannot carry these characters at all (not even escaped).
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-.]*$")
+_REMOVE_CHILD = "HOOKD_REMOVE"
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise TemplateValueError(f"{name!r} is not a valid template attribute name")
+    return name.upper()
+
+
+def _check_sub_name(name: str) -> str:
+    """A vector sub-attribute name is written as oned stored it (case kept)."""
+    if not _NAME.match(name):
+        raise TemplateValueError(f"{name!r} is not a valid template attribute name")
+    return name
+
+
+def _check_value(name: str, value: str) -> str:
+    if _XML_INVALID.search(value):
+        raise TemplateValueError(
+            f"the value of {name} contains control characters that an XML template cannot carry"
+        )
+    return value
+
+
+def to_xml(attributes: Iterable[tuple[str, WriteValue]]) -> str:
+    """Serialise attributes to oned's XML form ``<TEMPLATE>...</TEMPLATE>``.
+
+    Values are XML-escaped text (lxml does the escaping), so quotes, backslashes, ``&``,
+    ``<``, ``]]>``, ``$VAR`` and newlines arrive as written. An empty value is written as
+    ``<![CDATA[]]>``: oned ignores an element without text (the attribute would keep its old
+    value) but stores an empty CDATA section as the empty string. ``REMOVE`` removes the
+    attribute. Empty vectors are refused: a merge would remove the attribute instead of
+    setting it (use ``REMOVE`` to say so).
+    """
+    root = etree.Element("TEMPLATE")
+    for name, value in attributes:
+        tag = _check_name(name)
+        element = etree.SubElement(root, tag)
+        if isinstance(value, Removal):
+            etree.SubElement(element, _REMOVE_CHILD)
+        elif isinstance(value, Vector):
+            if not value.items:
+                raise TemplateValueError(f"refusing to write an empty {tag} vector")
+            for sub_name, sub_value in value.items:
+                sub_tag = _check_sub_name(sub_name)
+                _set_text(etree.SubElement(element, sub_tag), f"{tag}/{sub_tag}", sub_value)
+        else:
+            _set_text(element, tag, value)
+    text: str = etree.tostring(root, encoding="unicode")
+    return text
+
+
+def _set_text(element: etree._Element, what: str, value: str) -> None:
+    checked = _check_value(what, value)
+    element.text = checked if checked else etree.CDATA("")
