@@ -9,7 +9,7 @@ runs in a fresh process that first loads the document, so the figures do not mix
 * ``pyone``: ``pyone.bindings.parseString(document)``, what every pyone XML result goes
   through (lxml's ``ETCompatXMLParser`` plus a generateDS object per element);
 * ``lxml``: ``hookd.xmlsafe.parse(document)``, hookd's hardened ``lxml.etree.fromstring``;
-* ``lxml+facts``: the same plus :class:`hookd.facts.ImageFacts` for every image, which is
+* ``lxml+facts``: the same plus :class:`handlers.facts.ImageFacts` for every image, which is
   all hookd keeps (hookd reads pools in pages of ``one.page_size`` = 2,000, so it never
   holds a whole 100,000-image tree; this row bounds the whole-document case).
 

@@ -80,6 +80,88 @@ class RssSampler:
         self._thread.join(2)
 
 
+def free_port() -> int:
+    """A loopback TCP port free right now (for hookd's metrics endpoint)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(url: str, names: tuple[str, ...], timeout: float = 1.0) -> dict[str, float]:
+    """The unlabelled samples ``names`` from a Prometheus text endpoint ({} if unreachable)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+            text = response.read().decode("utf-8", "replace")
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in names:
+            try:
+                out[name] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+class Timeline:
+    """Every ``interval`` seconds: hookd's RSS (/proc) and, when ``metrics_url`` is set, its
+    queue depth and in-flight count (``hookd_queue_depth``, ``hookd_in_flight``: the main
+    loop updates them about once a second). Rows: [seconds since start, RSS MB, depth,
+    in flight] (depth and in flight None when the endpoint did not answer)."""
+
+    def __init__(self, pid: int, metrics_url: str | None = None, interval: float = 0.5) -> None:
+        self.pid = pid
+        self.metrics_url = metrics_url
+        self.interval = interval
+        self.rows: list[list[float | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._t0 = time.monotonic()
+
+    def start(self) -> Timeline:
+        self._t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        names = ("hookd_queue_depth", "hookd_in_flight")
+        while not self._stop.is_set():
+            try:
+                rss = status_kb(self.pid, "VmRSS") * 1024 / 1e6
+            except (OSError, KeyError):
+                return
+            metrics = scrape(self.metrics_url, names) if self.metrics_url else {}
+            self.rows.append([round(time.monotonic() - self._t0, 2), round(rss, 1),
+                              metrics.get("hookd_queue_depth"),
+                              metrics.get("hookd_in_flight")])
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def summary(self) -> dict[str, Any]:
+        rows = self.rows
+        depths = [r[2] for r in rows if r[2] is not None]
+        peak = max(rows, key=lambda r: r[1] or 0.0, default=None)
+        return {
+            "interval_seconds": self.interval, "samples": len(rows),
+            "peak_rss_mb": peak[1] if peak else None,
+            "peak_rss_at_seconds": peak[0] if peak else None,
+            "queue_depth_at_peak_rss": peak[2] if peak else None,
+            "in_flight_at_peak_rss": peak[3] if peak else None,
+            "max_queue_depth": max(depths) if depths else None,
+            "columns": ["seconds", "rss_mb", "queue_depth", "in_flight"],
+            "rows": rows,
+        }
+
+
 # -- the simulator -------------------------------------------------------------------------------
 class SimProcess:
     """``python -m benchmarks.simproc``: the simulator (and the fake registry) in its own

@@ -45,7 +45,9 @@ from benchmarks.procs import (
     HookdProcess,
     RssSampler,
     SimProcess,
+    Timeline,
     cpu_seconds,
+    free_port,
     hookd_config,
 )
 from benchmarks.report import render_markdown
@@ -466,22 +468,31 @@ def scenario_scale(ctx: Context) -> None:
         sim.client.controls.reset_counters()
         sim.bench("reset")
         log("scale: hookd starts against the populated simulator")
-        hookd = HookdProcess(ctx.workdir / "hookd-scale",
-                             ctx.workdir / "hookd-scale" / "hookd.conf",
+        # The same configuration as the first hookd, plus the metrics endpoint: the timeline
+        # of queue depth and in-flight count during start-up comes from it.
+        config_path = ctx.workdir / "hookd-scale" / "hookd.conf"
+        config = yaml.safe_load(config_path.read_text())
+        metrics_port = free_port()
+        config.setdefault("metrics", {})["listen"] = f"127.0.0.1:{metrics_port}"
+        config_path.write_text(yaml.safe_dump(config))
+        hookd = HookdProcess(ctx.workdir / "hookd-scale", config_path,
                              pythonpath=args.hookd_pythonpath).start()
         sampler = RssSampler(hookd.pid).start()
+        timeline = Timeline(hookd.pid, f"http://127.0.0.1:{metrics_port}/metrics").start()
         try:
             ready_at = hookd.wait_ready(1800)
             ok = sim.bench("wait", todo.image_ids, todo.template_ids, 3600.0)
             rec = sim.bench("records", todo.image_ids, todo.template_ids)
             last_fix = max([s for s in rec["status"] if s >= 0], default=ready_at)
             wait_quiet(sim, 2.0)
+            timeline.stop()
             converged = max(ready_at, last_fix) - hookd.started_at
             hwm = hookd.hwm_kb()
             counters = sim.client.controls.counters()
             refixed = sum(int(c) for c in sim.bench("records", half.image_ids,
                                                     half.template_ids)["changes"])
             sweeps = hookd.events("sweep.done")
+            readies = hookd.events("hookd.ready")
             out["startup"] = {
                 "all_fixed": bool(ok), "converged_seconds": converged,
                 "ready_seconds": ready_at - hookd.started_at,
@@ -494,11 +505,19 @@ def scenario_scale(ctx: Context) -> None:
                 "verified": sim.bench("verify", todo.image_ids + half.image_ids,
                                       todo.template_ids + half.template_ids),
                 "hookd_cpu_seconds": hookd.cpu(),
+                "sweeps": [{"seconds": e.get("seconds"), "images": e.get("images"),
+                            "templates": e.get("templates"), "submitted": e.get("submitted")}
+                           for e in sweeps],
+                "ready_status": readies[0].get("status") if readies else None,
+                "timeline": timeline.summary(),
                 "method": (
                     "time from starting `hookd run` to the later of READY=1 (first sweep "
                     "done) and the last image status written by the simulator, hookd then "
                     "silent but for its Raft poll; peak RSS = VmHWM of the hookd process "
-                    "(also sampled every 0.1 s); calls = every one.* call in that time"),
+                    "(also sampled every 0.1 s); calls = every one.* call in that time; "
+                    "timeline: RSS from /proc and hookd_queue_depth / hookd_in_flight from "
+                    "hookd's metrics endpoint (metrics.listen set for this hookd only), "
+                    "every 0.5 s from the start until converged"),
             }
             sampler.stop()
             log(f"scale: per-event cost with the pool present ({args.scale_events} imports)")
@@ -519,6 +538,7 @@ def scenario_scale(ctx: Context) -> None:
             out["problems_logged"] = len(hookd.problems())
         finally:
             sampler.stop()
+            timeline.stop()
             hookd.stop()
     finally:
         sim.stop()
@@ -565,18 +585,65 @@ def main_phase(ctx: Context) -> None:
 
 
 # -- machine and run description --------------------------------------------------------------
+def environment(cpu_info: dict[str, str]) -> dict[str, Any]:
+    """Everything a figure may depend on besides hookd's code: hookd runs with this
+    interpreter (sys.executable), so these are its distributions and libraries."""
+    import ctypes
+    from importlib.metadata import distributions
+
+    from lxml import etree
+
+    dists = sorted({(d.metadata["Name"] or "?", d.version) for d in distributions()},
+                   key=lambda nv: nv[0].lower())
+    try:
+        import zmq
+
+        zmq_versions = {"pyzmq": zmq.pyzmq_version(), "libzmq": zmq.zmq_version()}
+    except ImportError:
+        zmq_versions = {}
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.gnu_get_libc_version.restype = ctypes.c_char_p
+        glibc = libc.gnu_get_libc_version().decode()
+    except (OSError, AttributeError):
+        glibc = "-".join(platform.libc_ver())
+    return {
+        "python_build": " ".join(platform.python_build()),
+        "python_compiler": platform.python_compiler(),
+        "python_executable": sys.executable,
+        "glibc": glibc,
+        "kernel": platform.uname().version + " " + platform.release(),
+        "cpu": cpu_info,
+        "libxml2_compiled": ".".join(map(str, etree.LIBXML_COMPILED_VERSION)),
+        "libxml2_loaded": ".".join(map(str, etree.LIBXML_VERSION)),
+        "libxslt_loaded": ".".join(map(str, etree.LIBXSLT_VERSION)),
+        **zmq_versions,
+        # allocator and interpreter knobs that change memory figures
+        "env": {k: v for k, v in os.environ.items()
+                if k.startswith(("MALLOC_", "PYTHONMALLOC", "GLIBC_TUNABLES", "LD_PRELOAD",
+                                 "OPENBLAS_", "PYTHONHASHSEED"))},
+        "distributions": dict(dists),
+    }
+
+
 def describe(args: argparse.Namespace) -> dict[str, Any]:
     from importlib.metadata import version
 
     cpu = "unknown"
+    cpu_info: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("vendor_id", "cpu family", "model", "model name", "stepping",
+                       "microcode", "cpu MHz", "cache size", "bogomips", "flags",
+                       "address sizes") and key not in cpu_info:
+                cpu_info[key] = value.strip()
+            if not line.strip() and cpu_info:
+                break  # the first CPU is enough: they are all of one kind here
+        cpu = cpu_info.get("model name", cpu)
     except OSError:
         pass
-
     def git(*cmd: str) -> str:
         try:
             return subprocess.run(["git", *cmd], cwd=REPO_ROOT, capture_output=True,
@@ -591,6 +658,7 @@ def describe(args: argparse.Namespace) -> dict[str, Any]:
         "memory_mb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 10**6,
         "python": platform.python_version(), "kernel": platform.release(),
         "hookd": version("hookd"), "pyone": version("pyone"), "lxml": version("lxml"),
+        "environment": environment(cpu_info),
         "git_commit": git("rev-parse", "--short", "HEAD"),
         "git_dirty": bool(git("status", "--porcelain", "--", "hookd", "handlers")),
         "workers": args.workers, "ready_delay_s": args.ready_delay,

@@ -1,4 +1,4 @@
-"""The functional core: facts and settings in, an :class:`~hookd.plan.ImagePlan` out.
+"""The functional core: facts and settings in, an :class:`~handlers.plan.ImagePlan` out.
 
 For one image: is it hookd's business (scope, opt attribute, container classification,
 state)? For each VM template that uses it: which disk is the root, which hypervisor will run

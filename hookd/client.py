@@ -10,13 +10,13 @@ Built on pyone (pinned, see setup.cfg) with three corrections:
   ``benchmarks/pool_parse.py`` measures both on a 100,000-image pool; hookd reads results
   through lxml (see README "Performance") with the hardened parser of :mod:`hookd.xmlsafe`,
   and pool pages as a stream, one object at a time (:mod:`hookd.pool_stream`);
-* **typed errors**: every failure becomes :class:`~hookd.errors.TransientError` (connection,
+* **typed errors**: every failure becomes :class:`~handlers.errors.TransientError` (connection,
   timeout, HTTP 5xx, a locked object, Raft replication) or
-  :class:`~hookd.errors.PermanentError` (authentication, authorisation, not found, invalid
+  :class:`~handlers.errors.PermanentError` (authentication, authorisation, not found, invalid
   template...), with oned's code kept. Error codes: include/Request.h; a lock-protected
   object answers 0x200 with "... is locked." (recorded on 6.8.3).
 
-Templates are written only as oned's XML form produced by :func:`hookd.template.to_xml`;
+Templates are written only as oned's XML form produced by :func:`hookd.documents.to_xml`;
 pyone's dict serialisation (which does not escape) is never used.
 """
 
@@ -44,7 +44,7 @@ from handlers.facts import (
     VmTemplateFacts,
 )
 from hookd import __version__, documents
-from hookd.documents import RaftFacts, pool_items
+from hookd.documents import RaftFacts
 from hookd.pool_stream import PoolStream
 from hookd.xmlsafe import parse
 
@@ -272,13 +272,14 @@ class OneClient:
                 self._observer(name, time.monotonic() - started, ok)
 
     def _pool_page(self, method: str, params: tuple[Any, ...], pool_tag: str,
-                   item_tag: str) -> Iterator[etree._Element]:
+                   item_tag: str, *, drop_ids: frozenset[str] = frozenset()
+                   ) -> Iterator[etree._Element]:
         """One pool answer, read as it arrives (:mod:`hookd.pool_stream`): each object is
         yielded as soon as it is complete and dropped once the caller moves on. The call's
         observed duration therefore includes the caller's work on the page."""
         name = "one." + method
         with self._observed(name) as done, self._server.post(name, params) as response:
-            stream = PoolStream(pool_tag, item_tag)
+            stream = PoolStream(pool_tag, item_tag, drop_ids=drop_ids)
             while True:
                 try:
                     chunk = response.read1(_CHUNK)
@@ -335,19 +336,22 @@ class OneClient:
         return documents.app(self._xml("marketapp.info", int(app_id), False))
 
     # -- pools -----------------------------------------------------------------------------
+    # Datastores, hosts and marketplaces list every image, VM and app they hold by ID;
+    # hookd never reads those lists, and they grow with the cloud: they are dropped while
+    # the answer is read, so a world refresh costs the same for 100 or 100,000 images.
     def datastores(self) -> list[DatastoreFacts]:
-        root = self._xml("datastorepool.info")
-        return [documents.datastore(e)
-                for e in pool_items(root, "DATASTORE_POOL", "DATASTORE")]
+        return [documents.datastore(e) for e in self._pool_page(
+            "datastorepool.info", (), "DATASTORE_POOL", "DATASTORE",
+            drop_ids=frozenset({"IMAGES"}))]
 
     def hosts(self) -> list[HostFacts]:
-        root = self._xml("hostpool.info")
-        return [documents.host(e) for e in pool_items(root, "HOST_POOL", "HOST")]
+        return [documents.host(e) for e in self._pool_page(
+            "hostpool.info", (), "HOST_POOL", "HOST", drop_ids=frozenset({"VMS"}))]
 
     def markets(self) -> list[MarketFacts]:
-        root = self._xml("marketpool.info")
-        return [documents.market(e)
-                for e in pool_items(root, "MARKETPLACE_POOL", "MARKETPLACE")]
+        return [documents.market(e) for e in self._pool_page(
+            "marketpool.info", (), "MARKETPLACE_POOL", "MARKETPLACE",
+            drop_ids=frozenset({"MARKETPLACEAPPS"}))]
 
     def apps(self) -> Iterator[AppFacts]:
         for element in self._paged("marketapppool.info", "MARKETPLACEAPP_POOL",
@@ -359,8 +363,13 @@ class OneClient:
             yield documents.image(element)
 
     def iter_templates(self) -> Iterator[VmTemplateFacts]:
-        for element in self._paged("templatepool.info", "VMTEMPLATE_POOL", "VMTEMPLATE"):
+        for element in self.iter_template_elements():
             yield documents.vm_template(element)
+
+    def iter_template_elements(self) -> Iterator[etree._Element]:
+        """The template pool's ``<VMTEMPLATE>`` elements, for a caller that reads only some
+        in full; each is valid until the next one is asked for."""
+        return self._paged("templatepool.info", "VMTEMPLATE_POOL", "VMTEMPLATE")
 
     def _paged(self, method: str, pool_tag: str, item_tag: str) -> Iterator[etree._Element]:
         """Row-offset paging as oned implements it: ``end < -1`` means LIMIT start, -end
@@ -377,7 +386,10 @@ class OneClient:
             count = 0
             for element in self._pool_page(method, (-2, offset, -size), pool_tag, item_tag):
                 count += 1
-                ident = element.findtext("ID")
+                first = element[0] if len(element) else None
+                # oned writes <ID> first; anything else is looked for
+                ident = first.text if first is not None and first.tag == "ID" else \
+                    element.findtext("ID")
                 if ident is not None and ident.isdigit():
                     if int(ident) in seen:
                         continue

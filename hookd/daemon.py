@@ -44,6 +44,10 @@ from hookd.world import WorldCache
 
 log = get_logger(__name__)
 
+# Seconds the start-up sweep waits for the event stream to connect (it waits no longer once
+# a connection attempt has failed).
+STREAM_GRACE = 2.0
+
 
 @dataclass
 class Components:
@@ -174,10 +178,15 @@ class Daemon:
             image_id, f"concurrent update of template {template_id}")
         self.reconciler.start()
         self.stream.open()
+        # One start-up sweep: it is asked for, and the event stream given a moment to connect
+        # (its "connected" asks for a sweep too), before the supervisor can start one. Else a
+        # request landing just after the sweep began made a second full sweep run at once,
+        # beside the workers draining the first one's queue (issue 14).
+        self.request_sweep("start-up")
+        self.stream.wait_connected(STREAM_GRACE)
         supervisor = threading.Thread(target=self._supervise, name="hookd-supervisor",
                                       daemon=True)
         supervisor.start()
-        self.request_sweep("start-up")
         try:
             self._main_loop(supervisor)
         finally:

@@ -21,13 +21,13 @@ from handlers.facts import TYPE_KERNEL, TYPE_RAMDISK, ImageFacts, VmTemplateFact
 from handlers.model import OciFacts, PlannerSettings, World
 from handlers.plan import CONCURRENT_ATTR, IMAGE_STATUS_ATTRS, ImagePlan, TemplateOutcome
 from handlers.planner import conclude, error_plan, plan_template, triage, undo_plan
-from handlers.record import RECORD_ATTR, Record
+from hookd import documents
 from hookd.applier import Applier
 from hookd.client import NotFound, OneClient
-from hookd.index import TemplateIndex
+from hookd.index import TemplateIndex, disk_refs
 from hookd.intake import EchoFilter
 from hookd.logs import get_logger
-from hookd.world import WorldCache, with_template
+from hookd.world import WorldCache, WorldSnapshot, with_template
 
 log = get_logger(__name__)
 
@@ -88,6 +88,61 @@ class ReconcileResult:
     plan: ImagePlan | None
     calls: int = 0
     templates_updated: list[int] = field(default_factory=list)
+
+
+class _SweepWorlds:
+    """The worlds of one sweep's images, shared: an image's base world depends only on its
+    datastore and app (and the world snapshot), and its OCI facts only on its PATH and
+    URL_ARGS. 10,000 images of one Docker Hub app in one datastore share one World, and
+    their image config is resolved once (it was once per image: 10,000 World objects held
+    until the sweep ended, and 10,000 reads and digest checks of the same cached
+    manifests)."""
+
+    def __init__(self, world: WorldCache,
+                 oci: Callable[[ImageFacts, Classification], OciFacts | None]) -> None:
+        self._world = world
+        self._oci = oci
+        self._bases: dict[tuple[int, int | None], tuple[WorldSnapshot, World]] = {}
+        # (resolved?, facts): not resolved = a TransientError, the reconcile retries.
+        self._oci_by_ref: dict[tuple[bool, str, str | None], tuple[bool, OciFacts | None]] = {}
+        self._completed: dict[tuple[int, int | None, bool, str, str | None],
+                              tuple[World, World]] = {}
+
+    def base(self, image: ImageFacts) -> World:
+        """``WorldCache.base_world(image)``, computed again after the snapshot changed."""
+        snapshot = self._world.snapshot
+        key = (image.datastore_id, image.from_app)
+        known = self._bases.get(key)
+        if known is not None and known[0] is snapshot:
+            return known[1]
+        world = self._world.base_world(image)
+        self._bases[key] = (snapshot, world)
+        return world
+
+    def complete(self, image: ImageFacts, classification: Classification) -> World | None:
+        """The world of an image without its templates (no other disk image), with its OCI
+        facts as a non-final attempt resolves them, or None after a TransientError."""
+        try:
+            base = self.base(image)
+        except TransientError:
+            return None
+        ref = (classification.docker, image.path, image.template.get("URL_ARGS"))
+        key = (image.datastore_id, image.from_app, *ref)
+        known = self._completed.get(key)
+        if known is not None and known[0] is base:
+            return known[1]
+        resolved = self._oci_by_ref.get(ref)
+        if resolved is None:
+            try:
+                resolved = (True, self._oci(image, classification))
+            except TransientError:
+                resolved = (False, None)
+            self._oci_by_ref[ref] = resolved
+        if not resolved[0]:
+            return None
+        world = with_template(base, {}, resolved[1])
+        self._completed[key] = (base, world)
+        return world
 
 
 class Engine:
@@ -253,11 +308,13 @@ class Engine:
         undo: set[int] = set()
         named: dict[str, list[ImageFacts]] = defaultdict(list)
         self.world.refresh(scan_names=False)
+        shared = _SweepWorlds(self.world, lambda image, classification: self._oci_facts(
+            image, classification, False))
         for image in self.client.iter_images():
             stats.images += 1
             if image.type in (TYPE_KERNEL, TYPE_RAMDISK) and image.name in wanted_names:
                 named[image.name].append(image)
-            base = self.world.base_world(image)
+            base = shared.base(image)
             decided = triage(image, base, self.settings)
             if isinstance(decided, ImagePlan):
                 if not decided.undo:
@@ -280,30 +337,27 @@ class Engine:
         needs_work: set[int] = set()
         worlds: dict[int, World | None] = {}
         self.index.begin_sweep()
-        for template in self.client.iter_templates():
+        for element in self.client.iter_template_elements():
             stats.templates += 1
-            refs = self.index.put(template)
-            recorded = Record.read(template.template.vector(RECORD_ATTR)).image_id
+            # Every template is indexed from its DISK vectors; full facts are read only for
+            # one that uses an image hookd manages.
+            head = documents.template_disks(element)
+            refs = self.index.put_refs(head.id, disk_refs(head.disks, head.uid))
+            recorded = head.recorded_image
             if (recorded is not None and recorded not in candidates and recorded not in settled
                     and recorded not in undo):
                 # Fixed for an image that is not hookd's business: undo what hookd wrote.
                 undo.add(recorded)
                 submit(recorded, reason)
                 stats.submitted += 1
-            if not refs:
+            users = [i for i in self.index.resolve(refs) if i in candidates]
+            if not users:
                 continue
-            for image_id in self.index.resolve(refs):
-                entry = candidates.get(image_id)
-                if entry is None:
-                    continue
-                image, classification = entry
+            template = documents.vm_template(element)
+            for image_id in users:
+                image, classification = candidates[image_id]
                 if image_id not in worlds:
-                    try:
-                        worlds[image_id] = with_template(
-                            self.world.base_world(image), {},
-                            self._oci_facts(image, classification, False))
-                    except TransientError:
-                        worlds[image_id] = None  # the reconcile retries with backoff
+                    worlds[image_id] = shared.complete(image, classification)  # None: retry
                 world = worlds[image_id]
                 if world is None:
                     continue
@@ -327,7 +381,7 @@ class Engine:
                 stats.submitted += 1
                 continue
             if world is None:
-                world = self.world.base_world(image)
+                world = shared.base(image)
             plan = conclude(image, outcomes.pop(image_id, []), world, classification)
             if (image_id in needs_work or not plan.is_noop) and not dry_run:
                 submit(image_id, reason)

@@ -16,14 +16,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from handlers.facts import ImageFacts, VmTemplateFacts
+from handlers.template import Vector
 
 # A reference key: ("i", image_id) | ("u", name, uid) | ("n", name, uname)
 Key = tuple[str, int] | tuple[str, str, int] | tuple[str, str, str]
 
 
 def template_refs(template: VmTemplateFacts) -> tuple[Key, ...]:
+    return disk_refs(template.template.vectors("DISK"), template.uid)
+
+
+def disk_refs(disks: Iterable[Vector], owner_uid: int) -> tuple[Key, ...]:
+    """The references of a template's DISK vectors (``owner_uid``: the template's UID)."""
     refs: list[Key] = []
-    for disk in template.template.vectors("DISK"):
+    for disk in disks:
         image_id = (disk.get("IMAGE_ID") or "").strip()
         if image_id:
             if image_id.isdigit():
@@ -40,7 +46,7 @@ def template_refs(template: VmTemplateFacts) -> tuple[Key, ...]:
         elif uname:
             refs.append(("n", name, uname))
         else:
-            refs.append(("u", name, template.uid))
+            refs.append(("u", name, owner_uid))
     return tuple(dict.fromkeys(refs))
 
 
@@ -70,11 +76,14 @@ class TemplateIndex:
 
     # -- templates ---------------------------------------------------------------------
     def put(self, template: VmTemplateFacts) -> tuple[Key, ...]:
-        refs = template_refs(template)
+        return self.put_refs(template.id, template_refs(template))
+
+    def put_refs(self, template_id: int, refs: tuple[Key, ...]) -> tuple[Key, ...]:
+        """:meth:`put` for a template whose references were read already (:func:`disk_refs`)."""
         with self._lock:
-            self._put_locked(template.id, refs)
+            self._put_locked(template_id, refs)
             if self._seen is not None:
-                self._seen.add(template.id)
+                self._seen.add(template_id)
         return refs
 
     def _put_locked(self, template_id: int, refs: tuple[Key, ...]) -> None:

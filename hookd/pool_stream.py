@@ -58,8 +58,13 @@ class PoolStream:
     ended."""
 
     def __init__(self, pool_tag: str, item_tag: str, *,
-                 max_bytes: int = 256 * 1024 * 1024) -> None:
+                 max_bytes: int = 256 * 1024 * 1024,
+                 drop_ids: frozenset[str] = frozenset()) -> None:
+        """``drop_ids``: lists of ``<ID>`` inside an object that are dropped while they are
+        read (``DATASTORE/IMAGES``, ``HOST/VMS``...: oned lists every image of a datastore,
+        so a 100,000-image cloud makes one datastore a 100,000-element document)."""
         self.pool_tag, self.item_tag = pool_tag, item_tag
+        self._drop_ids = drop_ids
         self._max_bytes = max_bytes
         self._received = 0
         self._outer = expat.ParserCreate()
@@ -71,7 +76,8 @@ class PoolStream:
         self._outer.StartDoctypeDeclHandler = self._refuse
         self._outer.EntityDeclHandler = self._refuse
         self._inner = etree.XMLPullParser(
-            events=("end",), tag=item_tag, resolve_entities=False, load_dtd=False,
+            events=("end",), tag=(item_tag, "ID") if drop_ids else item_tag,
+            resolve_entities=False, load_dtd=False,
             dtd_validation=False, no_network=True, huge_tree=False, remove_comments=True,
             remove_pis=True)
         self._depth = 0
@@ -136,10 +142,11 @@ class PoolStream:
             if not text:
                 return
             self._document_started = True
-        if _DECLARATION.search(self._tail + text):
+        window = self._tail + text
+        if _DECLARATION.search(window):
             raise PoolStreamError("the pool document declares a DOCTYPE or ENTITY, "
                                   "which oned never sends")
-        self._tail = text[-16:]
+        self._tail = window[-16:]  # (pieces can be shorter than a declaration)
         try:
             self._inner.feed(text)
         except etree.XMLSyntaxError as exc:
@@ -169,6 +176,10 @@ class PoolStream:
                 continue  # only "end" events are asked for: never
             element = item
             parent = element.getparent()
+            if element.tag != self.item_tag:  # an <ID>, asked for when drop_ids is set
+                if parent is not None and parent.tag in self._drop_ids:
+                    parent.remove(element)
+                continue
             if parent is None or parent.tag != self.pool_tag or parent.getparent() is not None:
                 raise PoolStreamError(f"<{self.item_tag}> outside <{self.pool_tag}>")
             yield element

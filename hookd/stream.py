@@ -61,6 +61,7 @@ class EventStream:
         self.connected = False
         self.connections = 0
         self.malformed = 0
+        self._retried = False  # a connection attempt failed (oned's endpoint is not up)
 
     def open(self) -> None:
         s = self.settings
@@ -119,6 +120,16 @@ class EventStream:
                 self._handle(frames)
         return handled
 
+    def wait_connected(self, timeout: float) -> bool:
+        """Poll (handling what arrives) until connected, a failed attempt, or ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not self.connected and not self._retried:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.poll(min(left, 0.05))
+        return self.connected
+
     def _handle(self, frames: list[bytes]) -> None:
         try:
             trigger = decode(frames, self._limits, time.monotonic())
@@ -158,6 +169,8 @@ class EventStream:
                                      "follows the reconnection")
                 self.connected = False
                 self._on_state(False)
+            elif event == zmq.EVENT_CONNECT_RETRIED:
+                self._retried = True
             elif event in (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
                            zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
                 log.warning("events.handshake_failed", endpoint=self.settings.endpoint)

@@ -44,3 +44,28 @@ def test_resolve_by_name_uses_known_images() -> None:
     assert index.resolve(refs) == [10, 12]
     index.remember_image(10, "nginx2", 3, "alice")  # renamed
     assert index.resolve(refs) == [12]
+
+
+def test_template_disks_read_the_refs_template_refs_reads() -> None:
+    """A sweep indexes every template from its DISK vectors alone (template_disks): the
+    references must be those of the full facts. A sub-attribute name is exact in oned
+    (VirtualMachineDisk reads IMAGE_ID, IMAGE...): a lower-case ``image`` names nothing."""
+    from lxml import etree
+
+    from hookd import documents
+    from hookd.index import disk_refs, template_refs
+
+    xml = (b"<VMTEMPLATE><ID>7</ID><UID>3</UID><NAME>t</NAME><TEMPLATE>"
+           b"<CPU>1</CPU><DISK><IMAGE_ID>12</IMAGE_ID></DISK><disk><IMAGE>web</IMAGE></disk>"
+           b"<DISK><image>lower</image></DISK>"
+           b"<DISK><IMAGE>db</IMAGE><IMAGE_UNAME>bob</IMAGE_UNAME></DISK><DISK>plain</DISK>"
+           b"<DISK><IMAGE>x</IMAGE><IMAGE_UID>9</IMAGE_UID><!-- c --></DISK>"
+           b"<HOOKD><IMAGE_ID>12</IMAGE_ID><VERSION>2</VERSION></HOOKD>"
+           b"<NIC><NETWORK_ID>0</NETWORK_ID></NIC></TEMPLATE></VMTEMPLATE>")
+    element = etree.fromstring(xml)
+    head = documents.template_disks(element)
+    full = documents.vm_template(element)
+    assert (head.id, head.uid, head.recorded_image) == (7, 3, 12)
+    assert head.disks == tuple(full.template.vectors("DISK"))
+    assert disk_refs(head.disks, head.uid) == template_refs(full) == (
+        ("i", 12), ("u", "web", 3), ("n", "db", "bob"), ("u", "x", 9))

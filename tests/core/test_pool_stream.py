@@ -105,3 +105,44 @@ def test_size_limit() -> None:
     with pytest.raises(PoolStreamError, match="limit"):
         for chunk in chunks(answer(True, POOL, 0), 100):
             list(stream.feed(chunk))
+
+
+DATASTORES = ("<DATASTORE_POOL>" + "".join(
+    f"<DATASTORE><ID>{d}</ID><NAME>ds{d}</NAME><CLUSTERS><ID>0</ID><ID>{d + 100}</ID>"
+    f"</CLUSTERS><IMAGES>{''.join(f'<ID>{i}</ID>' for i in range(500))}</IMAGES>"
+    f"<TEMPLATE><DS_MAD>fs</DS_MAD></TEMPLATE></DATASTORE>" for d in range(3))
+    + "</DATASTORE_POOL>")
+
+
+def _datastore(element: object) -> tuple[str | None, ...]:
+    from lxml import etree
+    assert isinstance(element, etree._Element)
+    return (element.findtext("ID"), element.findtext("NAME"),
+            ",".join(i.text or "" for i in element.findall("CLUSTERS/ID")),
+            str(len(element.findall("IMAGES/ID"))), element.findtext("TEMPLATE/DS_MAD"))
+
+
+@pytest.mark.parametrize("size", [5, 4096, 10**9])
+def test_dropped_id_lists_are_empty_and_the_rest_is_intact(size: int) -> None:
+    stream = PoolStream("DATASTORE_POOL", "DATASTORE", drop_ids=frozenset({"IMAGES"}))
+    seen = []
+    for chunk in chunks(answer(True, DATASTORES, 0), size):
+        seen += [_datastore(element) for element in stream.feed(chunk)]
+    seen += [_datastore(element) for element in stream.finish()]
+    assert seen == [(str(d), f"ds{d}", f"0,{d + 100}", "0", "fs") for d in range(3)]
+    assert stream.answer == PoolAnswer(True, code=0)
+
+
+def test_without_drop_ids_the_lists_are_read() -> None:
+    stream = PoolStream("DATASTORE_POOL", "DATASTORE")
+    seen = [_datastore(e) for e in stream.feed(answer(True, DATASTORES, 0))]
+    seen += [_datastore(e) for e in stream.finish()]
+    assert [s[3] for s in seen] == ["500", "500", "500"]
+
+
+@pytest.mark.parametrize("size", [1, 2, 5])
+def test_a_declaration_cut_into_small_pieces_is_refused(size: int) -> None:
+    """The check sees the end of the previous pieces too, however short each piece is."""
+    body = answer(True, "<!DOCTYPE x [<!ENTITY e 'boom'>]><IMAGE_POOL></IMAGE_POOL>", 0)
+    with pytest.raises(PoolStreamError, match="DOCTYPE"):
+        read(body, size)
