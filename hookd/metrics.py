@@ -24,16 +24,23 @@ from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric
 from prometheus_client.exposition import MetricsHandler, choose_encoder
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from hookd.logs import get_logger
 
-__all__ = ["HookdMetrics", "MetricsBindError", "MetricsServer"]
+__all__ = ["XMLRPC_BUCKETS", "HookdMetrics", "MetricsBindError", "MetricsServer"]
 
 log = get_logger(__name__)
+
+#: Buckets of ``hookd_xmlrpc_call_duration_seconds``: oned on loopback answers an info call in
+#: well under a millisecond to a few; a large pool page takes seconds; ``one.timeout`` (30 s by
+#: default) ends the slowest.
+XMLRPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                  1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
 
 # -- the HTTP endpoint -------------------------------------------------------------------------
 class MetricsBindError(ValueError):
@@ -277,13 +284,17 @@ class HookdMetrics:
         self.xmlrpc_calls = Counter(
             "hookd_xmlrpc_calls_total", "XML-RPC calls made to oned, by method.", ("method",),
             registry=None)
+        self.xmlrpc_call_duration = Histogram(
+            "hookd_xmlrpc_call_duration_seconds",
+            "Duration of the XML-RPC calls made to oned (failed ones included), by method.",
+            ("method",), buckets=XMLRPC_BUCKETS, registry=None)
         self.info = Gauge("hookd_info", "hookd's version (value is always 1).", ("version",),
                           registry=None)
         self.registry.register(_WithoutCreated([
             self.events_received, self.malformed_messages, self.reconciles, self.fixes,
             self.failures, self.queue_depth, self.in_flight, self.last_sweep_duration,
             self.last_sweep_timestamp, self.zmq_connected, self.raft_leader, self.xmlrpc_calls,
-            self.info,
+            self.xmlrpc_call_duration, self.info,
         ]))
 
         # Series that exist from the start, so rate() and absent() work before the first event.
@@ -319,9 +330,17 @@ class HookdMetrics:
     def observe_failure(self, reason: str) -> None:
         self.failures.labels(reason=self._failure_label(reason)).inc()
 
-    def observe_call(self, method: str, *_ignored: object) -> None:
-        """One XML-RPC call (extra arguments — duration, success — are accepted, unused)."""
-        self.xmlrpc_calls.labels(method=self._method_label(method)).inc()
+    def observe_call(self, method: str, duration: float | None = None, ok: bool = True) -> None:
+        """One XML-RPC call: the client's observer, ``(method, duration_seconds, ok)``.
+
+        Failed calls are timed too (a timeout is the slowest answer of all). ``ok`` is not a
+        label: it would double the histogram's series, and a failing call shows up as a
+        failed reconcile (``hookd_failures_total``).
+        """
+        label = self._method_label(method)
+        self.xmlrpc_calls.labels(method=label).inc()
+        if duration is not None:
+            self.xmlrpc_call_duration.labels(method=label).observe(max(0.0, float(duration)))
 
     def set_queue(self, depth: int, in_flight: int) -> None:
         self.queue_depth.set(depth)

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE
+from prometheus_client.parser import text_string_to_metric_families
 
-from hookd.metrics import HookdMetrics, MetricsBindError, MetricsServer
+from hookd.metrics import XMLRPC_BUCKETS, HookdMetrics, MetricsBindError, MetricsServer
 
 # -- a strict parser for text format 0.0.4 ----------------------------------------------------
 
@@ -142,6 +143,7 @@ REQUIRED = {
     "hookd_zmq_connected": ("gauge", ()),
     "hookd_raft_leader": ("gauge", ()),
     "hookd_xmlrpc_calls_total": ("counter", ("method",)),
+    "hookd_xmlrpc_call_duration_seconds": ("histogram", ("method",)),
     "hookd_info": ("gauge", ("version",)),
 }
 
@@ -149,6 +151,7 @@ REQUIRED = {
 def test_hookd_metrics_expose_the_documented_set() -> None:
     metrics = HookdMetrics()
     metrics.set_info("0.1.0")
+    metrics.observe_call("one.image.info", 0.002, True)
     families = parse_exposition(render(metrics))
     # Nothing else: no *_created series, no process or platform collectors.
     assert set(families) == set(REQUIRED)
@@ -189,7 +192,7 @@ def test_hookd_metrics_callbacks_as_the_daemon_uses_them() -> None:
     metrics.observe_fix("Firecracker")
     metrics.observe_failure("transient")
     metrics.observe_call("one.image.info", 0.01, True)  # the client observer's arguments
-    metrics.observe_call("one.template.update")
+    metrics.observe_call("one.template.update")  # counted, not timed
     metrics.set_queue(4, 2)
     metrics.set_sweep(1.25, 1_780_000_000.5)
     metrics.set_zmq_connected(True)
@@ -216,6 +219,8 @@ def test_hookd_metrics_callbacks_as_the_daemon_uses_them() -> None:
     assert series("hookd_zmq_connected") == {"": 1}
     assert series("hookd_raft_leader") == {"": 1}
     assert series("hookd_info") == {"0.2.0": 1}
+    assert f["hookd_xmlrpc_call_duration_seconds"].parts["_count"] == {
+        (("method", "one.image.info"),): 1}
 
 
 def test_label_values_are_escaped() -> None:
@@ -236,6 +241,44 @@ def test_free_form_labels_are_bounded() -> None:
     assert sum(samples.values()) == 500
 
 
+def test_xmlrpc_call_durations_are_a_histogram() -> None:
+    metrics = HookdMetrics()
+    info = [0.0003, 0.0008, 0.004, 0.004, 0.2, 45.0, 120.0]
+    for duration in info:  # as the client's observer reports them, failed calls included
+        metrics.observe_call("one.image.info", duration, duration < 30)
+    metrics.observe_call("one.template.update", 1.5, True)
+    text = render(metrics)
+    parse_exposition(text)  # strict
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    histogram = families["hookd_xmlrpc_call_duration_seconds"]
+    assert histogram.type == "histogram"
+    assert histogram.documentation.startswith("Duration of the XML-RPC calls")
+    buckets: dict[str, dict[float, float]] = {}
+    totals: dict[tuple[str, str], float] = {}
+    for sample in histogram.samples:
+        method = sample.labels["method"]
+        if sample.name.endswith("_bucket"):
+            buckets.setdefault(method, {})[float(sample.labels["le"])] = sample.value
+        else:
+            totals[(method, sample.name.removeprefix(histogram.name))] = sample.value
+    # Sub-millisecond to a minute, then +Inf; cumulative counts.
+    assert sorted(buckets["one.image.info"]) == [*XMLRPC_BUCKETS, float("inf")]
+    assert XMLRPC_BUCKETS[0] < 0.001 and XMLRPC_BUCKETS[-1] >= 30  # one.timeout's default
+    for method, durations in (("one.image.info", info), ("one.template.update", [1.5])):
+        assert buckets[method] == {
+            le: sum(1 for d in durations if d <= le) for le in buckets[method]}, method
+        assert totals[(method, "_count")] == len(durations)
+        assert totals[(method, "_sum")] == pytest.approx(sum(durations))
+    assert buckets["one.image.info"][0.0005] == 1
+    assert buckets["one.image.info"][0.005] == 4
+    assert buckets["one.image.info"][60.0] == 6
+    assert buckets["one.image.info"][float("inf")] == 7
+    # The counter keeps counting every call.
+    calls = families["hookd_xmlrpc_calls"]  # the parser drops the _total suffix
+    assert {s.labels["method"]: s.value for s in calls.samples} == {
+        "one.image.info": 7, "one.template.update": 1}
+
+
 def test_method_labels_are_bounded() -> None:
     metrics = HookdMetrics()
     for i in range(500):
@@ -244,6 +287,9 @@ def test_method_labels_are_bounded() -> None:
     calls = families["hookd_xmlrpc_calls_total"].samples
     assert len(calls) == 129
     assert calls[(("method", "other"),)] == 500 - 128
+    counts = families["hookd_xmlrpc_call_duration_seconds"].parts["_count"]
+    assert len(counts) == 129
+    assert sum(counts.values()) == 500
 
 
 # -- concurrency -----------------------------------------------------------------------------
@@ -278,7 +324,7 @@ def test_concurrent_observations_are_not_lost() -> None:
     assert families["hookd_events_received_total"].samples[(("kind", "api"),)] == total
     malformed = families["hookd_malformed_messages_total"].samples
     assert len(malformed) == 33 and sum(malformed.values()) == total
-    assert families["hookd_xmlrpc_calls_total"].samples == {
+    assert families["hookd_xmlrpc_call_duration_seconds"].parts["_count"] == {
         (("method", "one.image.info"),): total}
     for text in renders:  # every snapshot taken mid-flight is still valid
         parse_exposition(text)
