@@ -79,7 +79,7 @@ def build(config: Config, *, session: str | None = None,
                             read_timeout=float(one["timeout"]),
                             tls_verify=one["tls_verify"], page_size=int(one["page_size"]))
     client = OneClient(config.xmlrpc, session, options,
-                       observer=lambda method, _d, _ok: metrics.observe_call(method))
+                       observer=metrics.observe_call)
     world = WorldCache(client, kernels=kernel_refs(config), initrds=config.sections["initrds"],
                        owner=config.sections["kernels"]["owner"])
     index = TemplateIndex()

@@ -1,4 +1,4 @@
-"""hookd's logging pipeline: structlog and the standard library, one renderer, one redactor.
+"""hookd's logging pipeline: structlog and the standard library, one redactor.
 
 Every log line — hookd's own structlog events and the stdlib records of pyone, requests,
 urllib3, zmq, … — takes the same path::
@@ -10,7 +10,7 @@ urllib3, zmq, … — takes the same path::
                                                               WatchedFileHandler: logrotate-safe
     each handler's ProcessorFormatter:
       foreign records get the same pre-chain (contextvars, level, logger, timestamp, extras),
-      then: exception -> text/dicts, **redaction**, key order, render
+      then: exception -> text/dicts, **redaction**, key order, render (JSON: once per record)
 
 Redaction runs last before rendering, after the traceback became text (or dicts), so a
 registered secret is masked wherever it shows up: values, nested dicts/lists, dict keys,
@@ -40,14 +40,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import logging.handlers
 import math
 import os
 import re
 import sys
 import threading
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from logging.handlers import SysLogHandler, WatchedFileHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TextIO, cast
@@ -74,25 +73,11 @@ MASK = "****"
 
 LogFormat = Literal["auto", "json", "console"]
 
-_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warning": logging.WARNING,
-    "warn": logging.WARNING,
-    "error": logging.ERROR,
-    "critical": logging.CRITICAL,
-}
-
-# syslog priorities journald reads from a "<N>" line prefix (sd-daemon(3)).
+# journald reads a line's syslog priority from a "<N>" prefix (sd-daemon(3)); the stdlib's
+# SysLogHandler knows each level's priority: CRITICAL <2>, ERROR <3>, WARNING <4>, INFO <6>, …
 _PRIORITY = {
-    "debug": "<7>",
-    "info": "<6>",
-    "warning": "<4>",
-    "warn": "<4>",
-    "error": "<3>",
-    "exception": "<3>",
-    "critical": "<2>",
-    "fatal": "<2>",
+    level: f"<{SysLogHandler.priority_names[name]}>"
+    for level, name in SysLogHandler.priority_map.items()
 }
 
 _FIRST_KEYS = ("timestamp", "level", "logger", "event")
@@ -298,37 +283,6 @@ def _redact_processor(_logger: WrappedLogger, _name: str, event_dict: EventDict)
 # =============================================================================================
 
 
-def _timestamp(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
-    """ISO-8601 UTC with microseconds and ``Z``; a stdlib record keeps its creation time."""
-    record = event_dict.get("_record")
-    when = record.created if isinstance(record, logging.LogRecord) else None
-    stamp = datetime.now(UTC) if when is None else datetime.fromtimestamp(when, UTC)
-    event_dict["timestamp"] = stamp.isoformat(timespec="microseconds").replace("+00:00", "Z")
-    return event_dict
-
-
-def _resolve_exc_info(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
-    """Turn ``exc_info=True`` into the tuple now, while the exception is being handled."""
-    exc_info = event_dict.get("exc_info")
-    if exc_info is True:
-        current = sys.exc_info()
-        if current[0] is None:
-            del event_dict["exc_info"]
-        else:
-            event_dict["exc_info"] = current
-    elif exc_info is False or exc_info is None:
-        event_dict.pop("exc_info", None)
-    return event_dict
-
-
-def _foreign_stack(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
-    """A stdlib record's ``stack_info`` is already text: keep it under structlog's ``stack``."""
-    stack = event_dict.pop("stack_info", None)
-    if isinstance(stack, str) and stack:
-        event_dict["stack"] = stack
-    return event_dict
-
-
 def _order_keys(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
     """timestamp, level, logger, event first: JSON lines read well in ``journalctl -o cat``."""
     ordered = {key: event_dict[key] for key in _FIRST_KEYS if key in event_dict}
@@ -338,28 +292,12 @@ def _order_keys(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> Ev
     return ordered
 
 
-class _Render:
-    """The renderer, with a journald ``<N>`` priority prefix when writing to the journal."""
-
-    def __init__(self, renderer: Processor, journal: bool) -> None:
-        self._renderer = renderer
-        self._journal = journal
-
-    def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
-        level = str(event_dict.get("level", name))
-        text = self._renderer(logger, name, event_dict)
-        if not isinstance(text, str):
-            text = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
-        if self._journal:
-            return _PRIORITY.get(level, "<6>") + text
-        return text
-
-
 _SHARED: tuple[Processor, ...] = (
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
-    _timestamp,
+    # ISO 8601 in UTC, always with microseconds ("iso" drops them when they are 0).
+    structlog.processors.TimeStamper(fmt="%Y-%m-%dT%H:%M:%S.%fZ", utc=True),
 )
 
 _dict_tracebacks = structlog.processors.ExceptionRenderer(
@@ -368,55 +306,41 @@ _dict_tracebacks = structlog.processors.ExceptionRenderer(
 )
 
 
-class _JsonFormatter(structlog.stdlib.ProcessorFormatter):
-    """Renders a record's JSON line once, however many handlers (journal, file) write it:
-    redaction and serialisation are most of what a log line costs."""
+class _Formatter(structlog.stdlib.ProcessorFormatter):
+    """One handler's rendering: JSON lines, or the console format.
 
-    def __init__(self, *args: Any, journal: bool, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    JSON is rendered once per record, however many handlers (journal, file) write it:
+    redaction and serialisation are most of what a log line costs. With ``journal``, every
+    line starts with the record's ``<N>`` priority.
+    """
+
+    def __init__(self, *, as_json: bool, colors: bool = False, journal: bool = False) -> None:
+        tail: list[Processor]
+        if as_json:
+            tail = [_dict_tracebacks, _redact_processor, _order_keys,
+                    structlog.processors.JSONRenderer()]
+        else:
+            tail = [structlog.processors.format_exc_info, _redact_processor,
+                    structlog.dev.ConsoleRenderer(
+                        colors=colors, exception_formatter=structlog.dev.plain_traceback)]
+        super().__init__(
+            foreign_pre_chain=[*_SHARED, structlog.stdlib.ExtraAdder()],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
+        )
+        self._as_json = as_json
         self._journal = journal
 
     def format(self, record: logging.LogRecord) -> str:
-        text: str | None = getattr(record, "_hookd_json", None)
-        if text is None:
+        if self._as_json:
+            text: str | None = getattr(record, "_hookd_json", None)
+            if text is None:
+                text = super().format(record)
+                record._hookd_json = text
+        else:
             text = super().format(record)
-            record._hookd_json = text
         if self._journal:
-            return _PRIORITY.get(record.levelname.lower(), "<6>") + text
+            return _PRIORITY.get(record.levelname, "<6>") + text
         return text
-
-
-def _formatter(
-    *, as_json: bool, colors: bool, journal: bool
-) -> structlog.stdlib.ProcessorFormatter:
-    tail: list[Processor]
-    if as_json:
-        return _JsonFormatter(
-            foreign_pre_chain=[*_SHARED, structlog.stdlib.ExtraAdder(), _foreign_stack],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                        _dict_tracebacks, _redact_processor, _order_keys,
-                        _Render(structlog.processors.JSONRenderer(), journal=False)],
-            journal=journal,
-        )
-    else:
-        tail = [
-            structlog.processors.format_exc_info,
-            _redact_processor,
-            _Render(
-                structlog.dev.ConsoleRenderer(
-                    colors=colors, exception_formatter=structlog.dev.plain_traceback
-                ),
-                journal,
-            ),
-        ]
-    return structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[
-            *_SHARED,
-            structlog.stdlib.ExtraAdder(),
-            _foreign_stack,
-        ],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
-    )
 
 
 # =============================================================================================
@@ -444,7 +368,7 @@ class _StreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         _report_handler_error(self, record)
 
 
-class _FileHandler(logging.handlers.WatchedFileHandler):
+class _FileHandler(WatchedFileHandler):
     """JSON-lines file that follows logrotate: reopened when the path's inode changes.
 
     After :meth:`close` (a reconfiguration replaced it) a late record from a thread that was
@@ -512,12 +436,12 @@ _OURS: dict[str, logging.Handler] = {}  # "stream" / "file" -> the handler we in
 def _parse_level(level: str | int) -> int:
     if isinstance(level, int) and not isinstance(level, bool):
         return level
-    try:
-        return _LEVELS[str(level).strip().lower()]
-    except KeyError:
+    numeric = logging.getLevelNamesMapping().get(str(level).strip().upper())
+    if numeric is None:
         raise ValueError(
             f"unknown log level {level!r}: use one of debug, info, warning, error, critical"
-        ) from None
+        )
+    return numeric
 
 
 def configure_logging(
@@ -548,7 +472,7 @@ def configure_logging(
         register_secret(secret)
     target: TextIO = sys.stdout if stream is None else stream
     as_json = fmt == "json" or (fmt == "auto" and not _stream_is_tty(target))
-    stream_formatter = _formatter(
+    stream_formatter = _Formatter(
         as_json=as_json, colors=_use_colors(target), journal=is_journal_stream(target)
     )
     file_problem: str | None = None
@@ -572,7 +496,7 @@ def configure_logging(
                     file_handler = None
                     file_problem = f"{exc.strerror or exc}"
             if file_handler is not None:
-                file_handler.setFormatter(_formatter(as_json=True, colors=False, journal=False))
+                file_handler.setFormatter(_Formatter(as_json=True))
                 handlers["file"] = file_handler
 
         root = logging.getLogger()
@@ -584,7 +508,6 @@ def configure_logging(
                 *_SHARED,
                 structlog.stdlib.PositionalArgumentsFormatter(),
                 structlog.processors.StackInfoRenderer(),
-                _resolve_exc_info,
                 structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
             ],
             logger_factory=structlog.stdlib.LoggerFactory(),

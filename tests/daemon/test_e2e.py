@@ -373,6 +373,11 @@ def test_watchdog_pings_and_metrics_while_running(
     assert values["hookd_raft_leader"] == 1
     assert values['hookd_events_received_total{kind="state"}'] >= 2
     assert values['hookd_xmlrpc_calls_total{method="one.template.update"}'] == 2
+    # The client's observer reports each call's duration: timed, with the same method label.
+    update = 'method="one.template.update"'
+    assert values[f"hookd_xmlrpc_call_duration_seconds_count{{{update}}}"] == 2
+    assert values[f'hookd_xmlrpc_call_duration_seconds_bucket{{le="+Inf",{update}}}'] == 2
+    assert values[f"hookd_xmlrpc_call_duration_seconds_sum{{{update}}}"] > 0
     # SIGSTOP freezes the main loop: the pings stop (systemd would restart hookd).
     daemon.signal(signal.SIGSTOP)
     frozen = len(daemon.notify.messages)

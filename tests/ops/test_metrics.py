@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import math
 import re
 import socket
 import threading
@@ -12,17 +11,11 @@ import urllib.request
 from dataclasses import dataclass, field
 
 import pytest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE
+from prometheus_client.parser import text_string_to_metric_families
 
-from hookd.metrics import (
-    CONTENT_TYPE,
-    Counter,
-    Gauge,
-    HookdMetrics,
-    MetricsBindError,
-    MetricsServer,
-    Registry,
-    format_value,
-)
+from hookd.metrics import XMLRPC_BUCKETS, HookdMetrics, MetricsBindError, MetricsServer
 
 # -- a strict parser for text format 0.0.4 ----------------------------------------------------
 
@@ -34,11 +27,17 @@ _SAMPLE = re.compile(rf"^({_NAME})(?:\{{(.*)\}})? (\S+)(?: (-?\d+))?$")
 _PAIR = re.compile(rf'({_LABEL_NAME})="((?:[^"\\\n]|\\\\|\\"|\\n)*)"(,|$)')
 
 
+Labels = tuple[tuple[str, str], ...]
+_HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
 @dataclass
 class Family:
     type: str
     help: str | None = None
-    samples: dict[tuple[tuple[str, str], ...], float] = field(default_factory=dict)
+    samples: dict[Labels, float] = field(default_factory=dict)
+    # A histogram's samples, by suffix (_bucket, _sum, _count).
+    parts: dict[str, dict[Labels, float]] = field(default_factory=dict)
 
 
 def _unescape(text: str, quotes: bool) -> str:
@@ -104,105 +103,32 @@ def parse_exposition(text: str) -> dict[str, Family]:
         match = _SAMPLE.match(line)
         assert match, f"bad sample line {line!r}"
         name = match.group(1)
-        assert name == current, f"sample {name} outside its family block ({current})"
+        assert current is not None, f"sample {name} before any TYPE"
+        family = families[current]
         labels = _parse_labels(match.group(2) or "")
-        family = families[name]
-        assert labels not in family.samples, f"duplicate series {line!r}"
-        family.samples[labels] = _parse_value(match.group(3))
+        if family.type == "histogram":
+            suffix = name.removeprefix(current)
+            assert name.startswith(current) and suffix in _HISTOGRAM_SUFFIXES, (
+                f"sample {name} outside its family block ({current})")
+            assert ("le" in dict(labels)) == (suffix == "_bucket"), line
+            target = family.parts.setdefault(suffix, {})
+        else:
+            assert name == current, f"sample {name} outside its family block ({current})"
+            target = family.samples
+        assert labels not in target, f"duplicate series {line!r}"
+        target[labels] = _parse_value(match.group(3))
     for name, family in families.items():
         assert family.help is not None, f"{name} has no HELP"
     return families
 
 
-# -- values, labels, escaping ----------------------------------------------------------------
-
-
-def test_counters_and_gauges_render_as_valid_exposition() -> None:
-    registry = Registry()
-    requests = registry.counter("app_requests_total", "Requests.\nSecond line \\ ok.",
-                                ("method", "code"))
-    temperature = registry.gauge("app_temperature_celsius", "Temperature.")
-    requests.inc(method="GET", code="200")
-    requests.inc(2.5, method="GET", code="200")
-    requests.inc(method='we"ird\\va\nlue', code="500")
-    requests.labels(method="POST", code="201")  # exported at 0 before any increment
-    temperature.set(-3.25)
-    families = parse_exposition(registry.render())
-    assert list(families) == ["app_requests_total", "app_temperature_celsius"]
-    req = families["app_requests_total"]
-    assert req.type == "counter"
-    assert req.help == "Requests.\nSecond line \\ ok."
-    assert req.samples == {
-        (("code", "200"), ("method", "GET")): 3.5,
-        (("code", "500"), ("method", 'we"ird\\va\nlue')): 1.0,
-        (("code", "201"), ("method", "POST")): 0.0,
-    }
-    temp = families["app_temperature_celsius"]
-    assert temp.type == "gauge" and temp.samples == {(): -3.25}
-    assert requests.value(method="GET", code="200") == 3.5
-
-
-def test_exact_text_of_a_small_registry() -> None:
-    registry = Registry()
-    counter = registry.counter("x_total", "X.", ("k",))
-    counter.inc(k='a"b')
-    registry.gauge("y", "Y.").set(float("inf"))
-    assert registry.render() == (
-        "# HELP x_total X.\n"
-        "# TYPE x_total counter\n"
-        'x_total{k="a\\"b"} 1\n'
-        "# HELP y Y.\n"
-        "# TYPE y gauge\n"
-        "y +Inf\n"
-    )
-    assert Registry().render() == ""
-
-
-@pytest.mark.parametrize(
-    ("value", "text"),
-    [(0.0, "0"), (3.0, "3"), (-2.0, "-2"), (0.5, "0.5"), (1e20, "1e+20"), (1 / 3, repr(1 / 3)),
-     (float("inf"), "+Inf"), (float("-inf"), "-Inf"), (float("nan"), "NaN")],
-)
-def test_value_formatting(value: float, text: str) -> None:
-    assert format_value(value) == text
-    parsed = _parse_value(text)
-    assert (math.isnan(parsed) and math.isnan(value)) or parsed == value
-
-
-def test_invalid_use_is_rejected() -> None:
-    registry = Registry()
-    counter = registry.counter("ok_total", "Ok.", ("a",))
-    with pytest.raises(ValueError, match="already registered"):
-        registry.counter("ok_total", "Again.")
-    with pytest.raises(ValueError, match="invalid metric name"):
-        Counter("bad-name", "x")
-    with pytest.raises(ValueError, match="invalid label name"):
-        Gauge("g", "x", ("__reserved",))
-    with pytest.raises(ValueError, match="invalid label name"):
-        Gauge("g", "x", ("bad-label",))
-    with pytest.raises(ValueError, match="only goes up"):
-        counter.inc(-1, a="x")
-    with pytest.raises(ValueError, match="takes labels"):
-        counter.inc(b="x")
-    with pytest.raises(ValueError, match="takes labels"):
-        counter.inc()
-
-
-def test_gauge_set_inc_dec_and_clear() -> None:
-    gauge = Gauge("q", "Q.", ("v",))
-    gauge.set(5, v="a")
-    gauge.inc(v="a")
-    gauge.dec(3, v="a")
-    assert gauge.value(v="a") == 3
-    gauge.clear()
-    assert gauge.samples() == []
-    plain = Gauge("p", "P.")
-    plain.set(7)
-    plain.clear()
-    assert plain.samples() == [((), 0.0)]
-
-
 # -- hookd's metric set ----------------------------------------------------------------------
+
+
+def render(metrics: HookdMetrics) -> str:
+    """The exposition a scrape without an Accept header gets (text format 0.0.4)."""
+    return generate_latest(metrics.registry).decode()
+
 
 REQUIRED = {
     "hookd_events_received_total": ("counter", ("kind",)),
@@ -217,6 +143,7 @@ REQUIRED = {
     "hookd_zmq_connected": ("gauge", ()),
     "hookd_raft_leader": ("gauge", ()),
     "hookd_xmlrpc_calls_total": ("counter", ("method",)),
+    "hookd_xmlrpc_call_duration_seconds": ("histogram", ("method",)),
     "hookd_info": ("gauge", ("version",)),
 }
 
@@ -224,13 +151,21 @@ REQUIRED = {
 def test_hookd_metrics_expose_the_documented_set() -> None:
     metrics = HookdMetrics()
     metrics.set_info("0.1.0")
-    families = parse_exposition(metrics.registry.render())
+    metrics.observe_call("one.image.info", 0.002, True)
+    families = parse_exposition(render(metrics))
+    # Nothing else: no *_created series, no process or platform collectors.
     assert set(families) == set(REQUIRED)
     for name, (kind, labels) in REQUIRED.items():
         family = families[name]
         assert family.type == kind, name
         for series in family.samples:
             assert tuple(n for n, _ in series) == labels, (name, series)
+        for suffix, part in family.parts.items():
+            assert part, (name, suffix)
+            for series in part:
+                names = tuple(n for n, _ in series)
+                assert names == (tuple(sorted((*labels, "le"))) if suffix == "_bucket"
+                                 else labels), (name, suffix, series)
     # Series that exist from the start, so rate() and absent() work before the first event.
     assert families["hookd_events_received_total"].samples == {
         (("kind", "state"),): 0, (("kind", "api"),): 0, (("kind", "other"),): 0}
@@ -257,14 +192,14 @@ def test_hookd_metrics_callbacks_as_the_daemon_uses_them() -> None:
     metrics.observe_fix("Firecracker")
     metrics.observe_failure("transient")
     metrics.observe_call("one.image.info", 0.01, True)  # the client observer's arguments
-    metrics.observe_call("one.template.update")
+    metrics.observe_call("one.template.update")  # counted, not timed
     metrics.set_queue(4, 2)
     metrics.set_sweep(1.25, 1_780_000_000.5)
     metrics.set_zmq_connected(True)
     metrics.set_leader(True)
     metrics.set_info("0.1.0")
     metrics.set_info("0.2.0")  # a new version replaces the old series
-    f = parse_exposition(metrics.registry.render())
+    f = parse_exposition(render(metrics))
 
     def series(name: str) -> dict[str, float]:
         return {s[0][1] if s else "": v for s, v in f[name].samples.items()}
@@ -284,53 +219,113 @@ def test_hookd_metrics_callbacks_as_the_daemon_uses_them() -> None:
     assert series("hookd_zmq_connected") == {"": 1}
     assert series("hookd_raft_leader") == {"": 1}
     assert series("hookd_info") == {"0.2.0": 1}
+    assert f["hookd_xmlrpc_call_duration_seconds"].parts["_count"] == {
+        (("method", "one.image.info"),): 1}
+
+
+def test_label_values_are_escaped() -> None:
+    metrics = HookdMetrics()
+    version = '0.1.0+"dev"\\build\nline'
+    metrics.set_info(version)
+    assert parse_exposition(render(metrics))["hookd_info"].samples == {
+        (("version", version),): 1}
 
 
 def test_free_form_labels_are_bounded() -> None:
     metrics = HookdMetrics()
     for i in range(500):
         metrics.observe_malformed(f"reason {i}\n\"x\"")
-    samples = parse_exposition(metrics.registry.render())[
-        "hookd_malformed_messages_total"].samples
+    samples = parse_exposition(render(metrics))["hookd_malformed_messages_total"].samples
     assert len(samples) <= 33
     assert samples[(("reason", "other"),)] == 500 - 32
     assert sum(samples.values()) == 500
 
 
+def test_xmlrpc_call_durations_are_a_histogram() -> None:
+    metrics = HookdMetrics()
+    info = [0.0003, 0.0008, 0.004, 0.004, 0.2, 45.0, 120.0]
+    for duration in info:  # as the client's observer reports them, failed calls included
+        metrics.observe_call("one.image.info", duration, duration < 30)
+    metrics.observe_call("one.template.update", 1.5, True)
+    text = render(metrics)
+    parse_exposition(text)  # strict
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    histogram = families["hookd_xmlrpc_call_duration_seconds"]
+    assert histogram.type == "histogram"
+    assert histogram.documentation.startswith("Duration of the XML-RPC calls")
+    buckets: dict[str, dict[float, float]] = {}
+    totals: dict[tuple[str, str], float] = {}
+    for sample in histogram.samples:
+        method = sample.labels["method"]
+        if sample.name.endswith("_bucket"):
+            buckets.setdefault(method, {})[float(sample.labels["le"])] = sample.value
+        else:
+            totals[(method, sample.name.removeprefix(histogram.name))] = sample.value
+    # Sub-millisecond to a minute, then +Inf; cumulative counts.
+    assert sorted(buckets["one.image.info"]) == [*XMLRPC_BUCKETS, float("inf")]
+    assert XMLRPC_BUCKETS[0] < 0.001 and XMLRPC_BUCKETS[-1] >= 30  # one.timeout's default
+    for method, durations in (("one.image.info", info), ("one.template.update", [1.5])):
+        assert buckets[method] == {
+            le: sum(1 for d in durations if d <= le) for le in buckets[method]}, method
+        assert totals[(method, "_count")] == len(durations)
+        assert totals[(method, "_sum")] == pytest.approx(sum(durations))
+    assert buckets["one.image.info"][0.0005] == 1
+    assert buckets["one.image.info"][0.005] == 4
+    assert buckets["one.image.info"][60.0] == 6
+    assert buckets["one.image.info"][float("inf")] == 7
+    # The counter keeps counting every call.
+    calls = families["hookd_xmlrpc_calls"]  # the parser drops the _total suffix
+    assert {s.labels["method"]: s.value for s in calls.samples} == {
+        "one.image.info": 7, "one.template.update": 1}
+
+
+def test_method_labels_are_bounded() -> None:
+    metrics = HookdMetrics()
+    for i in range(500):
+        metrics.observe_call(f"one.made.up{i}", 0.001, False)
+    families = parse_exposition(render(metrics))
+    calls = families["hookd_xmlrpc_calls_total"].samples
+    assert len(calls) == 129
+    assert calls[(("method", "other"),)] == 500 - 128
+    counts = families["hookd_xmlrpc_call_duration_seconds"].parts["_count"]
+    assert len(counts) == 129
+    assert sum(counts.values()) == 500
+
+
 # -- concurrency -----------------------------------------------------------------------------
 
 
-def test_concurrent_increments_are_not_lost() -> None:
-    registry = Registry()
-    counter = registry.counter("c_total", "C.", ("t",))
-    gauge = registry.gauge("g", "G.")
-    child = counter.labels(t="child")
-    threads_n, per_thread = 8, 5000
+def test_concurrent_observations_are_not_lost() -> None:
+    metrics = HookdMetrics()
+    threads_n, per_thread = 8, 2000
     barrier = threading.Barrier(threads_n + 1)
     renders: list[str] = []
 
     def work() -> None:
         barrier.wait()
-        for _ in range(per_thread):
-            counter.inc(t="shared")
-            child.inc()
-            gauge.inc()
-            gauge.dec()
+        for i in range(per_thread):
+            metrics.observe_event("api")
+            metrics.observe_malformed(f"reason{i % 40}")  # races on the label bound too
+            metrics.observe_call("one.image.info", 0.001, True)
 
-    def render() -> None:
+    def scrape() -> None:
         barrier.wait()
         for _ in range(50):
-            renders.append(registry.render())
+            renders.append(render(metrics))
 
     threads = [threading.Thread(target=work) for _ in range(threads_n)]
-    threads.append(threading.Thread(target=render))
+    threads.append(threading.Thread(target=scrape))
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert counter.value(t="shared") == threads_n * per_thread
-    assert counter.value(t="child") == threads_n * per_thread
-    assert gauge.value() == 0
+    families = parse_exposition(render(metrics))
+    total = threads_n * per_thread
+    assert families["hookd_events_received_total"].samples[(("kind", "api"),)] == total
+    malformed = families["hookd_malformed_messages_total"].samples
+    assert len(malformed) == 33 and sum(malformed.values()) == total
+    assert families["hookd_xmlrpc_call_duration_seconds"].parts["_count"] == {
+        (("method", "one.image.info"),): total}
     for text in renders:  # every snapshot taken mid-flight is still valid
         parse_exposition(text)
 
@@ -370,8 +365,8 @@ def test_server_answers_on_loopback() -> None:
 
 
 def test_server_on_ipv6_loopback_and_localhost() -> None:
-    registry = Registry()
-    registry.gauge("up_flag", "Up.").set(1)
+    registry = CollectorRegistry()
+    Gauge("up_flag", "Up.", registry=registry).set(1)
     with MetricsServer(registry, host="[::1]") as server:
         assert server.url == f"http://[::1]:{server.port}/metrics"
         connection = http.client.HTTPConnection("::1", server.port, timeout=5)
@@ -387,18 +382,18 @@ def test_server_on_ipv6_loopback_and_localhost() -> None:
 @pytest.mark.parametrize("host", ["0.0.0.0", "", "::", "*", "192.0.2.10", "example.invalid"])
 def test_non_loopback_bind_is_refused(host: str) -> None:
     with pytest.raises(MetricsBindError, match="refusing to serve metrics"):
-        MetricsServer(Registry(), host=host, port=0)
+        MetricsServer(CollectorRegistry(), host=host, port=0)
 
 
 def test_non_loopback_bind_when_explicitly_allowed() -> None:
-    registry = Registry()
-    registry.gauge("up_flag", "Up.").set(1)
+    registry = CollectorRegistry()
+    Gauge("up_flag", "Up.", registry=registry).set(1)
     with MetricsServer(registry, host="0.0.0.0", allow_non_loopback=True) as server:
         assert _get(f"http://127.0.0.1:{server.port}/metrics")[0] == 200
 
 
 def test_server_lifecycle_errors() -> None:
-    server = MetricsServer(Registry())
+    server = MetricsServer(CollectorRegistry())
     with pytest.raises(RuntimeError, match="not started"):
         _ = server.port
     server.start()
@@ -409,7 +404,7 @@ def test_server_lifecycle_errors() -> None:
         server.stop()
     server.stop()  # idempotent
     with pytest.raises(ValueError, match="port"):
-        MetricsServer(Registry(), port=70000)
+        MetricsServer(CollectorRegistry(), port=70000)
 
 
 def test_concurrent_scrapes_while_counting() -> None:
@@ -441,4 +436,5 @@ def test_concurrent_scrapes_while_counting() -> None:
         stop.set()
         counter_thread.join()
     assert len(results) == 40
-    assert max(results) <= metrics.events_received.value(kind="api")
+    assert max(results) <= (metrics.registry.get_sample_value(
+        "hookd_events_received_total", {"kind": "api"}) or 0)
