@@ -60,7 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     from hookd.applier import Applier
     from hookd.client import NotFound, OneClient, OneError
     from hookd.config import load, read_session
-    from hookd.daemon import kernel_refs
     from hookd.documents import pool_items
     from hookd.engine import Engine
     from hookd.index import TemplateIndex
@@ -154,9 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     for template in found:
         index.put(template)
     as_client = cast(OneClient, client)
-    world = WorldCache(as_client, kernels=kernel_refs(config),
-                       initrds=config.sections["initrds"],
-                       owner=config.sections["kernels"]["owner"])
+    world = WorldCache(as_client, kernels=config.kernels.refs(),
+                       initrds=config.initrds.refs(), owner=config.kernels.owner)
     engine = Engine(as_client, world, index, Applier(as_client), planner_settings(config),
                     oci_resolver(config, world))
     result = engine.reconcile_image(event_image.id, trigger="onehem hook")

@@ -384,14 +384,55 @@ def _concurrent_lines(current: str | None, new: Mapping[int, str]) -> str:
     return "\n".join(lines.values())
 
 
-def plan_image(image: ImageFacts, templates: Sequence[VmTemplateFacts], world: World,
-               settings: PlannerSettings) -> ImagePlan:
-    """The whole plan for one image and the templates that (may) use it."""
+class ImagePlanning:
+    """One image's plan, built template by template: the one composition of triage, the
+    per-template plan and the conclusion. :func:`plan_for` runs it over a list; a sweep
+    feeds it templates as it reads them from the pool (keeping only the outcomes)."""
+
+    def __init__(self, image: ImageFacts, world: World, settings: PlannerSettings,
+                 classification: Classification) -> None:
+        self.image = image
+        self.world = world
+        self.settings = settings
+        self.classification = classification
+        self.outcomes: list[TemplateOutcome] = []
+
+    def add(self, template: VmTemplateFacts, *, world: World | None = None,
+            keep_edit: bool = True) -> TemplateOutcome:
+        """Plan ``template``, in ``world`` if given (the image's world plus facts of this
+        template's other disks). ``keep_edit=False``: keep what the digest and the status
+        need, not the payload."""
+        outcome = plan_template(self.image, template, world or self.world, self.settings,
+                                self.classification)
+        self.outcomes.append(outcome if keep_edit else replace(outcome, edit=None))
+        return outcome
+
+    def finish(self, concurrent: Mapping[int, str] | None = None) -> ImagePlan:
+        return conclude(self.image, self.outcomes, self.world, self.classification,
+                        concurrent)
+
+
+def start(image: ImageFacts, world: World, settings: PlannerSettings
+          ) -> ImagePlan | ImagePlanning:
+    """Triage: a final plan when the image is not hookd's business, else its planning."""
     decided = triage(image, world, settings)
     if isinstance(decided, ImagePlan):
         return decided
-    outcomes = [plan_template(image, t, world, settings, decided) for t in templates]
-    return conclude(image, outcomes, world, decided)
+    return ImagePlanning(image, world, settings, decided)
+
+
+def plan_for(image: ImageFacts, templates: Iterable[VmTemplateFacts], world: World,
+             settings: PlannerSettings, concurrent: Mapping[int, str] | None = None
+             ) -> ImagePlan:
+    """The whole plan for one image and the templates that (may) use it: what the engine
+    writes, what ``hookd plan`` shows, what the tests check. An image that is not a
+    container image gets back what hookd wrote for it (:func:`undo_plan`)."""
+    started = start(image, world, settings)
+    if isinstance(started, ImagePlan):
+        return undo_plan(started, image, templates) if started.undo else started
+    for template in templates:
+        started.add(template)
+    return started.finish(concurrent)
 
 
 def error_plan(image: ImageFacts, reason: str) -> ImagePlan:

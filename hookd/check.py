@@ -136,8 +136,8 @@ def run_checks(config_path: Path | None, *, zmq_timeout: float = 3.0,
     emit(Line(True, "configuration", config.where))
     emit(Line(True, "endpoints", f"xmlrpc {config.xmlrpc} (from {config.xmlrpc_origin}), "
               f"events {config.zmq} (from {config.zmq_origin})"))
-    if config.sections["metrics"]["listen"]:
-        emit(check_metrics(str(config.sections["metrics"]["listen"])))
+    if config.metrics.listen:
+        emit(check_metrics(config.metrics.listen))
     auth = check_auth_file(config.auth_file)
     emit(auth)
     if auth.ok:
@@ -188,7 +188,7 @@ def _oned_checks(config: Config, emit: Callable[[Line], None]) -> None:
     for hv in ("kvm", "firecracker"):
         needed = any(m in ((hv, "qemu") if hv == "kvm" else (hv,)) for m in vm_mads)
         choice = snap.kernels.get(hv)
-        configured = config.sections["kernels"][hv] is not None
+        configured = config.kernels.refs()[hv] is not None
         if not configured:
             if needed:
                 emit(Line(False, f"{hv} kernel", f"{hv} hosts exist but kernels.{hv} is not set",
@@ -209,7 +209,7 @@ def _oned_checks(config: Config, emit: Callable[[Line], None]) -> None:
             emit(Line(False, f"{hv} kernel", "no file datastore (Kernels & Files) exists"))
     docker_markets = [m for m in snap.markets.values()
                       if m.market_mad in ("dockerhub", "docker_registry")]
-    if not docker_markets or not config.sections["start_script"]["enabled"]:
+    if not docker_markets or not config.start_script.enabled:
         emit(Line(True, "registry", "no Docker marketplace on this front-end (or start "
                   "scripts disabled): no registry needed"))
         return

@@ -20,9 +20,9 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from handlers.errors import PermanentError
@@ -39,14 +39,16 @@ ONEADMIN_HOME = Path("/var/lib/one")
 
 
 # -- the schema ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class F:
-    """One key: its type(s), default, and an optional check returning an error or None."""
-
-    types: tuple[type, ...]
-    default: Any = None
-    check: Callable[[Any], str | None] | None = None
-    doc: str = ""
+def setting(types: tuple[type, ...], default: Any = None,
+            check: Callable[[Any], str | None] | None = None, doc: str = "") -> Any:
+    """A configuration key: the YAML types it takes, its default, an optional check that
+    returns a problem (or None), and what it is for. The dataclass field's annotation is
+    the value's type as the daemon uses it."""
+    metadata = {"types": types, "check": check, "doc": doc}
+    if isinstance(default, (list, dict)):
+        frozen = tuple(default) if isinstance(default, list) else dict(default)
+        return field(default_factory=lambda: frozen, metadata={**metadata, "default": default})
+    return field(default=default, metadata={**metadata, "default": default})
 
 
 def _number(low: float, high: float, *, low_inclusive: bool = False
@@ -132,6 +134,12 @@ def _tls_verify(value: Any) -> str | None:
     return None if isinstance(value, bool) else _readable_file(value)
 
 
+def _platform(value: Any) -> str | None:
+    if re.fullmatch(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?", str(value)):
+        return None
+    return "must be os/architecture[/variant]"
+
+
 def _text_line(value: Any) -> str | None:
     return None if not _CONTROL.search(str(value)) else "must not contain control characters"
 
@@ -139,103 +147,174 @@ def _text_line(value: Any) -> str | None:
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 _ID_OR_NAME = (int, str)
 
-SCHEMA: dict[str, dict[str, F]] = {
-    "one": {
-        "xmlrpc": F((str,), None, _endpoint("http://", "https://"), "XML-RPC endpoint"),
-        "auth_file": F((str,), None, None, "file holding user:password"),
-        "zmq": F((str,), None, _endpoint("tcp://", "ipc://"), "oned's event stream (one_hm PUB)"),
-        "connect_timeout": F((int, float), 5.0, _number(0, 300)),
-        "timeout": F((int, float), 30.0, _SHORT, "read timeout of every XML-RPC call"),
-        "tls_verify": F((bool, str), True, _tls_verify, "true, false, or a CA bundle path"),
-        "page_size": F((int,), 2000, _count(2, 100_000), "objects per pool page"),
-    },
-    "kernels": {
-        "kvm": F(_ID_OR_NAME, None, None, "KERNEL image (ID or name) for KVM"),
-        "firecracker": F(_ID_OR_NAME, None, None, "KERNEL image for Firecracker"),
-        "owner": F(_ID_OR_NAME, "oneadmin", None,
-                   "a kernel or initrd given by name must belong to this user (name or ID)"),
-    },
-    "initrds": {
-        "kvm": F(_ID_OR_NAME, None, None, "RAMDISK image for KVM"),
-        "firecracker": F(_ID_OR_NAME, None, None, "ignored by OpenNebula (#5382); warned"),
-    },
-    "kernel_cmdline": {
-        "kvm": F((str,), "rw console=ttyS0", _text_line),
-        "firecracker": F((str,), "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux "
-                                 "i8042.nomux i8042.nopnp i8042.dumbkbd", _text_line),
-    },
-    "hypervisors": {
-        "prefer": F((list,), ["lxc", "firecracker", "kvm"]),
-        "pin": F((bool,), True),
-        "datastores": F((dict,), {}, None, "datastore ID -> hypervisor override"),
-        "clusters": F((dict,), {}, None, "cluster ID -> hypervisor override"),
-    },
-    "scope": {
-        "datastores": F((list,), [], None, "only these image datastores (empty: all)"),
-        "opt_attribute": F((str,), "HOOKD_MANAGE", _attribute_name),
-    },
-    "start_script": {
-        "enabled": F((bool,), True),
-        "policy": F((str,), "keep", _choice("keep", "append")),
-        "context_env": F((bool,), False),
-        "fallback": F((bool,), True, None, "start /one_entrypoint.sh when the registry fails"),
-        "service_name": F((str,), "hookd-app", _service_name),
-    },
-    "registries": {
-        "platform": F((str,), "linux/amd64", lambda v: None if re.fullmatch(
-            r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?", str(v)) else "must be os/architecture[/variant]"),
-        "mirrors": F((dict,), {}, None, "registry host -> list of mirror URLs"),
-        "credentials": F((dict,), {}, None, "registry host -> {username, password_file}"),
-        "insecure": F((list,), [], None, "registries spoken to over plain HTTP"),
-        "ca_bundle": F((str,), None, _readable_file),
-        "timeout": F((int, float), 15.0, _number(0, 600)),
-        "cache_dir": F((str,), "/var/lib/hookd/oci-cache"),
-        "docker_socket": F((str,), None),
-    },
-    "reconcile": {
-        "workers": F((int,), 8, _count(1, 256)),
-        "sweep_interval": F((int, float), 600, _number(0, 7 * 86400),
-                            "seconds between full sweeps"),
-        "attempts": F((int,), 8, _count(1, 1000),
-                      "attempts before a transient failure is an error"),
-        "backoff_initial": F((int, float), 1.0, _SHORT),
-        "backoff_max": F((int, float), 300.0, _SECONDS),
-        "shutdown_timeout": F((int, float), 20.0, _SHORT),
-    },
-    "events": {
-        "heartbeat_interval": F((int, float), 5.0, _SHORT),
-        "heartbeat_timeout": F((int, float), 15.0, _SHORT),
-        "reconnect_initial": F((int, float), 0.1, _SHORT),
-        "reconnect_max": F((int, float), 30.0, _SHORT),
-        "max_message_bytes": F((int,), 4 * 1024 * 1024, _count(4096, 256 * 1024 * 1024)),
-    },
-    "ha": {
-        "poll_interval": F((int, float), 5.0, _SHORT),
-    },
-    "log": {
-        "level": F((str,), "info", _choice("debug", "info", "warning", "error")),
-        "file": F((str,), None, None, "JSON lines file, e.g. /var/log/one/hookd.log"),
-        "format": F((str,), "auto", _choice("auto", "json", "console")),
-    },
-    "metrics": {
-        "listen": F((str,), None, _host_port, "host:port of the Prometheus endpoint (loopback)"),
-    },
+_HYPERVISORS = ("kvm", "qemu", "firecracker", "lxc", "lxd", "vcenter")
+
+
+@dataclass(frozen=True)
+class One:
+    xmlrpc: str | None = setting((str,), None, _endpoint("http://", "https://"),
+                                 "XML-RPC endpoint")
+    auth_file: str | None = setting((str,), None, None, "file holding user:password")
+    zmq: str | None = setting((str,), None, _endpoint("tcp://", "ipc://"),
+                              "oned's event stream (one_hm PUB)")
+    connect_timeout: float = setting((int, float), 5.0, _number(0, 300))
+    timeout: float = setting((int, float), 30.0, _SHORT, "read timeout of every XML-RPC call")
+    tls_verify: bool | str = setting((bool, str), True, _tls_verify,
+                                     "true, false, or a CA bundle path")
+    page_size: int = setting((int,), 2000, _count(2, 100_000), "objects per pool page")
+
+
+@dataclass(frozen=True)
+class Kernels:
+    kvm: int | str | None = setting(_ID_OR_NAME, None, None, "KERNEL image (ID or name) for KVM")
+    firecracker: int | str | None = setting(_ID_OR_NAME, None, None,
+                                            "KERNEL image for Firecracker")
+    owner: int | str = setting(_ID_OR_NAME, "oneadmin", None,
+                               "a kernel or initrd given by name must belong to this user")
+
+    def refs(self) -> dict[str, int | str | None]:
+        """Hypervisor -> KERNEL image ID or name."""
+        return {"kvm": self.kvm, "firecracker": self.firecracker}
+
+
+@dataclass(frozen=True)
+class Initrds:
+    kvm: int | str | None = setting(_ID_OR_NAME, None, None, "RAMDISK image for KVM")
+    firecracker: int | str | None = setting(_ID_OR_NAME, None, None,
+                                            "ignored by OpenNebula (#5382); warned")
+
+    def refs(self) -> dict[str, int | str | None]:
+        return {"kvm": self.kvm, "firecracker": self.firecracker}
+
+
+@dataclass(frozen=True)
+class KernelCmdline:
+    kvm: str = setting((str,), "rw console=ttyS0", _text_line)
+    firecracker: str = setting((str,), "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux "
+                                       "i8042.nomux i8042.nopnp i8042.dumbkbd", _text_line)
+
+
+@dataclass(frozen=True)
+class Hypervisors:
+    prefer: tuple[str, ...] = setting((list,), ["lxc", "firecracker", "kvm"])
+    pin: bool = setting((bool,), True)
+    datastores: Mapping[int, str] = setting((dict,), {}, None,
+                                            "datastore ID -> hypervisor override")
+    clusters: Mapping[int, str] = setting((dict,), {}, None, "cluster ID -> hypervisor override")
+
+
+@dataclass(frozen=True)
+class Scope:
+    datastores: tuple[int, ...] = setting((list,), [], None,
+                                          "only these image datastores (empty: all)")
+    opt_attribute: str = setting((str,), "HOOKD_MANAGE", _attribute_name)
+
+
+@dataclass(frozen=True)
+class StartScript:
+    enabled: bool = setting((bool,), True)
+    policy: Literal["keep", "append"] = setting((str,), "keep", _choice("keep", "append"))
+    context_env: bool = setting((bool,), False)
+    fallback: bool = setting((bool,), True, None,
+                             "start /one_entrypoint.sh when the registry fails")
+    service_name: str = setting((str,), "hookd-app", _service_name)
+
+
+@dataclass(frozen=True)
+class Registries:
+    platform: str = setting((str,), "linux/amd64", _platform)
+    mirrors: Mapping[str, tuple[str, ...]] = setting((dict,), {}, None,
+                                                     "registry host -> list of mirror URLs")
+    credentials: Mapping[str, Mapping[str, str]] = setting(
+        (dict,), {}, None, "registry host -> {username, password_file}")
+    insecure: tuple[str, ...] = setting((list,), [], None,
+                                        "registries spoken to over plain HTTP")
+    ca_bundle: str | None = setting((str,), None, _readable_file)
+    timeout: float = setting((int, float), 15.0, _number(0, 600))
+    cache_dir: str = setting((str,), "/var/lib/hookd/oci-cache")
+    docker_socket: str | None = setting((str,), None)
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    workers: int = setting((int,), 8, _count(1, 256))
+    sweep_interval: float = setting((int, float), 600, _number(0, 7 * 86400),
+                                    "seconds between full sweeps")
+    attempts: int = setting((int,), 8, _count(1, 1000),
+                            "attempts before a transient failure is an error")
+    backoff_initial: float = setting((int, float), 1.0, _SHORT)
+    backoff_max: float = setting((int, float), 300.0, _SECONDS)
+    shutdown_timeout: float = setting((int, float), 20.0, _SHORT)
+
+
+@dataclass(frozen=True)
+class Events:
+    heartbeat_interval: float = setting((int, float), 5.0, _SHORT)
+    heartbeat_timeout: float = setting((int, float), 15.0, _SHORT)
+    reconnect_initial: float = setting((int, float), 0.1, _SHORT)
+    reconnect_max: float = setting((int, float), 30.0, _SHORT)
+    max_message_bytes: int = setting((int,), 4 * 1024 * 1024, _count(4096, 256 * 1024 * 1024))
+
+
+@dataclass(frozen=True)
+class Ha:
+    poll_interval: float = setting((int, float), 5.0, _SHORT)
+
+
+@dataclass(frozen=True)
+class Log:
+    level: Literal["debug", "info", "warning", "error"] = setting(
+        (str,), "info", _choice("debug", "info", "warning", "error"))
+    file: str | None = setting((str,), None, None, "JSON lines file, e.g. /var/log/one/hookd.log")
+    format: Literal["auto", "json", "console"] = setting((str,), "auto",
+                                                       _choice("auto", "json", "console"))
+
+
+@dataclass(frozen=True)
+class Metrics:
+    listen: str | None = setting((str,), None, _host_port,
+                                 "host:port of the Prometheus endpoint (loopback)")
+
+
+#: The file's sections, in the order the README documents them.
+SECTIONS: dict[str, type[Any]] = {
+    "one": One, "kernels": Kernels, "initrds": Initrds, "kernel_cmdline": KernelCmdline,
+    "hypervisors": Hypervisors, "scope": Scope, "start_script": StartScript,
+    "registries": Registries, "reconcile": Reconcile, "events": Events, "ha": Ha, "log": Log,
+    "metrics": Metrics,
 }
+
+
+def defaults(section: str) -> dict[str, Any]:
+    """A section's keys and their defaults, as the file would spell them."""
+    return {f.name: f.metadata["default"] for f in fields(SECTIONS[section])}
 
 
 # -- the result --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Config:
+    """The validated configuration: one frozen value per section, and the connection as
+    OpenNebula's conventions resolved it."""
+
     path: Path | None
-    sections: Mapping[str, Mapping[str, Any]]
+    one: One
+    kernels: Kernels
+    initrds: Initrds
+    kernel_cmdline: KernelCmdline
+    hypervisors: Hypervisors
+    scope: Scope
+    start_script: StartScript
+    registries: Registries
+    reconcile: Reconcile
+    events: Events
+    ha: Ha
+    log: Log
+    metrics: Metrics
     xmlrpc: str
     xmlrpc_origin: str
     auth_file: Path | None
     zmq: str
     zmq_origin: str
-
-    def get(self, section: str, key: str) -> Any:
-        return self.sections[section][key]
 
     @property
     def where(self) -> str:
@@ -303,75 +382,84 @@ def _type_names(types: tuple[type, ...]) -> str:
     return " or ".join(names.get(t, t.__name__) for t in types)
 
 
-def _validate(data: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+def _validate(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Every section of ``data`` checked against its dataclass; the sections' values."""
     for section in data:
-        if section not in SCHEMA:
+        if section not in SECTIONS:
             raise ConfigError(f"unknown section {section!r} in {where} (known: "
-                              f"{', '.join(sorted(SCHEMA))})")
-    for section, fields in SCHEMA.items():
+                              f"{', '.join(sorted(SECTIONS))})")
+    out: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
         given = data.get(section) or {}
         if not isinstance(given, dict):
             raise ConfigError(f"{section} in {where} must be a mapping")
-        for key in given:
-            if key not in fields:
-                raise ConfigError(f"unknown key {section}.{key} in {where} (known: "
-                                  f"{', '.join(sorted(fields))})")
-        values: dict[str, Any] = {}
-        for key, spec in fields.items():
-            value = given.get(key, spec.default)
-            if key in given and value is not None:
-                ok = isinstance(value, spec.types) and not (
-                    isinstance(value, bool) and bool not in spec.types)
-                if not ok:
-                    raise ConfigError(f"{section}.{key} in {where} must be "
-                                      f"{_type_names(spec.types)}, not {value!r}")
-                if spec.check is not None:
-                    problem = spec.check(value)
-                    if problem:
-                        raise ConfigError(f"{section}.{key} in {where} {problem}")
-            if isinstance(value, (list, dict)):
-                value = type(value)(value)
-            values[key] = value
-        out[section] = values
+        out[section] = _section(section, cls, given, where)
     _validate_semantics(out, where)
     return out
+
+
+def _section(section: str, cls: type[Any], given: Mapping[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    for key in given:
+        if key not in known:
+            raise ConfigError(f"unknown key {section}.{key} in {where} (known: "
+                              f"{', '.join(sorted(known))})")
+    values: dict[str, Any] = {}
+    for key, spec in known.items():
+        if key not in given or given[key] is None:
+            continue
+        value = given[key]
+        types: tuple[type, ...] = spec.metadata["types"]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise ConfigError(f"{section}.{key} in {where} must be {_type_names(types)}, not "
+                              f"{value!r}")
+        check = spec.metadata["check"]
+        if check is not None and (problem := check(value)):
+            raise ConfigError(f"{section}.{key} in {where} {problem}")
+        values[key] = tuple(value) if isinstance(value, list) else value
+    return cls(**values)
 
 
 _HYPERVISORS = ("kvm", "qemu", "firecracker", "lxc", "lxd", "vcenter")
 
 
-def _validate_semantics(sections: dict[str, dict[str, Any]], where: str) -> None:
-    for hv in sections["hypervisors"]["prefer"]:
+def _validate_semantics(sections: dict[str, Any], where: str) -> None:
+    hypervisors: Hypervisors = sections["hypervisors"]
+    registries: Registries = sections["registries"]
+    for hv in hypervisors.prefer:
         if hv not in _HYPERVISORS:
             raise ConfigError(f"hypervisors.prefer in {where}: unknown hypervisor {hv!r} "
                               f"(known: {', '.join(_HYPERVISORS)})")
     for kind in ("datastores", "clusters"):
-        mapping = sections["hypervisors"][kind]
+        mapping: Mapping[Any, Any] = getattr(hypervisors, kind)
         for key, hv in mapping.items():
             if not isinstance(key, int) or hv not in _HYPERVISORS:
                 raise ConfigError(f"hypervisors.{kind} in {where}: entries must be "
                                   f"<numeric id>: <hypervisor>, got {key!r}: {hv!r}")
-    for ds in sections["scope"]["datastores"]:
+    for ds in sections["scope"].datastores:
         if not isinstance(ds, int) or isinstance(ds, bool) or ds < 0:
             raise ConfigError(f"scope.datastores in {where} must list numeric datastore IDs")
     for section in ("kernels", "initrds"):
-        for key, ref in sections[section].items():
+        for key, ref in vars(sections[section]).items():
             if (isinstance(ref, int) and not isinstance(ref, bool) and ref < 0) or (
                     isinstance(ref, str) and (not ref.strip() or _CONTROL.search(ref))):
                 raise ConfigError(f"{section}.{key} in {where} must be an image ID (0 or more) "
                                   f"or a name, not {ref!r}")
     check_url = _endpoint("http://", "https://")
-    for host, mirrors in sections["registries"]["mirrors"].items():
-        if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
+    mirrors_of: dict[str, tuple[str, ...]] = {}
+    for host, given in registries.mirrors.items():
+        raw: object = given  # from YAML: a list, we hope
+        if not isinstance(raw, (list, tuple)) or not all(isinstance(m, str) for m in raw):
             raise ConfigError(f"registries.mirrors.{host} in {where} must be a list of URLs")
-        for mirror in mirrors:
+        for mirror in raw:
             if (problem := check_url(mirror)) is not None:
                 raise ConfigError(f"registries.mirrors.{host} in {where}: {mirror!r} {problem}")
-    for host in sections["registries"]["insecure"]:
+        mirrors_of[str(host)] = tuple(raw)
+    sections["registries"] = replace(registries, mirrors=mirrors_of)
+    for host in registries.insecure:
         if not isinstance(host, str) or not host.strip():
             raise ConfigError(f"registries.insecure in {where} must list registry hosts")
-    for host, creds in sections["registries"]["credentials"].items():
+    for host, creds in registries.credentials.items():
         if not isinstance(creds, dict) or set(creds) != {"username", "password_file"}:
             raise ConfigError(f"registries.credentials.{host} in {where} must be a mapping "
                               f"with username and password_file")
@@ -449,35 +537,30 @@ def load(path: Path | None = None, *, env: Environment | None = None,
     elif required:
         raise ConfigError(f"configuration file {DEFAULT_PATH} does not exist")
     where = str(used) if used else "the built-in defaults"
-    sections = _validate(data, where)
-    one = sections["one"]
-    endpoint, endpoint_origin = resolve_endpoint(one["xmlrpc"], env)
-    if (problem := _endpoint("http://", "https://")(endpoint)) is not None:
-        raise ConfigError(f"the XML-RPC endpoint {endpoint!r} (from {endpoint_origin}) "
-                          f"{problem}")
-    zmq, zmq_origin = resolve_zmq(one["zmq"], env)
-    if (problem := _endpoint("tcp://", "ipc://")(zmq)) is not None:
-        raise ConfigError(f"the event stream {zmq!r} (from {zmq_origin}) {problem}")
-    return Config(
-        path=used,
-        sections=sections,
-        xmlrpc=endpoint,
-        xmlrpc_origin=endpoint_origin,
-        auth_file=resolve_auth_file(one["auth_file"], env),
-        zmq=zmq,
-        zmq_origin=zmq_origin,
-    )
+    return _build(data, where, used, env, check_endpoints=True)
 
 
 def from_mapping(data: Mapping[str, Any], *, env: Environment | None = None) -> Config:
     """Build a configuration from an in-memory mapping (demo, tests, benchmarks)."""
-    env = env or Environment(env={})
-    sections = _validate(data, "the given settings")
-    one = sections["one"]
-    endpoint, endpoint_origin = resolve_endpoint(one["xmlrpc"], env)
-    zmq, zmq_origin = resolve_zmq(one["zmq"], env)
-    return Config(None, sections, endpoint, endpoint_origin,
-                  resolve_auth_file(one["auth_file"], env), zmq, zmq_origin)
+    return _build(data, "the given settings", None, env or Environment(env={}),
+                  check_endpoints=False)
+
+
+def _build(data: Mapping[str, Any], where: str, path: Path | None, env: Environment, *,
+           check_endpoints: bool) -> Config:
+    sections = _validate(data, where)
+    one: One = sections["one"]
+    endpoint, endpoint_origin = resolve_endpoint(one.xmlrpc, env)
+    zmq, zmq_origin = resolve_zmq(one.zmq, env)
+    if check_endpoints:
+        if (problem := _endpoint("http://", "https://")(endpoint)) is not None:
+            raise ConfigError(f"the XML-RPC endpoint {endpoint!r} (from {endpoint_origin}) "
+                              f"{problem}")
+        if (problem := _endpoint("tcp://", "ipc://")(zmq)) is not None:
+            raise ConfigError(f"the event stream {zmq!r} (from {zmq_origin}) {problem}")
+    return Config(path=path, **sections, xmlrpc=endpoint, xmlrpc_origin=endpoint_origin,
+                  auth_file=resolve_auth_file(one.auth_file, env), zmq=zmq,
+                  zmq_origin=zmq_origin)
 
 
 def read_session(auth_file: Path | None) -> str:

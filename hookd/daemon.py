@@ -61,11 +61,6 @@ class Components:
     metrics: HookdMetrics
 
 
-def kernel_refs(config: Config) -> dict[str, int | str | None]:
-    """``kernels:`` without its ``owner`` key: hypervisor -> KERNEL image ID or name."""
-    return {hv: ref for hv, ref in config.sections["kernels"].items() if hv != "owner"}
-
-
 def build(config: Config, *, session: str | None = None,
           metrics: HookdMetrics | None = None) -> Components:
     """Everything but threads and sockets: shared by ``run``, ``reconcile``, ``plan``."""
@@ -74,14 +69,14 @@ def build(config: Config, *, session: str | None = None,
         session = read_session(config.auth_file)
     if ":" in session:
         register_secret(session.split(":", 1)[1])
-    one = config.sections["one"]
-    options = ClientOptions(connect_timeout=float(one["connect_timeout"]),
-                            read_timeout=float(one["timeout"]),
-                            tls_verify=one["tls_verify"], page_size=int(one["page_size"]))
+    one = config.one
+    options = ClientOptions(connect_timeout=one.connect_timeout,
+                            read_timeout=one.timeout,
+                            tls_verify=one.tls_verify, page_size=one.page_size)
     client = OneClient(config.xmlrpc, session, options,
                        observer=metrics.observe_call)
-    world = WorldCache(client, kernels=kernel_refs(config), initrds=config.sections["initrds"],
-                       owner=config.sections["kernels"]["owner"])
+    world = WorldCache(client, kernels=config.kernels.refs(), initrds=config.initrds.refs(),
+                       owner=config.kernels.owner)
     index = TemplateIndex()
     echo = EchoFilter()
     applier = Applier(client, echo, on_fix=metrics.observe_fix)
@@ -141,15 +136,15 @@ class Daemon:
         warn_if_exposed(self.config.auth_file)
         c = self.c
         c.metrics.set_info(__version__)
-        events = self.config.sections["events"]
+        events = self.config.events
         self.stream = EventStream(
             StreamSettings(
                 endpoint=self.config.zmq,
-                heartbeat_interval=float(events["heartbeat_interval"]),
-                heartbeat_timeout=float(events["heartbeat_timeout"]),
-                reconnect_initial=float(events["reconnect_initial"]),
-                reconnect_max=float(events["reconnect_max"]),
-                max_message_bytes=int(events["max_message_bytes"]),
+                heartbeat_interval=events.heartbeat_interval,
+                heartbeat_timeout=events.heartbeat_timeout,
+                reconnect_initial=events.reconnect_initial,
+                reconnect_max=events.reconnect_max,
+                max_message_bytes=events.max_message_bytes,
             ),
             on_trigger=self._on_trigger,
             on_connected=lambda: self.request_sweep("event stream connected"),
@@ -157,12 +152,12 @@ class Daemon:
             on_event=c.metrics.observe_event,
             on_state=c.metrics.set_zmq_connected,
         )
-        rec = self.config.sections["reconcile"]
+        rec = self.config.reconcile
         self.reconciler = Reconciler(
             c.engine,
-            workers=int(rec["workers"]),
-            backoff=Backoff(float(rec["backoff_initial"]), float(rec["backoff_max"]),
-                            int(rec["attempts"])),
+            workers=rec.workers,
+            backoff=Backoff(rec.backoff_initial, rec.backoff_max,
+                            rec.attempts),
             on_reconcile=c.metrics.observe_reconcile,
             on_failure=c.metrics.observe_failure,
         )
@@ -194,16 +189,16 @@ class Daemon:
         return 0
 
     def _configure_logging(self) -> None:
-        section = self.config.sections["log"]
+        section = self.config.log
         configure_logging(
-            level=section["level"],
+            level=section.level,
             stream=self._log_stream or sys.stdout,
-            fmt=section["format"],
-            file_path=Path(section["file"]) if section["file"] else None,
+            fmt=section.format,
+            file_path=Path(section.file) if section.file else None,
         )
 
     def _start_metrics(self) -> MetricsServer | None:
-        listen = self.config.sections["metrics"]["listen"]
+        listen = self.config.metrics.listen
         if not listen:
             return None
         host, _, port = str(listen).rpartition(":")
@@ -219,7 +214,7 @@ class Daemon:
         return server
 
     def _main_loop(self, supervisor: threading.Thread) -> None:
-        sweep_interval = float(self.config.sections["reconcile"]["sweep_interval"])
+        sweep_interval = self.config.reconcile.sweep_interval
         # Wake at least twice per watchdog interval, else once a second: events wake the
         # poll at once, so a longer idle sleep costs no latency (and idle CPU stays low).
         tick = min(1.0, self.pinger.interval / 2) if self.pinger is not None else 1.0
@@ -230,7 +225,7 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 self._do_reload()
-                sweep_interval = float(self.config.sections["reconcile"]["sweep_interval"])
+                sweep_interval = self.config.reconcile.sweep_interval
             if now >= next_periodic:
                 next_periodic = now + sweep_interval
                 self.request_sweep("periodic")
@@ -258,7 +253,7 @@ class Daemon:
 
     # -- the supervisor: HA gate and sweeps ------------------------------------------------------
     def _supervise(self) -> None:
-        poll = float(self.config.sections["ha"]["poll_interval"])
+        poll = self.config.ha.poll_interval
         next_poll = 0.0
         failures = 0
         while not self._stop.is_set():
@@ -371,13 +366,12 @@ class Daemon:
             log.warning("hookd.reload_connection_unchanged",
                         hint="connection settings (endpoint, auth file, event stream) take "
                              "effect after a restart")
-        if new.sections["metrics"] != self.config.sections["metrics"]:
+        if new.metrics != self.config.metrics:
             log.warning("hookd.reload_metrics_unchanged",
                         hint="metrics.listen takes effect after a restart")
         self.config = new
         self._configure_logging()
-        c.world.configure(kernel_refs(new), new.sections["initrds"],
-                          new.sections["kernels"]["owner"])
+        c.world.configure(new.kernels.refs(), new.initrds.refs(), new.kernels.owner)
         c.engine.reconfigure(settings, resolver)
         requeued = self.reconciler.requeue_waiting("configuration reloaded")
         self.request_sweep("configuration reloaded")
@@ -405,7 +399,7 @@ class Daemon:
 
     def _shutdown(self, metrics_server: MetricsServer | None) -> None:
         self.notifier.stopping()
-        timeout = float(self.config.sections["reconcile"]["shutdown_timeout"])
+        timeout = self.config.reconcile.shutdown_timeout
         log.info("hookd.stopping", in_flight=self.reconciler.in_flight,
                  queued=self.reconciler.depth, timeout=timeout)
         self._stop.set()

@@ -13,14 +13,14 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from handlers.classify import Classification
 from handlers.errors import TransientError
 from handlers.facts import TYPE_KERNEL, TYPE_RAMDISK, ImageFacts, VmTemplateFacts
 from handlers.model import OciFacts, PlannerSettings, World
-from handlers.plan import CONCURRENT_ATTR, IMAGE_STATUS_ATTRS, ImagePlan, TemplateOutcome
-from handlers.planner import conclude, error_plan, plan_template, triage, undo_plan
+from handlers.plan import CONCURRENT_ATTR, IMAGE_STATUS_ATTRS, ImagePlan
+from handlers.planner import ImagePlanning, error_plan, plan_for, start
 from hookd import documents
 from hookd.applier import Applier
 from hookd.client import NotFound, OneClient
@@ -204,25 +204,30 @@ class Engine:
             self.forget_image(image_id)
             return ReconcileResult(None, 1)
         base = self.world.base_world(image)
-        decided = triage(image, base, self.settings)
+        # What the plan will need, decided from the image alone: only a container image
+        # needs its config, only one hookd may act on needs its templates read.
+        decided = start(image, base, self.settings)
         template_ids = self.index.templates_for_image(image)
-        if isinstance(decided, ImagePlan):
-            if not decided.undo or (not template_ids and not _has_status(image)):
-                return self._apply(decided, dry_run, trigger)
-            with self._locks.hold(template_ids):
-                plan = undo_plan(decided, image, self._read_templates(template_ids))
-                return self._apply(plan, dry_run, trigger)
-        self.index.remember_image(image.id, image.name, image.uid, image.uname)
-        # Slow facts first: nothing below may wait for a registry once a template was read.
-        oci = self._oci_facts(image, decided, final)
-        self.world.prefetch_images(self.index.disk_image_ids(template_ids), skip=image.id)
+        if isinstance(decided, ImagePlan) and (
+                not decided.undo or (not template_ids and not _has_status(image))):
+            return self._apply(decided, dry_run, trigger)
+        world = base
+        if not isinstance(decided, ImagePlan):
+            self.index.remember_image(image.id, image.name, image.uid, image.uname)
+            # Slow facts first: nothing below may wait for a registry once a template was
+            # read.
+            world = with_template(base, {}, self._oci_facts(image, decided.classification,
+                                                            final))
+            self.world.prefetch_images(self.index.disk_image_ids(template_ids), skip=image.id)
         with self._locks.hold(template_ids):
             watched = [] if dry_run else template_ids
             self.echo.watch(watched)
             try:
                 facts = self._read_templates(template_ids)
-                world = with_template(base, self.world.other_disk_images(image, facts), oci)
-                plan = self._plan(image, facts, world, decided)
+                world = with_template(world, self.world.other_disk_images(image, facts),
+                                      world.oci)
+                plan = plan_for(image, facts, world, self.settings,
+                                self.echo.concurrent_changes(image.id))
                 return self._apply(plan, dry_run, trigger)
             finally:
                 self.echo.unwatch(watched)
@@ -239,13 +244,6 @@ class Engine:
             out.append(facts)
         return out
 
-    def _plan(self, image: ImageFacts, templates: list[VmTemplateFacts], world: World,
-              classification: Classification) -> ImagePlan:
-        outcomes = [plan_template(image, t, world, self.settings, classification)
-                    for t in templates]
-        return conclude(image, outcomes, world, classification,
-                        self.echo.concurrent_changes(image.id))
-
     def _apply(self, plan: ImagePlan, dry_run: bool, trigger: str) -> ReconcileResult:
         if dry_run or plan.is_noop:
             return ReconcileResult(plan)
@@ -254,7 +252,7 @@ class Engine:
             self.echo.forget_concurrent(plan.image_id)  # it is on the image now
         return ReconcileResult(plan, result.calls, result.templates_updated)
 
-    def plan_for(self, image_id: int) -> ImagePlan | None:
+    def preview(self, image_id: int) -> ImagePlan | None:
         """The plan for one image without writing anything (``hookd plan``).
 
         Not a final attempt: a registry that cannot be reached now raises TransientError
@@ -301,7 +299,7 @@ class Engine:
         started = time.monotonic()
         # Kernels configured by name are resolved from the image pool walk below.
         wanted_names = self.world.wanted_names()
-        candidates: dict[int, tuple[ImageFacts, Classification]] = {}
+        candidates: dict[int, ImagePlanning] = {}
         # Images hookd leaves alone without undoing anything (opted out, out of scope, not
         # READY): a template recorded as fixed for one of them is as it should be.
         settled: set[int] = set()
@@ -314,8 +312,7 @@ class Engine:
             stats.images += 1
             if image.type in (TYPE_KERNEL, TYPE_RAMDISK) and image.name in wanted_names:
                 named[image.name].append(image)
-            base = shared.base(image)
-            decided = triage(image, base, self.settings)
+            decided = start(image, shared.base(image), self.settings)
             if isinstance(decided, ImagePlan):
                 if not decided.undo:
                     settled.add(image.id)
@@ -327,15 +324,14 @@ class Engine:
                     stats.submitted += 1
                 continue
             self.index.remember_image(image.id, image.name, image.uid, image.uname)
-            candidates[image.id] = (image, decided)
+            candidates[image.id] = decided
             stats.container_images += 1
         if wanted_names:
             self.world.note_named_images(named)
             self.world.refresh_kernels()
 
-        outcomes: dict[int, list[TemplateOutcome]] = defaultdict(list)
         needs_work: set[int] = set()
-        worlds: dict[int, World | None] = {}
+        resolved: dict[int, bool] = {}  # image -> its world is complete (False: retry later)
         self.index.begin_sweep()
         for element in self.client.iter_template_elements():
             stats.templates += 1
@@ -355,35 +351,30 @@ class Engine:
                 continue
             template = documents.vm_template(element)
             for image_id in users:
-                image, classification = candidates[image_id]
-                if image_id not in worlds:
-                    worlds[image_id] = shared.complete(image, classification)  # None: retry
-                world = worlds[image_id]
-                if world is None:
+                planning = candidates[image_id]
+                if image_id not in resolved:
+                    complete = shared.complete(planning.image, planning.classification)
+                    resolved[image_id] = complete is not None
+                    if complete is not None:
+                        planning.world = complete
+                if not resolved[image_id]:
                     continue
-                others = self.world.other_disk_images(image, [template])
+                world = planning.world
+                others = self.world.other_disk_images(planning.image, [template])
                 if others:
                     world = with_template(world, {**world.disk_images, **others}, world.oci)
-                outcome = plan_template(image, template, world, self.settings, classification)
-                if outcome.edit is not None:
-                    # Only the fact that this image needs work is kept: its reconcile
-                    # re-reads the template and rebuilds the edit right before writing.
+                # Only the fact that this image needs work is kept: its reconcile re-reads
+                # the template and rebuilds the edit right before writing.
+                if planning.add(template, world=world, keep_edit=False).edit is not None:
                     needs_work.add(image_id)
-                    outcome = replace(outcome, edit=None)
-                outcomes[image_id].append(outcome)
         stats.forgotten_templates = len(self.index.end_sweep())
 
-        for image_id, (image, classification) in candidates.items():
-            attempted = image_id in worlds
-            world = worlds.pop(image_id, None)
-            if attempted and world is None:
-                submit(image_id, reason)
+        for image_id, planning in candidates.items():
+            if resolved.get(image_id) is False:
+                submit(image_id, reason)  # its reconcile retries the registry with backoff
                 stats.submitted += 1
                 continue
-            if world is None:
-                world = shared.base(image)
-            plan = conclude(image, outcomes.pop(image_id, []), world, classification)
-            if (image_id in needs_work or not plan.is_noop) and not dry_run:
+            if (image_id in needs_work or not planning.finish().is_noop) and not dry_run:
                 submit(image_id, reason)
                 stats.submitted += 1
         stats.duration = time.monotonic() - started

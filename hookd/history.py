@@ -119,7 +119,7 @@ def _read_source(config_path: Path | None, log_file: str | None) -> Iterator[str
     from hookd.config import load
 
     try:
-        configured = load(config_path).sections["log"]["file"]
+        configured = load(config_path).log.file
     except Exception:  # noqa: BLE001 - history must work even with a broken config
         configured = None
     if configured and Path(configured).exists():

@@ -20,7 +20,7 @@ def _components(config_path: Path | None) -> Components:
 
     config = load(config_path)
     configure_logging(level="warning", stream=sys.stderr,
-                      fmt=config.sections["log"]["format"])
+                      fmt=config.log.format)
     return build(config)
 
 
@@ -79,7 +79,7 @@ def plan(config_path: Path | None, image_id: int, *, out: TextIO = sys.stdout) -
         c.world.refresh()
         # The index is built from the template pool (what a sweep does at start-up).
         c.engine.sweep(lambda _i, _w: None, dry_run=True)
-        result = c.engine.plan_for(image_id)
+        result = c.engine.preview(image_id)
     except TransientError as exc:
         print(f"hookd: cannot plan image {image_id} now: {exc.reason} (the service retries "
               f"with backoff)", file=sys.stderr)

@@ -16,7 +16,7 @@ from lxml import etree
 from handlers.facts import VmTemplateFacts
 from handlers.model import KernelChoice, OciProcessFacts, PlannerSettings
 from handlers.plan import ImagePlan
-from handlers.planner import plan_image
+from handlers.planner import plan_for
 from handlers.start_script import build_start_script, parse_oci_config
 from hookd.documents import to_xml
 from hookd.testing.boot import REPORT_APP, BootResult, GuestGroup, GuestUser
@@ -94,7 +94,7 @@ def plan_dockerhub_template(hypervisor: str, doc: Mapping[str, object]) -> Plann
     )
     image = f.image(ROOTFS_IMAGE_ID)
     before = f.vmtemplate(TEMPLATE_ID, disks=({"IMAGE_ID": str(ROOTFS_IMAGE_ID)},))
-    plan = plan_image(image, [before], world, PlannerSettings())
+    plan = plan_for(image, [before], world, PlannerSettings())
     return PlannedTemplate(plan, before, f.apply_edits(before, plan))
 
 
@@ -121,7 +121,7 @@ def plan_linuxcontainers_template(version: tuple[int, int, int] = (7, 4, 0)) -> 
         TEMPLATE_ID, name=LXC_IMAGE_NAME, disks=({"IMAGE_ID": str(ROOTFS_IMAGE_ID)},),
         attrs=[("CPU", "1"), ("MEMORY", "768"), ("CONTEXT", {"NETWORK": "YES"})],
     )
-    plan = plan_image(image, [before], world, PlannerSettings())
+    plan = plan_for(image, [before], world, PlannerSettings())
     return PlannedTemplate(plan, before, f.apply_edits(before, plan))
 
 

@@ -22,8 +22,8 @@ def test_defaults_follow_opennebula_conventions(tmp_path: Path) -> None:
     assert cfg.xmlrpc == "http://localhost:2633/RPC2" and cfg.xmlrpc_origin == "default"
     assert cfg.zmq == "tcp://localhost:2101"
     assert cfg.auth_file is None
-    assert cfg.get("reconcile", "workers") == 8
-    assert cfg.get("hypervisors", "prefer") == ["lxc", "firecracker", "kvm"]
+    assert cfg.reconcile.workers == 8
+    assert cfg.hypervisors.prefer == ("lxc", "firecracker", "kvm")
 
 
 def test_environment_then_files(tmp_path: Path) -> None:

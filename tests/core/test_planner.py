@@ -10,7 +10,7 @@ import pytest
 from handlers.facts import ImageFacts, VmTemplateFacts
 from handlers.model import OciProblem, OciProcessFacts, OciUnavailable, PlannerSettings
 from handlers.plan import ImagePlan, short_hash
-from handlers.planner import plan_image
+from handlers.planner import plan_for
 from handlers.template import Vector
 from tests.core import factories as f
 
@@ -31,7 +31,7 @@ def attrs(tmpl: VmTemplateFacts) -> dict[str, object]:
 def fixed(img: ImageFacts, tmpl: VmTemplateFacts, **kw: object) -> tuple[ImagePlan,
                                                                         VmTemplateFacts]:
     world = f.world(**kw)  # type: ignore[arg-type]
-    plan = plan_image(img, [tmpl], world, f.DEFAULTS)
+    plan = plan_for(img, [tmpl], world, f.DEFAULTS)
     return plan, f.apply_edits(tmpl, plan)
 
 
@@ -105,21 +105,21 @@ def test_mixed_cluster_prefers_config_order_and_pins() -> None:
     img, tmpl = f.image(), f.vmtemplate()
     world = f.world(["kvm", "lxc", "firecracker"])
     settings = PlannerSettings(prefer=("kvm", "firecracker", "lxc"))
-    plan = plan_image(img, [tmpl], world, settings)
+    plan = plan_for(img, [tmpl], world, settings)
     after = f.apply_edits(tmpl, plan)
     got = attrs(after)
     assert got["SCHED_REQUIREMENTS"] == 'HYPERVISOR="kvm"'
     assert isinstance(got["OS"], dict) and got["OS"]["ROOT"] == "vda"
     assert any("chose kvm among firecracker, kvm, lxc" in n for n in plan.templates[0].notes)
     # The pin makes the next plan a no-op.
-    again = plan_image(img, [after], world, settings)
+    again = plan_for(img, [after], world, settings)
     assert not again.edits
 
 
 def test_mixed_cluster_skips_a_hypervisor_whose_kernel_is_missing() -> None:
     img, tmpl = f.image(), f.vmtemplate()
     world = f.world(["kvm", "lxc"], kernels={})
-    plan = plan_image(img, [tmpl], world, PlannerSettings(prefer=("kvm", "lxc")))
+    plan = plan_for(img, [tmpl], world, PlannerSettings(prefer=("kvm", "lxc")))
     assert plan.templates[0].hypervisor == "lxc"
     got = attrs(f.apply_edits(tmpl, plan))
     assert got["SCHED_REQUIREMENTS"] == 'HYPERVISOR="lxc"'
@@ -127,7 +127,7 @@ def test_mixed_cluster_skips_a_hypervisor_whose_kernel_is_missing() -> None:
 
 def test_waiting_for_a_kernel_then_fixed_once_configured() -> None:
     img, tmpl = f.image(), f.vmtemplate()
-    plan = plan_image(img, [tmpl], f.world(["kvm"], kernels={}), f.DEFAULTS)
+    plan = plan_for(img, [tmpl], f.world(["kvm"], kernels={}), f.DEFAULTS)
     assert plan.status == "waiting"
     assert plan.reason == "waiting for a kvm kernel (set kernels.kvm in hookd.conf)"
     after = f.apply_edits(tmpl, plan)
@@ -135,7 +135,7 @@ def test_waiting_for_a_kernel_then_fixed_once_configured() -> None:
     ctx = attrs(after)["CONTEXT"]
     assert isinstance(ctx, dict) and ctx["START_SCRIPT_BASE64"] == B64
     img2 = f.apply_status(img, plan)
-    plan2 = plan_image(img2, [after], f.world(["kvm"]), f.DEFAULTS)
+    plan2 = plan_for(img2, [after], f.world(["kvm"]), f.DEFAULTS)
     assert plan2.status == "applied"
     os_vec = attrs(f.apply_edits(after, plan2))["OS"]
     assert isinstance(os_vec, dict) and os_vec["KERNEL_DS"] == "$FILE[IMAGE_ID=0]"
@@ -143,7 +143,7 @@ def test_waiting_for_a_kernel_then_fixed_once_configured() -> None:
 
 def test_unusable_kernel_reason_reaches_the_status() -> None:
     bad = f.kernel(7, usable=False, reason="kernel 7 (k): a compressed bzImage")
-    plan = plan_image(f.image(), [f.vmtemplate()], f.world(["kvm"], kernels={"kvm": bad}),
+    plan = plan_for(f.image(), [f.vmtemplate()], f.world(["kvm"], kernels={"kvm": bad}),
                       f.DEFAULTS)
     assert plan.status == "waiting"
     assert plan.reason == "waiting for a kvm kernel: kernel 7 (k): a compressed bzImage"
@@ -152,9 +152,9 @@ def test_unusable_kernel_reason_reaches_the_status() -> None:
 def test_replay_changes_nothing() -> None:
     img, tmpl = f.image(), f.vmtemplate()
     world = f.world(["kvm"])
-    plan = plan_image(img, [tmpl], world, f.DEFAULTS)
+    plan = plan_for(img, [tmpl], world, f.DEFAULTS)
     after, img_after = f.apply_edits(tmpl, plan), f.apply_status(img, plan)
-    replay = plan_image(img_after, [after], world, f.DEFAULTS)
+    replay = plan_for(img_after, [after], world, f.DEFAULTS)
     assert replay.is_noop
     assert replay.digest == plan.digest
 
@@ -164,13 +164,13 @@ def test_turnkey_on_kvm_sets_virtio_prefix_on_the_disk() -> None:
     vm = f.vmtemplate(attrs=[("CPU", "1"), ("SCHED_REQUIREMENTS", 'HYPERVISOR="lx*"'),
                              ("CONTEXT", {"NETWORK": "YES"})])
     world = f.world(["kvm", "lxc"], market="turnkeylinux", oci=None)
-    plan = plan_image(img, [vm], replace(world), PlannerSettings(prefer=("kvm", "lxc")))
+    plan = plan_for(img, [vm], replace(world), PlannerSettings(prefer=("kvm", "lxc")))
     # The template's own requirements allow only lx*: LXC it is, nothing to attach.
     assert plan.templates[0].hypervisor == "lxc"
     assert not plan.edits or all(c.attribute != "OS/ROOT" for e in plan.edits
                                  for c in e.changes)
     vm2 = f.vmtemplate(attrs=[("CPU", "1"), ("CONTEXT", {"NETWORK": "YES"})])
-    plan2 = plan_image(img, [vm2], f.world(["kvm"], market="turnkeylinux", oci=None),
+    plan2 = plan_for(img, [vm2], f.world(["kvm"], market="turnkeylinux", oci=None),
                        f.DEFAULTS)
     got = attrs(f.apply_edits(vm2, plan2))
     assert got["DISK"] == {"IMAGE_ID": "10", "DEV_PREFIX": "vd"}
@@ -184,7 +184,7 @@ def test_seventx_linuxcontainers_template_pinned_to_lxc() -> None:
     img = f.image(path=f.LXD_PATH, attrs=[("FROM_APP", "5")])
     vm = f.vmtemplate(attrs=[("SCHED_REQUIREMENTS", "HYPERVISOR=lxc & ARCH=x86_64"),
                              ("HYPERVISOR", "lxc"), ("CONTEXT", {"NETWORK": "YES"})])
-    plan = plan_image(img, [vm], f.world(["kvm", "lxc"], market="linuxcontainers", oci=None,
+    plan = plan_for(img, [vm], f.world(["kvm", "lxc"], market="linuxcontainers", oci=None,
                                          version=(7, 4, 0)), f.DEFAULTS)
     assert plan.status == "applied"
     assert plan.templates[0].hypervisor == "lxc"
@@ -195,45 +195,45 @@ def test_seventx_linuxcontainers_template_pinned_to_lxc() -> None:
 
 def test_not_a_container_image_is_left_alone() -> None:
     img = f.image(path="/srv/images/debian.qcow2", attrs=[])
-    plan = plan_image(img, [f.vmtemplate()], f.world(market=None), f.DEFAULTS)
+    plan = plan_for(img, [f.vmtemplate()], f.world(market=None), f.DEFAULTS)
     assert plan.status is None and plan.is_noop
 
 
 @pytest.mark.parametrize("type_", [1, 3, 4, 5])
 def test_non_root_filesystem_types_are_left_alone(type_: int) -> None:
-    plan = plan_image(f.image(type_=type_), [f.vmtemplate()], f.world(), f.DEFAULTS)
+    plan = plan_for(f.image(type_=type_), [f.vmtemplate()], f.world(), f.DEFAULTS)
     assert plan.status is None and plan.is_noop
 
 
 def test_app_from_a_non_container_marketplace_is_not_container() -> None:
     img = f.image(path="https://marketplace.opennebula.io/appliance/x/download/0")
-    plan = plan_image(img, [f.vmtemplate()], f.world(market="one"), f.DEFAULTS)
+    plan = plan_for(img, [f.vmtemplate()], f.world(market="one"), f.DEFAULTS)
     assert plan.status is None
 
 
 def test_opt_out_and_opt_in() -> None:
     out = f.image(attrs=[("FROM_APP", "0"), ("HOOKD_MANAGE", "no")])
-    plan = plan_image(out, [f.vmtemplate()], f.world(), f.DEFAULTS)
+    plan = plan_for(out, [f.vmtemplate()], f.world(), f.DEFAULTS)
     assert plan.status == "skipped" and not plan.edits
     assert dict(plan.image_attributes)["HOOKD_STATUS"] == "skipped"
     opt_in = f.image(path="/srv/rootfs.img", attrs=[("HOOKD_MANAGE", "yes")])
-    plan = plan_image(opt_in, [f.vmtemplate()], f.world(["kvm"], market=None), f.DEFAULTS)
+    plan = plan_for(opt_in, [f.vmtemplate()], f.world(["kvm"], market=None), f.DEFAULTS)
     assert plan.status == "applied" and plan.edits
 
 
 def test_datastore_scope() -> None:
     settings = PlannerSettings(scope_datastores=frozenset({200}))
-    plan = plan_image(f.image(), [f.vmtemplate()], f.world(), settings)
+    plan = plan_for(f.image(), [f.vmtemplate()], f.world(), settings)
     assert plan.status is None and "out of scope" in plan.reason
 
 
 def test_image_not_ready_is_not_touched() -> None:
-    plan = plan_image(f.image(state=4), [f.vmtemplate()], f.world(), f.DEFAULTS)
+    plan = plan_for(f.image(state=4), [f.vmtemplate()], f.world(), f.DEFAULTS)
     assert plan.status is None and plan.is_noop
 
 
 def test_no_template_yet_is_skipped() -> None:
-    plan = plan_image(f.image(), [], f.world(), f.DEFAULTS)
+    plan = plan_for(f.image(), [], f.world(), f.DEFAULTS)
     assert plan.status == "skipped"
     assert plan.reason == "no VM template uses this image yet"
 
@@ -241,14 +241,14 @@ def test_no_template_yet_is_skipped() -> None:
 def test_person_changed_value_after_hookd_is_kept() -> None:
     img, tmpl = f.image(), f.vmtemplate()
     world = f.world(["kvm"])
-    plan = plan_image(img, [tmpl], world, f.DEFAULTS)
+    plan = plan_for(img, [tmpl], world, f.DEFAULTS)
     after = f.apply_edits(tmpl, plan)
     # A person sets ROOT to sda after hookd set vda.
     os_vec = after.template.vector("OS")
     assert os_vec is not None
     edited = VmTemplateFacts(after.id, after.name, after.uid, after.uname,
                              after.template.replaced("OS", [os_vec.set("ROOT", "sda")]))
-    again = plan_image(f.apply_status(img, plan), [edited], world, f.DEFAULTS)
+    again = plan_for(f.apply_status(img, plan), [edited], world, f.DEFAULTS)
     assert not again.edits
     assert any("kept OS/ROOT='sda': a person changed it after hookd set it" in n
                for n in again.templates[0].notes)
@@ -257,7 +257,7 @@ def test_person_changed_value_after_hookd_is_kept() -> None:
 def test_person_value_set_before_hookd_is_kept() -> None:
     tmpl = f.vmtemplate(attrs=[("OS", {"KERNEL_DS": "$FILE[IMAGE_ID=42]"}),
                                ("CONTEXT", {"NETWORK": "YES"})])
-    plan = plan_image(f.image(), [tmpl], f.world(["kvm"]), f.DEFAULTS)
+    plan = plan_for(f.image(), [tmpl], f.world(["kvm"]), f.DEFAULTS)
     os_vec = attrs(f.apply_edits(tmpl, plan))["OS"]
     assert isinstance(os_vec, dict) and os_vec["KERNEL_DS"] == "$FILE[IMAGE_ID=42]"
     assert os_vec["ROOT"] == "vda"
@@ -265,9 +265,9 @@ def test_person_value_set_before_hookd_is_kept() -> None:
 
 def test_kernel_change_in_config_replaces_hookds_own_value() -> None:
     img, tmpl = f.image(), f.vmtemplate()
-    plan = plan_image(img, [tmpl], f.world(["kvm"]), f.DEFAULTS)
+    plan = plan_for(img, [tmpl], f.world(["kvm"]), f.DEFAULTS)
     after = f.apply_edits(tmpl, plan)
-    plan2 = plan_image(f.apply_status(img, plan), [after],
+    plan2 = plan_for(f.apply_status(img, plan), [after],
                        f.world(["kvm"], kernels={"kvm": f.kernel(9)}), f.DEFAULTS)
     os_vec = attrs(f.apply_edits(after, plan2))["OS"]
     assert isinstance(os_vec, dict) and os_vec["KERNEL_DS"] == "$FILE[IMAGE_ID=9]"
@@ -275,7 +275,7 @@ def test_kernel_change_in_config_replaces_hookds_own_value() -> None:
 
 def test_persons_start_script_is_kept_by_default_and_appended_on_request() -> None:
     tmpl = f.vmtemplate(attrs=[("CONTEXT", {"NETWORK": "YES", "START_SCRIPT": "echo mine"})])
-    plan = plan_image(f.image(), [tmpl], f.world(["lxc"]), f.DEFAULTS)
+    plan = plan_for(f.image(), [tmpl], f.world(["lxc"]), f.DEFAULTS)
     assert not plan.edits
     assert "kept the START_SCRIPT a person wrote" in plan.reason
     assert plan.status == "applied"
@@ -284,7 +284,7 @@ def test_persons_start_script_is_kept_by_default_and_appended_on_request() -> No
 def test_start_script_policy_append_keeps_the_persons_script() -> None:
     tmpl = f.vmtemplate(attrs=[("CONTEXT", {"NETWORK": "YES", "START_SCRIPT": "echo mine"})])
     settings = PlannerSettings(start_script_policy="append")
-    plan = plan_image(f.image(), [tmpl], f.world(["lxc"]), settings)
+    plan = plan_for(f.image(), [tmpl], f.world(["lxc"]), settings)
     ctx = attrs(f.apply_edits(tmpl, plan))["CONTEXT"]
     assert isinstance(ctx, dict)
     assert ctx["START_SCRIPT"] == "echo mine"
@@ -294,10 +294,10 @@ def test_start_script_policy_append_keeps_the_persons_script() -> None:
 
 def test_hookds_own_earlier_script_is_replaced_when_the_config_changes() -> None:
     img, tmpl = f.image(), f.vmtemplate()
-    plan = plan_image(img, [tmpl], f.world(["lxc"]), f.DEFAULTS)
+    plan = plan_for(img, [tmpl], f.world(["lxc"]), f.DEFAULTS)
     after = f.apply_edits(tmpl, plan)
     new_oci = OciProcessFacts("#!/bin/sh\necho v2\n", "sha256:def", "registry:docker.io")
-    plan2 = plan_image(f.apply_status(img, plan), [after], f.world(["lxc"], oci=new_oci),
+    plan2 = plan_for(f.apply_status(img, plan), [after], f.world(["lxc"], oci=new_oci),
                        f.DEFAULTS)
     ctx = attrs(f.apply_edits(after, plan2))["CONTEXT"]
     assert isinstance(ctx, dict)
@@ -305,7 +305,7 @@ def test_hookds_own_earlier_script_is_replaced_when_the_config_changes() -> None
 
 
 def test_config_rejected_is_an_error_but_kernel_still_applied() -> None:
-    plan = plan_image(f.image(), [f.vmtemplate()],
+    plan = plan_for(f.image(), [f.vmtemplate()],
                       f.world(["kvm"], oci=OciProblem("Cmd holds a NUL byte")), f.DEFAULTS)
     assert plan.status == "error"
     assert plan.reason == "no START_SCRIPT: Cmd holds a NUL byte"
@@ -318,7 +318,7 @@ def test_disk_by_name_with_owner() -> None:
     by_uid = f.vmtemplate(6, disks=[{"IMAGE": "nginx", "IMAGE_UID": "3"}])
     implicit = f.vmtemplate(7, uid=3, disks=[{"IMAGE": "nginx"}])
     other_owner = f.vmtemplate(8, uid=4, disks=[{"IMAGE": "nginx"}])
-    plan = plan_image(img, [by_uname, by_uid, implicit, other_owner], f.world(["kvm"]),
+    plan = plan_for(img, [by_uname, by_uid, implicit, other_owner], f.world(["kvm"]),
                       f.DEFAULTS)
     assert sorted(e.template_id for e in plan.edits) == [5, 6, 7]
 
@@ -326,7 +326,7 @@ def test_disk_by_name_with_owner() -> None:
 def test_image_as_second_disk_after_an_os_disk_is_skipped() -> None:
     debian = f.image(20, name="debian", path="/srv/debian.qcow2", attrs=[])
     tmpl = f.vmtemplate(disks=[{"IMAGE_ID": "20"}, {"IMAGE_ID": "10"}])
-    plan = plan_image(f.image(), [tmpl], f.world(["kvm"], disk_images={20: debian}),
+    plan = plan_for(f.image(), [tmpl], f.world(["kvm"], disk_images={20: debian}),
                       f.DEFAULTS)
     assert plan.status == "skipped"
     assert "boots from DISK 0 (image 20 (debian))" in plan.reason
@@ -375,7 +375,7 @@ def test_values_with_quotes_and_newlines_survive() -> None:
 
 
 def test_no_hosts_means_waiting_for_a_host() -> None:
-    plan = plan_image(f.image(), [f.vmtemplate()], f.world([]), f.DEFAULTS)
+    plan = plan_for(f.image(), [f.vmtemplate()], f.world([]), f.DEFAULTS)
     assert plan.status == "waiting"
     assert plan.reason.startswith("waiting for a host")
 
@@ -383,7 +383,7 @@ def test_no_hosts_means_waiting_for_a_host() -> None:
 def test_kvm_warns_about_firmware_and_bootloader() -> None:
     tmpl = f.vmtemplate(attrs=[("OS", {"FIRMWARE": "UEFI", "BOOTLOADER": "/usr/bin/pygrub",
                                        "MACHINE": "pc-i440fx-3.1"})])
-    plan = plan_image(f.image(), [tmpl], f.world(["kvm"], oci=None, market="linuxcontainers"),
+    plan = plan_for(f.image(), [tmpl], f.world(["kvm"], oci=None, market="linuxcontainers"),
                       f.DEFAULTS)
     notes = " ".join(plan.templates[0].notes)
     assert "OS/FIRMWARE=UEFI" in notes and "BOOTLOADER" in notes and "pc-i440fx-3.1" in notes
@@ -392,7 +392,7 @@ def test_kvm_warns_about_firmware_and_bootloader() -> None:
 def test_several_templates_status_is_the_most_actionable() -> None:
     ok = f.vmtemplate(5, attrs=[("HYPERVISOR", "lxc")])
     waiting = f.vmtemplate(6, name="nginx-kvm", attrs=[("HYPERVISOR", "kvm")])
-    plan = plan_image(f.image(), [ok, waiting], f.world(["kvm", "lxc"], kernels={}),
+    plan = plan_for(f.image(), [ok, waiting], f.world(["kvm", "lxc"], kernels={}),
                       f.DEFAULTS)
     assert plan.status == "waiting"
     assert plan.reason == ("template 6 (nginx-kvm): waiting for a kvm kernel (set kernels.kvm "
@@ -403,7 +403,7 @@ def test_several_templates_status_is_the_most_actionable() -> None:
 def test_requirements_excluding_every_reachable_host_wait_with_the_reason() -> None:
     img = f.image(path=f.TURNKEY_PATH, attrs=[("FROM_APP", "3")])
     vm = f.vmtemplate(attrs=[("SCHED_REQUIREMENTS", 'HYPERVISOR="lx*"')])
-    plan = plan_image(img, [vm], f.world(["kvm"], market="turnkeylinux", oci=None), f.DEFAULTS)
+    plan = plan_for(img, [vm], f.world(["kvm"], market="turnkeylinux", oci=None), f.DEFAULTS)
     assert plan.status == "waiting"
     assert plan.reason == ("waiting for a host: SCHED_REQUIREMENTS allow lxc, lxd but the "
                            "clusters of datastore 101 (images) only have kvm hosts")
@@ -418,7 +418,7 @@ def test_a_template_that_names_its_hypervisor_is_pinned_on_a_mixed_cluster() -> 
     plan, after = fixed(f.image(), tmpl, hypervisors=["kvm", "lxc"])
     assert plan.templates[0].hypervisor == "kvm"
     assert attrs(after)["SCHED_REQUIREMENTS"] == 'HYPERVISOR="kvm"'
-    again = plan_image(f.image(), [after], f.world(["kvm", "lxc"]), f.DEFAULTS)
+    again = plan_for(f.image(), [after], f.world(["kvm", "lxc"]), f.DEFAULTS)
     assert again.is_noop or not again.edits
     # One hypervisor only: nothing to pin.
     _plan, alone = fixed(f.image(), tmpl, hypervisors=["kvm"])
@@ -451,14 +451,14 @@ def test_an_outage_keeps_the_script_installed_from_the_real_config() -> None:
     down = OciUnavailable("registry unreachable for docker.io/library/nginx:latest: refused; "
                           "the image config sha256:abc it was fixed from is not in the cache",
                           "sha256:abc")
-    during = plan_image(img, [after], f.world(["kvm"], oci=down), f.DEFAULTS)
+    during = plan_for(img, [after], f.world(["kvm"], oci=down), f.DEFAULTS)
     assert not during.edits  # nothing downgraded, nothing rewritten
     assert during.status == "applied"
     assert during.digest == plan.digest  # the status does not flap with the outage
     assert "the START_SCRIPT installed from it stays" in during.reason
     assert dict(during.image_attributes).keys() <= {"HOOKD_REASON"}
     # A template that has no script yet waits for the config: no fallback for this image.
-    fresh = plan_image(img, [f.vmtemplate(7)], f.world(["kvm"], oci=down), f.DEFAULTS)
+    fresh = plan_for(img, [f.vmtemplate(7)], f.world(["kvm"], oci=down), f.DEFAULTS)
     assert fresh.status == "waiting" and "waiting for the image config" in fresh.reason
 
 
@@ -469,16 +469,13 @@ def test_undo_puts_back_exactly_what_was_there() -> None:
     believed = replace(real, path=f.DOCKER_PATH)
     tmpl = f.vmtemplate(attrs=(("CONTEXT", {"NETWORK": "YES"}),
                                ("OS", {"KERNEL_CMD": "console=tty0", "ARCH": "x86_64"})))
-    wrong = plan_image(believed, [tmpl], f.world(["kvm", "lxc"], market=None), f.DEFAULTS)
+    wrong = plan_for(believed, [tmpl], f.world(["kvm", "lxc"], market=None), f.DEFAULTS)
     damaged = f.apply_edits(tmpl, wrong)
     image = f.apply_status(real, wrong)
     assert attrs(damaged) != attrs(tmpl)
 
-    undo = plan_image(image, [damaged], f.world(["kvm", "lxc"], market=None), f.DEFAULTS)
+    undo = plan_for(image, [damaged], f.world(["kvm", "lxc"], market=None), f.DEFAULTS)
     assert undo.status is None and undo.undo
-    from handlers.planner import undo_plan
-
-    undo = undo_plan(undo, image, [damaged])
     assert attrs(f.apply_edits(damaged, undo)) == attrs(tmpl)
     assert not any(k.startswith("HOOKD_") for k in attrs_of(f.apply_status(image, undo)))
 
@@ -486,18 +483,15 @@ def test_undo_puts_back_exactly_what_was_there() -> None:
 def test_undo_keeps_a_value_a_person_changed_since() -> None:
     real = f.image(path="/srv/images/db.qcow2", attrs=())
     tmpl = f.vmtemplate(attrs=(("CONTEXT", {"NETWORK": "YES"}),))
-    wrong = plan_image(replace(real, path=f.DOCKER_PATH), [tmpl], f.world(["kvm"], market=None),
-                       f.DEFAULTS)
+    wrong = plan_for(replace(real, path=f.DOCKER_PATH), [tmpl], f.world(["kvm"], market=None),
+                     f.DEFAULTS)
     damaged = f.apply_edits(tmpl, wrong)
     os_vec = damaged.template.vector("OS")
     assert os_vec is not None
     edited = replace(damaged, template=damaged.template.replaced(
         "OS", [os_vec.set("ROOT", "sdb")]))
-    from handlers.planner import undo_plan
-
-    base = plan_image(f.apply_status(real, wrong), [edited], f.world(["kvm"], market=None),
-                      f.DEFAULTS)
-    undo = undo_plan(base, f.apply_status(real, wrong), [edited])
+    undo = plan_for(f.apply_status(real, wrong), [edited], f.world(["kvm"], market=None),
+                    f.DEFAULTS)
     after = attrs(f.apply_edits(edited, undo))
     assert after["OS"] == {"ROOT": "sdb"}
     assert "HOOKD" not in after
@@ -543,6 +537,6 @@ def test_a_fixed_image_replans_to_nothing_at_all(hypervisors: list[str]) -> None
     the image's status (a note that depended on hookd's own pin made the reason flap)."""
     img, tmpl = f.image(), f.vmtemplate()
     world = f.world(hypervisors)
-    plan = plan_image(img, [tmpl], world, f.DEFAULTS)
-    again = plan_image(f.apply_status(img, plan), [f.apply_edits(tmpl, plan)], world, f.DEFAULTS)
+    plan = plan_for(img, [tmpl], world, f.DEFAULTS)
+    again = plan_for(f.apply_status(img, plan), [f.apply_edits(tmpl, plan)], world, f.DEFAULTS)
     assert again.is_noop, (again.edits, again.image_changes)

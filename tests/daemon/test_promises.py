@@ -143,16 +143,17 @@ def test_an_edit_in_the_read_to_write_window_is_named_in_the_image_reason(
         sim_process: SimFactory, hookd_factory: HookdFactory, registry: FakeRegistry) -> None:
     """The window oned cannot close, forced: a person's edit lands right after hookd read
     the template. It is lost (hookd rewrites CONTEXT whole), and the image says so."""
-    sim = sim_process()
+    # The image stays LOCKED until the test says so: its READY event makes hookd's read of
+    # the template the read of the fix, and the race lands right after it.
+    sim = sim_process(ready_delay=3600.0)
     seed = sim.seed_info()
-    # Imported while hookd is down: its start-up sweep finds the image, and the one
-    # one.template.info of this template is the read of the fix.
     image_id, template_id = sim.export_app(seed["apps"]["dockerhub/nginx"],
                                            seed["datastores"]["kvm-images"], name="raced")
     assert template_id is not None
-    assert sim.wait_image_state(image_id, "READY", 30)
-    sim.controls.edit_after_read(template_id, "CONTEXT", "SSH_PUBLIC_KEY", "ssh-ed25519 raced")
     daemon = hookd_factory(sim.xmlrpc_url, sim.zmq_url, registry).start()
+    time.sleep(1.0)  # the start-up sweep is done and the event subscription settled
+    sim.controls.edit_after_read(template_id, "CONTEXT", "SSH_PUBLIC_KEY", "ssh-ed25519 raced")
+    sim.controls.set_image_state(image_id, "READY")
     export = Export(image_id, template_id, "kvm")
     wait_for(lambda: is_fixed(sim, export)
              and CONCURRENT in (image_attr(sim, image_id, "HOOKD_REASON") or ""), 60,
@@ -292,7 +293,7 @@ def _write_wrong_fix(components: object, image_id: int, template_id: int) -> Non
     """What hookd used to write when it believed a READY event's body."""
     from dataclasses import replace as dc_replace
 
-    from handlers.planner import plan_image
+    from handlers.planner import plan_for
     from hookd.daemon import Components
 
     assert isinstance(components, Components)
@@ -304,7 +305,7 @@ def _write_wrong_fix(components: object, image_id: int, template_id: int) -> Non
     resolver = c.engine._oci
     assert resolver is not None
     world = dc_replace(world, oci=resolver(forged, True))
-    plan = plan_image(forged, [c.client.template(template_id)], world, c.engine.settings)
+    plan = plan_for(forged, [c.client.template(template_id)], world, c.engine.settings)
     assert plan.status == "applied" and plan.edits
     c.applier.apply(plan, trigger="forged READY event (old hookd)")
 

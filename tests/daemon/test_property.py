@@ -70,6 +70,9 @@ class InProcessHookd:
         self.thread = threading.Thread(target=daemon.run, name="hookd-under-test", daemon=True)
         self.thread.start()
         wait_for(lambda: daemon.first_sweep_done, 30, "hookd's first sweep")
+        # PUB/SUB has no acknowledgement of a subscription: give it a moment to reach the
+        # publisher, or an update made right now is not seen at all (README: the limits).
+        time.sleep(0.3)
 
     def stop(self) -> None:
         if self.daemon is not None and self.thread is not None:
