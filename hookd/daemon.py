@@ -40,6 +40,7 @@ from hookd.reconciler import Backoff, Reconciler
 from hookd.sdnotify import Notifier, WatchdogPinger
 from hookd.settings import oci_resolver, planner_settings
 from hookd.stream import EventStream, StreamSettings
+from hookd.triggers import Cause, Why
 from hookd.world import WorldCache
 
 log = get_logger(__name__)
@@ -170,7 +171,7 @@ class Daemon:
                  zmq=self.config.zmq, zmq_from=self.config.zmq_origin,
                  auth_file=str(self.config.auth_file) if self.config.auth_file else None)
         c.echo.on_concurrent = lambda image_id, template_id: self.reconciler.submit_image(
-            image_id, f"concurrent update of template {template_id}")
+            image_id, Why(Cause.CONCURRENT, f"template {template_id}"))
         self.reconciler.start()
         self.stream.open()
         # One start-up sweep: it is asked for, and the event stream given a moment to connect
@@ -239,9 +240,9 @@ class Daemon:
         if trigger.kind in ("template", "image") and trigger.raw and c.echo.is_echo(trigger):
             return
         if trigger.kind == "image":
-            self.reconciler.submit_image(trigger.object_id, trigger.reason)
+            self.reconciler.submit_image(trigger.object_id, trigger.why)
         elif trigger.kind == "template":
-            self.reconciler.submit_template(trigger.object_id, trigger.reason)
+            self.reconciler.submit_template(trigger.object_id, trigger.why)
         elif trigger.kind == "template_deleted":
             c.engine.forget_template(trigger.object_id)
         elif trigger.kind == "image_deleted":
@@ -249,7 +250,8 @@ class Daemon:
             self.reconciler.waiting.discard(trigger.object_id)
         elif trigger.kind == "world":
             c.world.invalidate()
-            self.reconciler.requeue_waiting(trigger.reason)
+            self.reconciler.requeue_waiting(Why(Cause.RELOAD, str(trigger.why.call),
+                                                trigger.why.call))
 
     # -- the supervisor: HA gate and sweeps ------------------------------------------------------
     def _supervise(self) -> None:
@@ -314,7 +316,7 @@ class Daemon:
         self._set_status(f"sweeping ({reason})")
         try:
             stats = self.c.engine.sweep(self.reconciler.submit_image,
-                                        reason=f"sweep ({reason})")
+                                        why=Why(Cause.SWEEP, reason))
         except (TransientError, PermanentError) as exc:
             log.warning("sweep.failed", reason=exc.reason, trigger=reason)
             self._set_status(f"sweep failed, retrying: {exc.reason}")
@@ -373,7 +375,7 @@ class Daemon:
         self._configure_logging()
         c.world.configure(new.kernels.refs(), new.initrds.refs(), new.kernels.owner)
         c.engine.reconfigure(settings, resolver)
-        requeued = self.reconciler.requeue_waiting("configuration reloaded")
+        requeued = self.reconciler.requeue_waiting(Why(Cause.RELOAD, "configuration"))
         self.request_sweep("configuration reloaded")
         log.info("hookd.reloaded", config=new.where, waiting_images_requeued=requeued)
         self._ready_after_reload()

@@ -27,6 +27,7 @@ from hookd.client import NotFound, OneClient
 from hookd.index import TemplateIndex, disk_refs
 from hookd.intake import EchoFilter
 from hookd.logs import get_logger
+from hookd.triggers import SWEEP, Why
 from hookd.world import WorldCache, WorldSnapshot, with_template
 
 log = get_logger(__name__)
@@ -287,8 +288,8 @@ class Engine:
         self._apply(error_plan(image, reason), False, trigger)
 
     # -- sweeps ------------------------------------------------------------------------------
-    def sweep(self, submit: Callable[[int, str], None], *, dry_run: bool = False,
-              reason: str = "sweep") -> SweepStats:
+    def sweep(self, submit: Callable[[int, Why], None], *, dry_run: bool = False,
+              why: Why = SWEEP) -> SweepStats:
         """Walk both pools, rebuild the index, submit images that need work.
 
         Templates are planned from the pool page that was just read; only images whose plan
@@ -320,7 +321,7 @@ class Engine:
                         or (decided.undo and _has_status(image))):
                     # A status to write, or one a wrong decision wrote and hookd takes back.
                     undo.add(image.id)
-                    submit(image.id, reason)
+                    submit(image.id, why)
                     stats.submitted += 1
                 continue
             self.index.remember_image(image.id, image.name, image.uid, image.uname)
@@ -344,7 +345,7 @@ class Engine:
                     and recorded not in undo):
                 # Fixed for an image that is not hookd's business: undo what hookd wrote.
                 undo.add(recorded)
-                submit(recorded, reason)
+                submit(recorded, why)
                 stats.submitted += 1
             users = [i for i in self.index.resolve(refs) if i in candidates]
             if not users:
@@ -371,11 +372,11 @@ class Engine:
 
         for image_id, planning in candidates.items():
             if resolved.get(image_id) is False:
-                submit(image_id, reason)  # its reconcile retries the registry with backoff
+                submit(image_id, why)  # its reconcile retries the registry with backoff
                 stats.submitted += 1
                 continue
             if (image_id in needs_work or not planning.finish().is_noop) and not dry_run:
-                submit(image_id, reason)
+                submit(image_id, why)
                 stats.submitted += 1
         stats.duration = time.monotonic() - started
         log.info("sweep.done", images=stats.images, container_images=stats.container_images,

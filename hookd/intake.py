@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from hookd.triggers import READY, Cause, Why
 from hookd.xmlsafe import UnsafeXml, parse
 
 TriggerKind = Literal["image", "template", "template_deleted", "image_deleted", "world"]
@@ -71,7 +72,7 @@ _SUBSCRIBED = tuple(subscriptions())
 class Trigger:
     kind: TriggerKind
     object_id: int
-    reason: str
+    why: Why
     raw: bytes = b""  # the decoded API body, for echo suppression
     received: float = 0.0
 
@@ -137,7 +138,7 @@ def _state_trigger(image_id: int, body: bytes, limits: Limits, now: float) -> Tr
     # The body embeds the image as oned serialised it, but anyone who can bind the event
     # port can publish a READY event: the event only says which image to look at, and
     # everything hookd decides is read from oned over XML-RPC.
-    return Trigger("image", image_id, "READY event", received=now)
+    return Trigger("image", image_id, READY, received=now)
 
 
 def _api_trigger(call: str, body: bytes, limits: Limits, now: float) -> Trigger:
@@ -152,7 +153,7 @@ def _api_trigger(call: str, body: bytes, limits: Limits, now: float) -> Trigger:
     value = _parameter(text, direction, position)
     if value is None:
         raise Malformed("id", f"no numeric {direction} parameter {position}")
-    return Trigger(kind, value, call, raw=body, received=now)
+    return Trigger(kind, value, Why(Cause.EVENT, call, call), raw=body, received=now)
 
 
 def _parameter(text: str, direction: str, position: int) -> int | None:
@@ -340,7 +341,8 @@ class EchoFilter:
     def is_echo(self, trigger: Trigger) -> bool:
         if not trigger.raw:
             return False
-        key = (trigger.reason, trigger.object_id)
+        call = trigger.why.call
+        key = (call or "", trigger.object_id)
         now = self._clock()
         with self._lock:
             self._expire(now)
@@ -350,11 +352,11 @@ class EchoFilter:
                     del entries[i]  # type: ignore[union-attr]
                     if not entries:
                         del self._expected[key]
-                    if trigger.reason == _TEMPLATE_UPDATE:
+                    if call == _TEMPLATE_UPDATE:
                         self._close(trigger.object_id)
                     return True
             watch = (self._watches.get(trigger.object_id)
-                     if trigger.reason == _TEMPLATE_UPDATE else None)
+                     if call == _TEMPLATE_UPDATE else None)
             if watch is not None:
                 watch.foreign.append(now)
         return False

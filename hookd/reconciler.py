@@ -27,6 +27,7 @@ from typing import Literal
 from handlers.errors import HookdError, PermanentError, TransientError
 from hookd.engine import Engine
 from hookd.logs import get_logger
+from hookd.triggers import Cause, Why
 
 log = get_logger(__name__)
 
@@ -37,7 +38,7 @@ JobKind = Literal["image", "template"]
 class Job:
     kind: JobKind
     object_id: int
-    reasons: set[str] = field(default_factory=set)
+    whys: set[Why] = field(default_factory=set)
     attempt: int = 0
     last_error: str = ""
 
@@ -46,7 +47,7 @@ class Job:
         return (self.kind, self.object_id)
 
     def merge(self, other: Job) -> None:
-        self.reasons |= other.reasons
+        self.whys |= other.whys
 
 
 @dataclass(frozen=True)
@@ -125,17 +126,17 @@ class Reconciler:
         return not any(t.is_alive() for t in self._threads)
 
     # -- submitting ------------------------------------------------------------------------
-    def submit_image(self, image_id: int, reason: str) -> None:
-        self._submit(Job("image", image_id, {reason}))
+    def submit_image(self, image_id: int, why: Why) -> None:
+        self._submit(Job("image", image_id, {why}))
 
-    def submit_template(self, template_id: int, reason: str) -> None:
-        self._submit(Job("template", template_id, {reason}))
+    def submit_template(self, template_id: int, why: Why) -> None:
+        self._submit(Job("template", template_id, {why}))
 
-    def requeue_waiting(self, reason: str) -> int:
+    def requeue_waiting(self, why: Why) -> int:
         with self._cond:
             waiting = sorted(self.waiting)
         for image_id in waiting:
-            self.submit_image(image_id, reason)
+            self.submit_image(image_id, why)
         return len(waiting)
 
     def _submit(self, job: Job) -> None:
@@ -252,15 +253,16 @@ class Reconciler:
                 self._finish(job)
 
     def _run(self, job: Job) -> None:
-        trigger = ",".join(sorted(job.reasons))
-        for reason in job.reasons:
-            self._on_reconcile(_trigger_label(reason))
+        trigger = ", ".join(str(why) for why in sorted(job.whys))
+        for cause in {why.cause for why in job.whys}:
+            self._on_reconcile(cause.value)
         final = job.attempt >= self.backoff.attempts - 1
         try:
             if job.kind == "template":
                 images, _template = self.engine.reconcile_template(job.object_id)
                 for image_id in images:
-                    self.submit_image(image_id, f"template {job.object_id} changed")
+                    self.submit_image(image_id,
+                                      Why(Cause.EVENT, f"template {job.object_id} changed"))
                 return
             result = self.engine.reconcile_image(job.object_id, final=final, trigger=trigger)
             plan = result.plan
@@ -297,10 +299,3 @@ class Reconciler:
             log.warning("reconcile.status_not_recorded", image_id=job.object_id,
                         reason=exc.reason)
 
-
-def _trigger_label(reason: str) -> str:
-    if reason == "READY event" or reason.startswith("one."):
-        return "event"
-    if reason.startswith("template "):
-        return "event"
-    return reason.split(" ", 1)[0] if reason else "other"

@@ -142,7 +142,7 @@ class EventStream:
         if trigger is None:
             self._on_event("other")
             return
-        self._on_event("state" if trigger.reason == "READY event" else "api")
+        self._on_event("api" if trigger.why.call else "state")
         self._on_trigger(trigger)
 
     def _drain_monitor(self) -> None:

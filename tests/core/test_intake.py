@@ -10,7 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hookd.intake import EchoFilter, Malformed, Trigger, decode, subscriptions
+from hookd.triggers import READY, Cause, Why
 from tests.shared_data import recorded_events
+
+UPDATE = Why(Cause.EVENT, "one.template.update", "one.template.update")
 
 READY_XML = (
     "<HOOK_MESSAGE><HOOK_TYPE>STATE</HOOK_TYPE><HOOK_OBJECT>IMAGE</HOOK_OBJECT>"
@@ -39,7 +42,7 @@ def test_ready_event_gives_an_image_trigger_and_nothing_from_its_body() -> None:
 def test_recorded_ready_events_decode() -> None:
     events = recorded_events("image_allocate_dummy_ds_ready.jsonl")
     triggers = [decode([e["key"].encode(), e["content_b64"].encode()]) for e in events]
-    ready_ones = [t for t in triggers if t is not None and t.reason == "READY event"]
+    ready_ones = [t for t in triggers if t is not None and t.why == READY]
     assert len(ready_ones) == 1  # only the STATE family key; EVENT IMAGE 1/READY/ is not ours
     assert ready_ones[0].object_id == 1
 
@@ -153,11 +156,11 @@ def test_echo_filter_recognises_our_own_update_once() -> None:
     payload = "<TEMPLATE><OS><ROOT>vda</ROOT></OS></TEMPLATE>"
     echo.expect("one.template.update", 5, payload)
     body = ("<HOOK_MESSAGE>...<VALUE>" + payload + "</VALUE>...").encode()
-    ours = Trigger("template", 5, "one.template.update", raw=body, received=time.monotonic())
+    ours = Trigger("template", 5, UPDATE, raw=body, received=time.monotonic())
     assert echo.is_echo(ours)
     assert not echo.is_echo(ours)  # consumed
     echo.expect("one.template.update", 5, payload)
-    assert not echo.is_echo(Trigger("template", 6, "one.template.update", raw=body))
+    assert not echo.is_echo(Trigger("template", 6, UPDATE, raw=body))
     now[0] += 11
     assert not echo.is_echo(ours)  # expired
 
@@ -170,10 +173,10 @@ def test_echo_filter_matches_exact_bytes_only() -> None:
     # Same length, same beginning, one byte different near the end: a person's update.
     theirs = ours[:-2] + "B>" + "</TEMPLATE>"
     body = f"<HOOK_MESSAGE><VALUE>{theirs}</VALUE>".encode()
-    assert not echo.is_echo(Trigger("template", 5, "one.template.update", raw=body))
+    assert not echo.is_echo(Trigger("template", 5, UPDATE, raw=body))
     # The payload found after a false start with the same first bytes.
     body = f"<VALUE>{ours[:100]}</VALUE><VALUE>{ours}</TEMPLATE></VALUE>".encode()
-    assert echo.is_echo(Trigger("template", 5, "one.template.update", raw=body))
+    assert echo.is_echo(Trigger("template", 5, UPDATE, raw=body))
 
 
 def test_echo_filter_keeps_no_payloads() -> None:
@@ -195,7 +198,7 @@ def test_echo_filter_keeps_no_payloads() -> None:
 
 def _update(template_id: int, payload: str) -> Trigger:
     body = f"<HOOK_MESSAGE><CALL>one.template.update</CALL><VALUE>{payload}</VALUE>".encode()
-    return Trigger("template", template_id, "one.template.update", raw=body)
+    return Trigger("template", template_id, UPDATE, raw=body)
 
 
 def test_an_update_by_someone_else_between_read_and_echo_is_named() -> None:
