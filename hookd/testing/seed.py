@@ -2,7 +2,8 @@
 
 Bootstrap objects are those oned creates on first start (``DatastorePool``,
 ``ClusterPool``, ``MarketPlacePool`` constructors, release-6.8.3 / release-7.4.0): cluster 0
-``default``, datastores 0 ``system`` / 1 ``default`` / 2 ``files`` (fs + ssh), the default
+``default``, datastores 0 ``system`` / 1 ``default`` / 2 ``files`` (fs + ssh; TM ``local`` in
+7.4, ``DatastorePool::DatastorePool`` at release-7.4.0), the default
 marketplaces. User-created clusters, datastores and marketplaces start at ID 100
 (``set_lastOID(99)``), so the Docker registry marketplace an operator adds is ID 100.
 
@@ -118,7 +119,8 @@ def bootstrap(world: World, oneadmin_digest: str, info: SeedInfo) -> None:
     info.clusters["default"] = 0
     for oid, name, kind in ((0, "system", "SYSTEM_DS"), (1, "default", "IMAGE_DS"),
                             (2, "files", "FILE_DS")):
-        builders.add_datastore(world, name, kind, ds_mad="fs", tm_mad="ssh", oid=oid)
+        builders.add_datastore(world, name, kind, ds_mad="fs",
+                               tm_mad=world.flavour.bootstrap_tm_mad, oid=oid)
         info.datastores[name] = oid
     world.clusters.reserve_system_ids()
     world.datastores.reserve_system_ids()
