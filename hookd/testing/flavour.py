@@ -12,10 +12,11 @@ Two flavours exist:
   keep TOTALCPU/TOTALMEMORY in their template (``Host::update_info``, ``src/host/Host.cc``),
   datastores carry PERSISTENT_SNAPSHOTS and (system) DS_LIVE_MIGRATE/DS_MIGRATE_SNAP
   (``Datastore::set_tm_mad``, ``src/datastore/Datastore.cc``), the bootstrap datastores use
-  the ``local`` TM (``src/datastore/DatastorePool.cc``), only the ``one`` and
-  ``linuxcontainers`` marketplaces and the ``kvm``/``qemu``/``lxc`` drivers remain
-  (``share/etc/oned.conf`` and ``src/market/MarketPlacePool.cc``), all at release-7.4.0;
-  what differed from a real oned 7.4.0 was found by replaying its recordings
+  the ``local`` TM (``src/datastore/DatastorePool.cc``), API events of failed calls carry the
+  error text unescaped (``Request::make_xml_response``, ``include/Request.h``), only the
+  ``one`` and ``linuxcontainers`` marketplaces and the ``kvm``/``qemu``/``lxc`` drivers
+  remain (``share/etc/oned.conf`` and ``src/market/MarketPlacePool.cc``), all at
+  release-7.4.0; what differed from a real oned 7.4.0 was found by replaying its recordings
   (tests/simulator/test_sim_recordings_74.py).
 """
 
@@ -38,6 +39,7 @@ class Flavour:
     host_share_ds_entries: bool
     bootstrap_tm_mad: str
     datastore_snapshot_attrs: bool
+    api_error_cdata: bool
     market_mads: tuple[str, ...]
     vm_mads: tuple[str, ...]
 
@@ -53,6 +55,7 @@ ONE_6_8 = Flavour(
     host_share_ds_entries=False,
     bootstrap_tm_mad="ssh",
     datastore_snapshot_attrs=False,
+    api_error_cdata=True,
     market_mads=("one", "linuxcontainers", "turnkeylinux", "dockerhub", "docker_registry"),
     vm_mads=("kvm", "qemu", "lxc", "lxd", "firecracker", "vcenter", "dummy"),
 )
@@ -68,6 +71,7 @@ ONE_7_4 = Flavour(
     host_share_ds_entries=True,
     bootstrap_tm_mad="local",
     datastore_snapshot_attrs=True,
+    api_error_cdata=False,
     market_mads=("one", "linuxcontainers"),
     vm_mads=("kvm", "qemu", "lxc", "dummy"),
 )

@@ -153,7 +153,8 @@ class Oned:
             raise XmlRpcFault(FAULT_NO_SUCH_METHOD, f"Method '{name}' not defined")
         params = Params(values)
         session = params.get_str(0)
-        call = Call(method=name, params=params, auth_object=spec.auth_object)
+        call = Call(method=name, params=params, auth_object=spec.auth_object,
+                    error_cdata=self.world.flavour.api_error_cdata)
         with self.world.lock:
             call.req_id = rm_common.new_req_id()
             user = self.authenticate(session)
