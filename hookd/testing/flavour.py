@@ -13,11 +13,12 @@ Two flavours exist:
   datastores carry PERSISTENT_SNAPSHOTS and (system) DS_LIVE_MIGRATE/DS_MIGRATE_SNAP
   (``Datastore::set_tm_mad``, ``src/datastore/Datastore.cc``), the bootstrap datastores use
   the ``local`` TM (``src/datastore/DatastorePool.cc``), API events of failed calls carry the
-  error text unescaped (``Request::make_xml_response``, ``include/Request.h``), only the
-  ``one`` and ``linuxcontainers`` marketplaces and the ``kvm``/``qemu``/``lxc`` drivers
-  remain (``share/etc/oned.conf`` and ``src/market/MarketPlacePool.cc``), all at
-  release-7.4.0; what differed from a real oned 7.4.0 was found by replaying its recordings
-  (tests/simulator/test_sim_recordings_74.py).
+  error text unescaped (``Request::make_xml_response``, ``include/Request.h``) and a call
+  refused in election mode publishes none (``RequestXRPC::execute``,
+  ``src/rm/xml-rpc/RequestXRPC.cc``), only the ``one`` and ``linuxcontainers`` marketplaces
+  and the ``kvm``/``qemu``/``lxc`` drivers remain (``share/etc/oned.conf`` and
+  ``src/market/MarketPlacePool.cc``), all at release-7.4.0; what differed from a real oned
+  7.4.0 was found by replaying its recordings (tests/simulator/test_sim_recordings_74.py).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Flavour:
     bootstrap_tm_mad: str
     datastore_snapshot_attrs: bool
     api_error_cdata: bool
+    api_event_in_election: bool
     market_mads: tuple[str, ...]
     vm_mads: tuple[str, ...]
 
@@ -56,6 +58,7 @@ ONE_6_8 = Flavour(
     bootstrap_tm_mad="ssh",
     datastore_snapshot_attrs=False,
     api_error_cdata=True,
+    api_event_in_election=True,
     market_mads=("one", "linuxcontainers", "turnkeylinux", "dockerhub", "docker_registry"),
     vm_mads=("kvm", "qemu", "lxc", "lxd", "firecracker", "vcenter", "dummy"),
 )
@@ -72,6 +75,7 @@ ONE_7_4 = Flavour(
     bootstrap_tm_mad="local",
     datastore_snapshot_attrs=True,
     api_error_cdata=False,
+    api_event_in_election=False,
     market_mads=("one", "linuxcontainers"),
     vm_mads=("kvm", "qemu", "lxc", "dummy"),
 )
