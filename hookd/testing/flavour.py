@@ -18,7 +18,8 @@ Two flavours exist:
   ``src/rm/xml-rpc/RequestXRPC.cc``), only the ``one`` and ``linuxcontainers`` marketplaces
   and the ``kvm``/``qemu``/``lxc`` drivers remain (``share/etc/oned.conf`` and
   ``src/market/MarketPlacePool.cc``), all at release-7.4.0; what differed from a real oned
-  7.4.0 was found by replaying its recordings (tests/simulator/test_sim_recordings_74.py).
+  7.4.0 was found by replaying its recordings (tests/simulator/test_sim_recordings_74.py)
+  and by measuring one (tests/simulator/real_oned_7_4.md).
 """
 
 from __future__ import annotations
