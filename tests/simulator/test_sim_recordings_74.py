@@ -55,8 +55,8 @@ RECORDED_APPS = (
 )
 STRUCTURAL = {"02_one.system.config", "13_one.hostpool.info", "14_one.datastorepool.info"}
 # Configuration values the recording oned had from its test setup, not from the stock
-# oned.conf the simulator imitates (/work/oned/tools/configure_one.py on the recording host):
-# ports of this run, faster monitoring, and the dummy VM drivers behind kvm and lxc.
+# oned.conf the simulator imitates: the ports of each run, faster monitoring (15 s / 30 s)
+# and one_vmm_dummy behind the kvm and lxc VM_MADs; the simulator's own dummy VM_MAD.
 LOCAL_CONFIG = {("PORT", ""), ("HM_MAD", ""), ("MONITORING_INTERVAL_DATASTORE", ""),
                 ("MONITORING_INTERVAL_MARKET", ""), ("VM_MAD", "kvm"), ("VM_MAD", "lxc"),
                 ("VM_MAD", "dummy")}
