@@ -16,6 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("HOOKD_SHARED_DIR", REPO.parent / "shared"))
 RECORDED = SHARED / "opennebula-recorded"
+RECORDED_74 = RECORDED / "7.4.0"
 XSD_74 = SHARED / "opennebula-xsd" / "7.4.0"
 
 
@@ -28,6 +29,10 @@ def require(path: Path, what: str) -> Path:
 
 def require_recorded() -> Path:
     return require(RECORDED, "oned 6.8.3 recordings")
+
+
+def require_recorded_74() -> Path:
+    return require(RECORDED_74, "oned 7.4.0 recordings")
 
 
 def require_xsd() -> Path:

@@ -7,9 +7,15 @@ gets mirror what oned adds when such an object is allocated (release-6.8.3):
   TM_MAD_CONF attributes (LN_TARGET, CLONE_TARGET, SHARED, DS_MIGRATE, ALLOW_ORPHANS,
   TM_MAD_SYSTEM...), ``DISK_TYPE=FILE`` for image and system datastores, default
   ``SAFE_DIRS=/var/tmp`` + ``RESTRICTED_DIRS=/``, ``BASE_PATH=<DATASTORE_LOCATION>/<id>``.
+  On 7.x (``Datastore::set_tm_mad`` at release-7.4.0) every datastore also gets
+  PERSISTENT_SNAPSHOTS (the TM_MAD_CONF value, default YES) and a system datastore
+  DS_LIVE_MIGRATE and DS_MIGRATE_SNAP (default NO).
 * Hosts as monitored by the stock probes: the recorded dummy-probe topology (two NUMA
-  nodes, three PCI devices), ``HOST_SHARE/DATASTORES`` with one ``DS`` per system
-  datastore on 7.x.
+  nodes, three PCI devices on 6.x; the 22 PCI devices of the 7.4 dummy probe,
+  ``src/im_mad/remotes/dummy-probes.d/host/system/system.rb`` at release-7.4.0), and on
+  7.x ``HOST_SHARE/DATASTORES`` with one ``DS`` per system datastore, MEMORY_ENCRYPTION,
+  and TOTALCPU/TOTALMEMORY left in the template (7.4's ``Host::update_info`` no longer
+  erases them, ``src/host/Host.cc``).
 * ``MarketPlaceApp::from_template64`` (``src/market/MarketPlaceApp.cc``): NAME, SOURCE, SIZE,
   MD5, FORMAT, REGTIME, DESCRIPTION, VERSION and APPTEMPLATE64 become fields; the template
   keeps APPTEMPLATE64, VMTEMPLATE64, IMPORT_ID, PUBLISHER, LINK, DESCRIPTION, VERSION and
@@ -31,7 +37,7 @@ from hookd.testing.objects import (
     Permissions,
     User,
 )
-from hookd.testing.system_config import TM_MAD_CONF
+from hookd.testing.system_config import tm_mad_conf
 from hookd.testing.template_lang import SingleAttribute, Template, VectorAttribute, parse_template
 from hookd.testing.world import World
 
@@ -64,8 +70,65 @@ def _vector_xml(tag: str, values: dict[str, str]) -> str:
     return "".join(out)
 
 
-def host_share_xml(*, with_ifname: bool, system_ds: dict[int, tuple[int, int, int]]) -> str:
-    """``<HOST_SHARE>`` of a monitored host (16 cores, 16 GiB, 2 NUMA nodes, 3 PCI)."""
+# The 7.4 dummy probe's PCI devices (src/im_mad/remotes/dummy-probes.d/host/system/system.rb,
+# release-7.4.0): a GPU with vGPU profiles, two USB controllers, a NIC, a ConnectX-4 with two
+# SR-IOV physical functions and sixteen virtual functions.
+_L40S_PROFILES = ",".join(
+    f"{1145 + i} (NVIDIA L40S-{size})" for i, size in enumerate(
+        ("1B", "2B", "1Q", "2Q", "3Q", "4Q", "6Q", "8Q", "12Q", "16Q", "24Q", "48Q", "1A",
+         "2A", "3A", "4A", "6A", "8A", "12A", "16A", "24A", "48A")))
+
+
+def _pci_74() -> list[dict[str, str]]:
+    def dev(address: str, cls: str, cls_name: str, vendor: str, vendor_name: str, device: str,
+            dev_name: str, numa: str, ifname: str, sriov: str, **extra: str) -> dict[str, str]:
+        bus, slot, function = address[5:7], address[8:10], address[11:]
+        return {"ADDRESS": address, "BUS": bus, "CLASS": cls, "CLASS_NAME": cls_name,
+                "DEVICE": device, "DEVICE_NAME": dev_name, "DOMAIN": "0000",
+                "FUNCTION": function, "IFNAME": ifname, "NUMA_NODE": numa,
+                "SHORT_ADDRESS": f"{bus}:{slot}.{function}", "SLOT": slot, "SRIOV": sriov,
+                "TYPE": f"{vendor}:{device}:{cls}", "VENDOR": vendor,
+                "VENDOR_NAME": vendor_name, "VMID": "-1", **extra}
+
+    mellanox = ("15b3", "Mellanox Technologies")
+    devices = [
+        dev("0000:02:00:0", "0302", "3D controller", "10de", "NVIDIA Corporation", "0863",
+            "C79 [GeForce 9400M]", "1", "-", "no", PROFILES=_L40S_PROFILES),
+        dev("0000:00:06:0", "0c03", "USB controller", "1b21", "ASMedia Technology Inc.", "0aa7",
+            "MCP79 OHCI USB 1.1 Controller", "1", "-", "no"),
+        dev("0000:00:06:1", "0c03", "USB controller", "1022", "Advanced Micro Devices, Inc.",
+            "0aa9", "MCP79 EHCI USB 2.0 Controller", "0", "-", "no"),
+        dev("0000:04:00:1", "0200", "Ethernet controller", "14e4",
+            "Broadcom Inc. and subsidiaries", "165f", "NetXtreme BCM5720 Gigabit Ethernet PCIe",
+            "0", "eno8403", "no"),
+    ]
+    for function in (0, 1):
+        devices.append(dev(f"0000:81:00:{function}", "0200", "Ethernet controller", *mellanox,
+                           "1015", "MT27710 Family [ConnectX-4 Lx]", "0", f"pf{function}", "pf",
+                           SRIOV_NUM="8"))
+    for slot, functions in ((0, range(2, 8)), (1, range(8)), (2, range(2))):
+        for function in functions:
+            devices.append(dev(f"0000:81:0{slot}:{function}", "0200", "Ethernet controller",
+                               *mellanox, "1016", "MT27710 Family [ConnectX-4 Lx Virtual Function]",
+                               "0", f"vf0{slot}{function}", "vf"))
+    return devices
+
+
+def _pci_68() -> list[dict[str, str]]:
+    devices = []
+    for address, bus, cls, cls_name, device, dev_name, function, numa, short, slot, typ in _PCI:
+        devices.append({
+            "ADDRESS": address, "BUS": bus, "CLASS": cls, "CLASS_NAME": cls_name,
+            "DEVICE": device, "DEVICE_NAME": dev_name, "DOMAIN": "0000", "FUNCTION": function,
+            "NUMA_NODE": numa, "SHORT_ADDRESS": short, "SLOT": slot, "TYPE": typ,
+            "VENDOR": "10de", "VENDOR_NAME": "NVIDIA Corporation", "VMID": "-1",
+        })
+    return devices
+
+
+def host_share_xml(*, probe_7x: bool, system_ds: dict[int, tuple[int, int, int]]) -> str:
+    """``<HOST_SHARE>`` of a monitored host (16 cores, 16 GiB, 2 NUMA nodes, the dummy
+    probe's PCI devices of 6.8 or 7.4)."""
     ds_parts = ["<DATASTORES><DISK_USAGE><![CDATA[0]]></DISK_USAGE>"]
     for ds_id, (free, total, used) in sorted(system_ds.items()):
         ds_parts.append(_vector_xml("DS", {"FREE_MB": str(free), "ID": str(ds_id),
@@ -75,16 +138,7 @@ def host_share_xml(*, with_ifname: bool, system_ds: dict[int, tuple[int, int, in
         "<USED_DISK><![CDATA[9720]]></USED_DISK></DATASTORES>"
     )
     pci_parts = ["<PCI_DEVICES>"]
-    for address, bus, cls, cls_name, device, dev_name, function, numa, short, slot, typ in _PCI:
-        values = {
-            "ADDRESS": address, "BUS": bus, "CLASS": cls, "CLASS_NAME": cls_name,
-            "DEVICE": device, "DEVICE_NAME": dev_name, "DOMAIN": "0000", "FUNCTION": function,
-            "NUMA_NODE": numa, "SHORT_ADDRESS": short, "SLOT": slot, "TYPE": typ,
-            "VENDOR": "10de", "VENDOR_NAME": "NVIDIA Corporation", "VMID": "-1",
-        }
-        if with_ifname:
-            values["IFNAME"] = "-"
-            values["SRIOV"] = "no"
+    for values in _pci_74() if probe_7x else _pci_68():
         pci_parts.append(_vector_xml("PCI", values))
     pci_parts.append("</PCI_DEVICES>")
     numa_parts = ["<NUMA_NODES>"]
@@ -152,11 +206,16 @@ def add_datastore(
     kind = DatastoreType[ds_type]
     tmpl = _template(template)
     tmpl.replace("TYPE", ds_type)
-    conf = TM_MAD_CONF.get(tm_mad, TM_MAD_CONF["ssh"])
+    confs = tm_mad_conf(world.flavour)
+    conf = confs.get(tm_mad, confs["ssh"])
+    snapshot_attrs = world.flavour.datastore_snapshot_attrs
     if kind == DatastoreType.SYSTEM_DS:
         ds_mad = "-"
         tmpl.replace("SHARED", "YES" if conf.get("SHARED") == "YES" else "NO")
         tmpl.replace("DS_MIGRATE", conf.get("DS_MIGRATE", "YES"))
+        if snapshot_attrs:  # src/datastore/Datastore.cc:433-438 (release-7.4.0)
+            tmpl.replace("DS_LIVE_MIGRATE", conf.get("DS_LIVE_MIGRATE", "NO"))
+            tmpl.replace("DS_MIGRATE_SNAP", conf.get("DS_MIGRATE_SNAP", "NO"))
     else:
         tmpl.replace("DS_MAD", ds_mad)
         system = conf.get("TM_MAD_SYSTEM")
@@ -173,6 +232,8 @@ def add_datastore(
             tmpl.replace("DRIVER", conf["DRIVER"])
     tmpl.replace("TM_MAD", tm_mad)
     tmpl.replace("ALLOW_ORPHANS", conf.get("ALLOW_ORPHANS", "NO"))
+    if snapshot_attrs:  # src/datastore/Datastore.cc:537-551 (release-7.4.0)
+        tmpl.replace("PERSISTENT_SNAPSHOTS", conf.get("PERSISTENT_SNAPSHOTS", "YES"))
     if kind in (DatastoreType.IMAGE_DS, DatastoreType.SYSTEM_DS):
         tmpl.replace("DISK_TYPE", "FILE")
     if tmpl.get("SAFE_DIRS") is None and tmpl.get("RESTRICTED_DIRS") is None:
@@ -210,6 +271,11 @@ def add_host(
         ("RESERVED_CPU", ""), ("RESERVED_MEM", ""), ("VM_MAD", vm_mad),
     ):
         tmpl.set(SingleAttribute(key, value, normalized=True))
+    if world.flavour.host_probe_7x:  # the 7.4 dummy probe's memory_encryption
+        tmpl.set(SingleAttribute("MEMORY_ENCRYPTION", "SEV", normalized=True))
+    if world.flavour.host_keeps_totals:  # src/host/Host.cc:198-199 (release-7.4.0)
+        tmpl.set(SingleAttribute("TOTALCPU", "800", normalized=True))
+        tmpl.set(SingleAttribute("TOTALMEMORY", "16777216", normalized=True))
     system_ds: dict[int, tuple[int, int, int]] = {}
     if world.flavour.host_share_ds_entries:
         for ds_id in cluster.datastores:
@@ -219,7 +285,7 @@ def add_host(
     host = Host(
         oid=world.hosts.next_oid(), name=name, template=tmpl, im_mad=im, vm_mad=vm_mad,
         cluster_id=cluster_id, cluster=cluster.name,
-        share_xml=host_share_xml(with_ifname=world.flavour.host_pci_ifname,
+        share_xml=host_share_xml(probe_7x=world.flavour.host_probe_7x,
                                  system_ds=system_ds),
     )
     world.hosts.add(host)

@@ -17,7 +17,11 @@ marketplaceapp_ext.rb`` at release-6.8.3, summarised in container-images-and-boo
 
 So an export produces exactly the API calls, API events and state events of a real one.
 The 7.x client (release-7.4.0) has no ``--tag``/``URL_ARGS`` and no vCenter branch, so it
-does not read the target datastore either.
+does not read the target datastore either, and it calls ``one.image.allocate`` with its
+fourth parameter ``false`` (``Image#allocate(description, ds_id, no_check_capacity=false)``,
+``src/oca/ruby/opennebula/image.rb:123-124``). Measured on a real oned 7.4.0 with
+``onemarketapp export`` (tests/simulator/real_oned_7_4.md): the same calls, events, image
+and VM template as this exporter produces in the 7.4 flavour.
 """
 
 from __future__ import annotations
@@ -137,7 +141,14 @@ class Exporter:
             driver = ds_template.first("DRIVER") if ds_template is not None else None
             is_vcenter = driver is not None and driver.text() == "vcenter"
 
-        image_id = int(self._call("one.image.allocate", tmpl, dsid))
+        if self.major >= 7:
+            # 7.4.0 client: super(IMAGE_METHODS[:allocate], description, ds_id,
+            # no_check_capacity) (image.rb:123-124), seen as IN 4 "0" in the API event of a
+            # real oned 7.4.0. (6.8.3's image.rb:122-123 reads the same; the 6.8 flavour is
+            # kept as it was: nothing recorded from 6.8.3 shows a Ruby client's export.)
+            image_id = int(self._call("one.image.allocate", tmpl, dsid, False))
+        else:
+            image_id = int(self._call("one.image.allocate", tmpl, dsid))
         image_xml = self._call("one.image.info", image_id)
         drop = ("FORMAT", "DRIVER", "DEV_PREFIX") if is_vcenter else ("FORMAT", "DRIVER")
         try:

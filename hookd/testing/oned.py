@@ -7,7 +7,7 @@
 2. authenticate ``user:password``: failure answers AUTHENTICATION (0x100) and publishes
    *no* API event;
 3. Raft: leader-only calls are refused by a candidate and forwarded by a follower
-   (:mod:`hookd.testing.raft`);
+   (:mod:`hookd.testing.raft`); 7.4 publishes no API event for a candidate's refusal;
 4. run the method (parameter type errors are ``-501`` faults and, like any fault, skip
    the API event);
 5. publish ``EVENT API <call> <1|0>`` unless the call is in ``HookAPI::unsupported_calls``.
@@ -153,7 +153,8 @@ class Oned:
             raise XmlRpcFault(FAULT_NO_SUCH_METHOD, f"Method '{name}' not defined")
         params = Params(values)
         session = params.get_str(0)
-        call = Call(method=name, params=params, auth_object=spec.auth_object)
+        call = Call(method=name, params=params, auth_object=spec.auth_object,
+                    error_cdata=self.world.flavour.api_error_cdata)
         with self.world.lock:
             call.req_id = rm_common.new_req_id()
             user = self.authenticate(session)
@@ -164,11 +165,16 @@ class Oned:
             call.uname, call.gname = user.name, user.gname
             call.group_ids = set(user.groups)
             forwarded = False
+            publish = name not in events.UNSUPPORTED_API_CALLS
             if injected is not None and injected.mode in ("locked", "error"):
                 self._inject(call, injected)
             elif spec.leader_only and self.raft.role == "candidate":
                 call.resp_msg = "Cannot process request, oned cluster in election mode"
                 call.fail(INTERNAL)
+                # 7.4.0 returns right after the failure response, before the API event
+                # (RequestXRPC::execute, src/rm/xml-rpc/RequestXRPC.cc:125-132); 6.8.3 falls
+                # through to HookAPI::format_message (src/rm/Request.cc:435-439).
+                publish = publish and self.world.flavour.api_event_in_election
             else:
                 forwarded = spec.leader_only and self.raft.role == "follower"
                 try:
@@ -177,7 +183,7 @@ class Oned:
                     call.fail_from(failure)
                 if call.success and spec.leader_only:
                     self.raft.record_write()
-            if name not in events.UNSUPPORTED_API_CALLS:
+            if publish:
                 in_values = [params.as_string(i) for i in range(len(params))]
                 if forwarded:
                     message = events.api_message(name, False, in_values, "", "")

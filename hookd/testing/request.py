@@ -9,7 +9,9 @@ This is ``RequestAttributes`` + ``ParamList`` + ``Request::success_response`` /
 * success is ``[true, value, 0]``; failure is ``[false, "[method] message", code,
   resp_id, i8 replication_idx]`` with the message shapes of ``failure_message``;
 * ``retval_xml`` collects the OUT parameters for the API hook message (error message in
-  CDATA, an XML result inserted raw).
+  CDATA, an XML result inserted raw). oned 7.4 writes the error message as it is, not
+  escaped (``Request::make_xml_response``, ``include/Request.h`` at release-7.4.0): a
+  message with ``<`` or ``&`` makes its API event invalid XML (``error_cdata=False``).
 """
 
 from __future__ import annotations
@@ -151,6 +153,7 @@ class Call:
     success: bool = False
     response: list[Any] | None = None
     retval_xml: str = ""
+    error_cdata: bool = True
 
     @property
     def is_admin(self) -> bool:
@@ -171,7 +174,9 @@ class Call:
         self.response = [False, text, code, self.resp_id, I8(-1)]
         self.retval_xml = (
             out_parameter(1, "false")
-            + out_parameter(2, f"<![CDATA[{text}]]>")
+            # 6.8.3: make_parameter(oss, 2, one_util::escape_xml(str_val)) (src/rm/Request.cc:757)
+            # 7.4.0: make_parameter(oss, 2, value), unescaped (include/Request.h:222-262)
+            + out_parameter(2, f"<![CDATA[{text}]]>" if self.error_cdata else text)
             + out_parameter(3, str(code))
             + out_parameter(4, str(self.resp_id))
         )

@@ -2,7 +2,8 @@
 
 Bootstrap objects are those oned creates on first start (``DatastorePool``,
 ``ClusterPool``, ``MarketPlacePool`` constructors, release-6.8.3 / release-7.4.0): cluster 0
-``default``, datastores 0 ``system`` / 1 ``default`` / 2 ``files`` (fs + ssh), the default
+``default``, datastores 0 ``system`` / 1 ``default`` / 2 ``files`` (fs + ssh; TM ``local`` in
+7.4, ``DatastorePool::DatastorePool`` at release-7.4.0), the default
 marketplaces. User-created clusters, datastores and marketplaces start at ID 100
 (``set_lastOID(99)``), so the Docker registry marketplace an operator adds is ID 100.
 
@@ -31,7 +32,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from hookd.testing import builders
-from hookd.testing.objects import Image, ImageState, ImageType, Permissions
+from hookd.testing.objects import Image, ImageState, ImageType, MarketPlaceApp, Permissions
 from hookd.testing.template_lang import SingleAttribute, Template
 from hookd.testing.world import World
 
@@ -86,6 +87,7 @@ TURNKEY_FILES = (
     ("debian-12-turnkey-nextcloud_18.0-1_amd64.tar.gz", "2024-01-09"),
     ("debian-12-turnkey-gitea_18.0-1_amd64.tar.gz", "2023-12-21"),
 )
+LXC_ENDPOINT = "https://images.linuxcontainers.org/"
 LXC_IMAGES = (
     ("alpine", "3.19", "20240612_13:00"),
     ("ubuntu", "jammy", "20240612_07:42"),
@@ -117,7 +119,8 @@ def bootstrap(world: World, oneadmin_digest: str, info: SeedInfo) -> None:
     info.clusters["default"] = 0
     for oid, name, kind in ((0, "system", "SYSTEM_DS"), (1, "default", "IMAGE_DS"),
                             (2, "files", "FILE_DS")):
-        builders.add_datastore(world, name, kind, ds_mad="fs", tm_mad="ssh", oid=oid)
+        builders.add_datastore(world, name, kind, ds_mad="fs",
+                               tm_mad=world.flavour.bootstrap_tm_mad, oid=oid)
         info.datastores[name] = oid
     world.clusters.reserve_system_ids()
     world.datastores.reserve_system_ids()
@@ -199,23 +202,39 @@ def _add_apps(world: World, info: SeedInfo, registry: str) -> None:
                 apptemplate=LXD_APPTEMPLATE, vmtemplate=LXD_VMTEMPLATE_6,
             )
             info.apps[f"turnkey/{parts[3]}"] = app.oid
-    lxc_url = "https://images.linuxcontainers.org/"
     for distro, version, stamp in LXC_IMAGES:
-        path = f"images/{distro}/{version}/amd64/default/{stamp}/rootfs.tar.xz"
-        regtime = _epoch(int(stamp[:4]), int(stamp[4:6]), int(stamp[6:8]),
-                         int(stamp[9:11]), int(stamp[12:14]))
-        major7 = world.flavour.major >= 7
-        app = builders.add_app(
-            world, info.markets["Linux Containers"],
-            name=f"{distro}_{version}" if major7 else f"{distro}_{version} - LXD",
-            source=f"lxd://{lxc_url}{path}?size=2048&filesystem=ext4&format=raw",
-            md5=_md5(f"linuxcontainers {stamp}"), size_mb=2048, regtime=regtime,
-            description=f"Downloaded from {lxc_url}", publisher=lxc_url, link=lxc_url + path,
-            apptemplate=LXD_APPTEMPLATE,
-            vmtemplate=lxd_vmtemplate_7() if major7 else LXD_VMTEMPLATE_6,
-            extra={"ARCHITECTURE": "x86_64", "HYPERVISOR": "lxc"} if major7 else None,
-        )
+        app = add_linuxcontainers_app(world, info.markets["Linux Containers"], distro, version,
+                                      stamp)
         info.apps[f"lxc/{distro}_{version}"] = app.oid
+
+
+def add_linuxcontainers_app(
+    world: World, market_id: int, distro: str, version: str, stamp: str, *,
+    endpoint: str = LXC_ENDPOINT, md5: str | None = None,
+) -> MarketPlaceApp:
+    """One ``amd64``/``default`` image as the ``linuxcontainers`` monitor driver lists it.
+
+    ``fetch_appliances`` (src/market_mad/remotes/linuxcontainers/monitor, release-6.8.3 and
+    release-7.4.0): SOURCE ``lxd://<endpoint><path>?size=2048&filesystem=ext4&format=raw``,
+    REGTIME from the version stamp (``%Y%m%d_%H:%M``, UTC), DESCRIPTION ``Downloaded from
+    <endpoint>``. 7.x names the app ``<distro>_<version>``, adds ARCHITECTURE and
+    HYPERVISOR and its own VM template; 6.x appends `` - LXD``. The driver's MD5 hashes its
+    option hash, so it is arbitrary here unless ``md5`` is given.
+    """
+    path = f"images/{distro}/{version}/amd64/default/{stamp}/rootfs.tar.xz"
+    regtime = _epoch(int(stamp[:4]), int(stamp[4:6]), int(stamp[6:8]),
+                     int(stamp[9:11]), int(stamp[12:14]))
+    major7 = world.flavour.major >= 7
+    return builders.add_app(
+        world, market_id,
+        name=f"{distro}_{version}" if major7 else f"{distro}_{version} - LXD",
+        source=f"lxd://{endpoint}{path}?size=2048&filesystem=ext4&format=raw",
+        md5=md5 if md5 is not None else _md5(f"linuxcontainers {stamp}"), size_mb=2048,
+        regtime=regtime, description=f"Downloaded from {endpoint}", publisher=endpoint,
+        link=endpoint + path, apptemplate=LXD_APPTEMPLATE,
+        vmtemplate=lxd_vmtemplate_7() if major7 else LXD_VMTEMPLATE_6,
+        extra={"ARCHITECTURE": "x86_64", "HYPERVISOR": "lxc"} if major7 else None,
+    )
 
 
 def _epoch(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:

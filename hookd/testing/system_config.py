@@ -6,6 +6,13 @@ oned serialises its parsed ``oned.conf`` as a template (``Nebula::get_configurat
 values recorded from oned 6.8.3 (DEFAULT_DEVICE_PREFIX ``sd``, DEFAULT_CDROM_DEVICE_PREFIX
 ``hd``, API_LIST_ORDER ``DESC``, ...), with the ports and datastore location of this
 simulator, and the driver lists of the chosen flavour.
+
+The 7.x flavour follows ``share/etc/oned.conf`` at release-7.4.0 (checked against the
+configuration recorded from a real oned 7.4.0): there is no DEFAULT_CDROM_DEVICE_PREFIX
+(the CD-ROM prefix follows the VM's chipset, ``src/vm/VirtualMachineDisk.cc``),
+IMAGE_RESTRICTED_ATTR is only ``SOURCE``, VM_MADs have no IMPORTED_VMS_ACTIONS, FEDERATION
+has MASTER_ONED_GRPC, the datastore driver lists are longer and every TM_MAD_CONF carries
+DS_LIVE_MIGRATE and DS_MIGRATE_SNAP (the bootstrap datastores use the ``local`` TM).
 """
 
 from __future__ import annotations
@@ -28,6 +35,22 @@ TM_MAD_CONF: dict[str, dict[str, str]] = {
     "ssh": {"ALLOW_ORPHANS": "YES", "CLONE_TARGET": "SYSTEM", "DS_MIGRATE": "YES",
             "LN_TARGET": "SYSTEM", "NAME": "ssh", "SHARED": "NO"},
 }
+
+# release-7.4.0 share/etc/oned.conf: the same drivers with the live/snapshot migration flags,
+# plus "local", the TM_MAD of the bootstrap datastores (src/datastore/DatastorePool.cc).
+TM_MAD_CONF_7: dict[str, dict[str, str]] = {
+    **{name: {**conf, "DS_LIVE_MIGRATE": "YES", "DS_MIGRATE_SNAP": "YES"}
+       for name, conf in TM_MAD_CONF.items()},
+    "local": {"ALLOW_ORPHANS": "FORMAT", "CLONE_TARGET": "SYSTEM", "DS_LIVE_MIGRATE": "YES",
+              "DS_MIGRATE": "YES", "DS_MIGRATE_SNAP": "YES", "LN_TARGET": "SYSTEM",
+              "NAME": "local", "SHARED": "NO"},
+}
+
+
+def tm_mad_conf(flavour: Flavour) -> dict[str, dict[str, str]]:
+    """The TM_MAD_CONF entries of the flavour's stock oned.conf."""
+    return TM_MAD_CONF_7 if flavour.major >= 7 else TM_MAD_CONF
+
 
 _IMPORTED_KVM = (
     "terminate, terminate-hard, hold, release, suspend,\n        resume, delete, reboot, "
@@ -81,6 +104,7 @@ _MARKET_CONF: dict[str, dict[str, str]] = {
 
 def build_config(flavour: Flavour, *, port: int, hm_port: int, ds_location: str) -> str:
     """The ``OPENNEBULA_CONFIGURATION`` XML for this simulator."""
+    major7 = flavour.major >= 7
     singles = {
         "API_LIST_ORDER": "DESC",
         "CONTEXT_RESTRICTED_DIRS": "/etc",
@@ -109,32 +133,49 @@ def build_config(flavour: Flavour, *, port: int, hm_port: int, ds_location: str)
         "SESSION_EXPIRATION_TIME": "900",
         "TIMEOUT": "15",
     }
+    if major7:
+        # release-7.4.0 oned.conf has no DEFAULT_CDROM_DEVICE_PREFIX: a CD-ROM's prefix is
+        # "sd" on q35/virt machines and "hd" otherwise (src/vm/VirtualMachineDisk.cc:884).
+        del singles["DEFAULT_CDROM_DEVICE_PREFIX"]
     tmpl = Template(False)
     for name, value in singles.items():
         tmpl.set(SingleAttribute(name, value, normalized=True))
-    for name in ("SOURCE", "VCENTER_IMPORTED"):
+    # release-7.4.0 share/etc/oned.conf:932 restricts only SOURCE (vCenter is gone).
+    for name in ("SOURCE",) if major7 else ("SOURCE", "VCENTER_IMPORTED"):
         tmpl.set(SingleAttribute("IMAGE_RESTRICTED_ATTR", name, normalized=True))
     markets = ",".join(("http", "s3", *flavour.market_mads))
+    if major7:  # release-7.4.0 share/etc/oned.conf:571-574
+        ds_args = ("-t 15 -d dummy,fs,lvm,ceph,dev,iscsi_libvirt,restic,rsync,netapp,purefa,"
+                   "virtiofs,interactive -s dummy,lvm,shared,ssh,local,ceph,fs_lvm,fs_lvm_ssh,"
+                   "qcow2,netapp,purefa")
+    else:
+        ds_args = ("-t 15 -d dummy,fs,lvm,ceph,dev,iscsi_libvirt,restic,rsync -s shared,ssh,"
+                   "ceph,fs_lvm,fs_lvm_ssh,qcow2")
+    federation = {"MASTER_ONED": "", "MODE": "STANDALONE", "SERVER_ID": "-1", "ZONE_ID": "0"}
+    if major7:  # release-7.4.0 share/etc/oned.conf:187-193
+        federation["MASTER_ONED_GRPC"] = ""
     vectors: list[tuple[str, dict[str, str]]] = [
         ("HM_MAD", {"ARGUMENTS": f"-p {hm_port} -l {hm_port + 1} -b 127.0.0.1",
                     "EXECUTABLE": "one_hm"}),
         ("MARKET_MAD", {"ARGUMENTS": f"-t 15 -m {markets}", "EXECUTABLE": "one_market"}),
-        ("DATASTORE_MAD", {"ARGUMENTS": "-t 15 -d dummy,fs,lvm,ceph,dev,iscsi_libvirt,restic,"
-                                        "rsync -s shared,ssh,ceph,fs_lvm,fs_lvm_ssh,qcow2",
-                           "EXECUTABLE": "one_datastore"}),
+        ("DATASTORE_MAD", {"ARGUMENTS": ds_args, "EXECUTABLE": "one_datastore"}),
         ("DB", {"BACKEND": "sqlite", "TIMEOUT": "2500"}),
-        ("FEDERATION", {"MASTER_ONED": "", "MODE": "STANDALONE", "SERVER_ID": "-1",
-                        "ZONE_ID": "0"}),
+        ("FEDERATION", federation),
         ("VNC_PORTS", {"RESERVED": "32768:65536", "START": "5900"}),
     ]
-    for name in ("dummy", "fs", "shared", "ssh"):
+    # release-7.4.0 has no "shared"/"ssh" DS_MAD_CONF (they are TM drivers only).
+    for name in ("dummy", "fs") if major7 else ("dummy", "fs", "shared", "ssh"):
         conf = {"NAME": name, "PERSISTENT_ONLY": "NO", "REQUIRED_ATTRS": ""}
         if name == "fs":
             conf["MARKETPLACE_ACTIONS"] = "export"
         vectors.append(("DS_MAD_CONF", conf))
-    vectors.extend(("TM_MAD_CONF", conf) for conf in TM_MAD_CONF.values())
+    vectors.extend(("TM_MAD_CONF", conf) for conf in tm_mad_conf(flavour).values())
     vectors.extend(("MARKET_MAD_CONF", _MARKET_CONF[m]) for m in flavour.market_mads)
-    vectors.extend(("VM_MAD", _VM_MADS[m]) for m in flavour.vm_mads)
+    for mad in flavour.vm_mads:
+        conf = dict(_VM_MADS[mad])
+        if major7:  # no wild VM import in 7.x: no IMPORTED_VMS_ACTIONS in its oned.conf
+            conf.pop("IMPORTED_VMS_ACTIONS", None)
+        vectors.append(("VM_MAD", conf))
     for name, values in vectors:
         tmpl.set(VectorAttribute(name, values, normalized=True))
     return tmpl.to_xml("OPENNEBULA_CONFIGURATION")

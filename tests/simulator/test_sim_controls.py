@@ -270,3 +270,23 @@ def test_concurrent_calls_are_served(simulator: Simulator) -> None:
     for thread in threads:
         thread.join()
     assert results == ["6.8.3"] * 8
+
+
+def test_election_mode_refusal_publishes_an_api_event_on_6x_only(
+    simulator: Simulator, simulator_74: Simulator,
+) -> None:
+    """6.8.3 publishes the refused call's API event (src/rm/Request.cc:435-439); 7.4.0
+    returns before it (src/rm/xml-rpc/RequestXRPC.cc:125-132)."""
+    for sim, published in ((simulator, True), (simulator_74, False)):
+        with event_tap(sim.zmq_url, sim.xmlrpc_url, ADMIN,
+                       [b"EVENT API one.template.allocate"]) as tap:
+            sim.controls.set_raft_role("candidate")
+            refused = sim.call("one.template.allocate", 'NAME="refused"\n')
+            sim.controls.set_raft_role("solo")
+            assert sim.call("one.template.allocate", 'NAME="accepted"\n')[0] is True
+            keys = [e.key for e in tap.wait_for(b"EVENT API one.template.allocate 1")]
+        assert refused[:3] == [
+            False, "[one.template.allocate] Cannot process request, oned cluster in election "
+            "mode", 0x2000]
+        refusal = [b"EVENT API one.template.allocate 0"] if published else []
+        assert keys == [*refusal, b"EVENT API one.template.allocate 1"]

@@ -170,3 +170,22 @@ def test_failures_and_info_calls(simulator: Simulator) -> None:
     assert "<RESULT>0</RESULT>" in xml
     assert "<POSITION>2</POSITION><TYPE>OUT</TYPE><VALUE><![CDATA[[one.image.update] Cannot" in xml
     assert "<POSITION>4</POSITION><TYPE>OUT</TYPE><VALUE>-1</VALUE>" in xml
+
+
+def test_failed_call_event_carries_the_error_text_raw_on_7x_in_cdata_on_6x(
+    simulator: Simulator, simulator_74: Simulator,
+) -> None:
+    """6.8.3 escapes the error message (src/rm/Request.cc:757); 7.4.0 writes it as it is
+    (include/Request.h:222-262): a message with ``&`` or ``<`` makes the event invalid XML
+    (as IN parameters always could, on both)."""
+    for sim, cdata in ((simulator, True), (simulator_74, False)):
+        with event_tap(sim.zmq_url, sim.xmlrpc_url, ADMIN,
+                       [b"EVENT API one.image.allocate 0"]) as tap:
+            response = rpc(sim.xmlrpc_url, "one.image.allocate", ADMIN,
+                           'NAME="a&b"\nSOURCE="/x"\nFORMAT="raw"\nSIZE="1"\n',
+                           sim.seed_info.datastores["default"])
+            (event,) = tap.wait_for(b"EVENT API one.image.allocate 0")
+        message = response[1]
+        assert "char '&' is not allowed" in message
+        out = f"<TYPE>OUT</TYPE><VALUE>{f'<![CDATA[{message}]]>' if cdata else message}</VALUE>"
+        assert out in event.xml
