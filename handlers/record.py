@@ -82,10 +82,6 @@ class Record:
             return current
         return self.was.get(key)
 
-    @property
-    def empty(self) -> bool:
-        return self.image_id is None and not self.hashes
-
     def to_vector(self) -> Vector:
         items: list[tuple[str, str]] = [("VERSION", VERSION)]
         if self.image_id is not None:

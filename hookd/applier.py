@@ -24,7 +24,6 @@ log = get_logger(__name__)
 @dataclass
 class ApplyResult:
     templates_updated: list[int] = field(default_factory=list)
-    image_updated: bool = False
     calls: int = 0
 
 
@@ -70,7 +69,6 @@ class Applier:
                 self._echo.expect("one.image.update", plan.image_id, payload)
             self._client.update_image(plan.image_id, payload)
             result.calls += 1
-            result.image_updated = True
             log.info(
                 "image.status",
                 image_id=plan.image_id,

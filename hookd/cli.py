@@ -28,7 +28,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from hookd.check import run_checks
+    from hookd.check_cli import run_checks
 
     return run_checks(_config_path(args), zmq_timeout=args.zmq_timeout)
 

@@ -127,7 +127,7 @@ class Daemon:
         interval = self.notifier.watchdog_interval()
         self.pinger = WatchdogPinger(self.notifier, interval) if interval else None
         try:
-            self.c = build(self.config, session=self._session)
+            self.parts = build(self.config, session=self._session)
             metrics_server = self._start_metrics()
         except HookdError as exc:
             # Exit 2: the unit's RestartPreventExitStatus=2 keeps systemd from restarting
@@ -135,7 +135,7 @@ class Daemon:
             log.error("hookd.config_error", reason=exc.reason)
             return 2
         warn_if_exposed(self.config.auth_file)
-        c = self.c
+        c = self.parts
         c.metrics.set_info(__version__)
         events = self.config.events
         self.stream = EventStream(
@@ -205,7 +205,7 @@ class Daemon:
         host, _, port = str(listen).rpartition(":")
         host = host.strip("[]")
         try:
-            server = MetricsServer(self.c.metrics.registry, host=host or "127.0.0.1",
+            server = MetricsServer(self.parts.metrics.registry, host=host or "127.0.0.1",
                                    port=int(port))
             server.start()
         except (OSError, ValueError) as exc:
@@ -230,13 +230,13 @@ class Daemon:
             if now >= next_periodic:
                 next_periodic = now + sweep_interval
                 self.request_sweep("periodic")
-            self.c.metrics.set_queue(self.reconciler.depth, self.reconciler.in_flight)
+            self.parts.metrics.set_queue(self.reconciler.depth, self.reconciler.in_flight)
             if self.pinger is not None and supervisor.is_alive():
                 self.pinger.maybe_ping()
 
     # -- triggers from the event stream --------------------------------------------------------
     def _on_trigger(self, trigger: Trigger) -> None:
-        c = self.c
+        c = self.parts
         if trigger.kind in ("template", "image") and trigger.raw and c.echo.is_echo(trigger):
             return
         if trigger.kind == "image":
@@ -281,7 +281,7 @@ class Daemon:
 
     def _poll_raft(self) -> bool:
         try:
-            raft = self.c.client.raft()
+            raft = self.parts.client.raft()
         except HookdError as exc:
             self._gate(None, f"waiting for oned at {self.config.xmlrpc}: {exc.reason}")
             return False
@@ -295,7 +295,7 @@ class Daemon:
     def _gate(self, leader: bool | None, status: str) -> None:
         previous = self.leader
         self.leader = leader
-        self.c.metrics.set_leader(bool(leader))
+        self.parts.metrics.set_leader(bool(leader))
         if leader and not previous:
             log.info("ha.active", status=status)
             self.request_sweep("became active" if previous is False else "oned reachable")
@@ -315,7 +315,7 @@ class Daemon:
         started = time.monotonic()
         self._set_status(f"sweeping ({reason})")
         try:
-            stats = self.c.engine.sweep(self.reconciler.submit_image,
+            stats = self.parts.engine.sweep(self.reconciler.submit_image,
                                         why=Why(Cause.SWEEP, reason))
         except (TransientError, PermanentError) as exc:
             log.warning("sweep.failed", reason=exc.reason, trigger=reason)
@@ -324,7 +324,7 @@ class Daemon:
             self.request_sweep(reason)
             return
         self.last_sweep = time.time()
-        self.c.metrics.set_sweep(time.monotonic() - started, self.last_sweep)
+        self.parts.metrics.set_sweep(time.monotonic() - started, self.last_sweep)
         first = not self.first_sweep_done
         self.first_sweep_done = True
         if self.leader:
@@ -352,7 +352,7 @@ class Daemon:
         """SIGHUP: everything the new file asks for is built first; any failure keeps the
         configuration in force as it was, and says so (log, systemd status)."""
         self.notifier.reloading()
-        c = self.c
+        c = self.parts
         try:
             new = load(self.config_path, reload=True)
             settings = planner_settings(new)
@@ -383,7 +383,7 @@ class Daemon:
     def _record_concurrent(self, deadline: float) -> None:
         """Before exiting: the echoes of hookd's last updates close their windows, and an
         update by someone else seen in one is recorded on its image, not forgotten."""
-        c = self.c
+        c = self.parts
         until = min(deadline, time.monotonic() + 2.0)
         while c.echo.awaiting_echo() and time.monotonic() < until:
             self.stream.poll(0.05)

@@ -70,7 +70,6 @@ class TemplateIndex:
         self._refs: dict[int, tuple[Key, ...]] = {}
         self._images: dict[int, KnownImage] = {}
         self._names: dict[Key, int] = {}
-        self._generation = 0
         self._seen: set[int] | None = None
         self.complete = False
 

@@ -2,7 +2,8 @@
 
 oned's hook-manager driver (src/hm_mad/one_hm.rb) publishes every event as a 2-frame
 message: an ASCII key and the single-line base64 of a ``<HOOK_MESSAGE>``. Keys hookd
-subscribes to (shared/reference/opennebula-events-and-api.md §1.3):
+subscribes to (one_hm.rb builds them from ``HookStateImage`` and ``HookAPI``,
+src/hm/HookStateImage.cc and src/hm/HookAPI.cc; recorded from a real oned 6.8.3 and 7.4.0):
 
 * ``EVENT STATE IMAGE/READY//<id> `` (trailing space) — an image reached READY; the body
   embeds the image as oned serialised it at the transition (``HookStateImage``);

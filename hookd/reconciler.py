@@ -92,8 +92,6 @@ class Reconciler:
         self._paused = True
         self._stopping = False
         self.waiting: set[int] = set()
-        self.completed = 0
-        self.last_progress = clock()
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -110,10 +108,6 @@ class Reconciler:
         with self._cond:
             self._paused = False
             self._cond.notify_all()
-
-    @property
-    def paused(self) -> bool:
-        return self._paused
 
     def stop(self, timeout: float) -> bool:
         """Let in-flight jobs finish (up to ``timeout``); drop the rest. True if all done."""
@@ -176,14 +170,6 @@ class Reconciler:
         with self._cond:
             return not (self._pending or self._delayed or self._running or self._rerun)
 
-    def wait_idle(self, timeout: float) -> bool:
-        deadline = self._clock() + timeout
-        while self._clock() < deadline:
-            if self.idle():
-                return True
-            time.sleep(0.01)
-        return self.idle()
-
     # -- workers -----------------------------------------------------------------------------
     def _next(self) -> Job | None:
         with self._cond:
@@ -220,8 +206,6 @@ class Reconciler:
                     self._pending[job.key].merge(again)
                 else:
                     self._pending[job.key] = again
-            self.completed += 1
-            self.last_progress = self._clock()
             self._cond.notify_all()
 
     def _retry(self, job: Job, error: TransientError) -> None:

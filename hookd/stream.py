@@ -1,7 +1,7 @@
 """The ZeroMQ SUB socket towards oned's hook-manager driver.
 
-Facts relied on (shared/reference/python-deps-oci-systemd.md §2, verified with pyzmq 27 /
-libzmq 4.3.5): libzmq reconnects by itself with ``RECONNECT_IVL`` doubling up to
+Facts relied on (libzmq's zmq_setsockopt(3) and zmq_socket_monitor(3); verified with
+pyzmq 27 / libzmq 4.3.5): libzmq reconnects by itself with ``RECONNECT_IVL`` doubling up to
 ``RECONNECT_IVL_MAX``; without ZMTP heartbeats a frozen publisher (process stopped, TCP still
 open) is never noticed, with ``HEARTBEAT_IVL``/``HEARTBEAT_TIMEOUT`` the connection is
 dropped and re-established; ``HANDSHAKE_SUCCEEDED`` on the monitor socket is the reliable

@@ -22,30 +22,18 @@ class UnsafeXml(PermanentError):
     """The document is not one hookd will parse (DTD, entity, malformed, too large)."""
 
 
-def _parser(*, recover: bool) -> etree.XMLParser:
-    return etree.XMLParser(
-        resolve_entities=False,
-        load_dtd=False,
-        dtd_validation=False,
-        no_network=True,
-        huge_tree=False,
-        recover=recover,
-        remove_comments=True,
-        remove_pis=True,
-    )
-
-
 # lxml parsers must not be shared between threads that parse concurrently;
 # each thread gets its own through this local cache.
 _local = threading.local()
 
 
-def _cached(recover: bool) -> etree.XMLParser:
-    name = "lenient" if recover else "strict"
-    parser: etree.XMLParser | None = getattr(_local, name, None)
+def _parser() -> etree.XMLParser:
+    parser: etree.XMLParser | None = getattr(_local, "parser", None)
     if parser is None:
-        parser = _parser(recover=recover)
-        setattr(_local, name, parser)
+        parser = etree.XMLParser(
+            resolve_entities=False, load_dtd=False, dtd_validation=False, no_network=True,
+            huge_tree=False, recover=False, remove_comments=True, remove_pis=True)
+        _local.parser = parser
     return parser
 
 
@@ -61,23 +49,6 @@ def parse(data: bytes | str, *, max_bytes: int = 256 * 1024 * 1024) -> etree._El
     raw = data.encode("utf-8") if isinstance(data, str) else data
     _check(raw, max_bytes)
     try:
-        return etree.fromstring(raw, _cached(recover=False))
+        return etree.fromstring(raw, _parser())
     except etree.XMLSyntaxError as exc:
         raise UnsafeXml(f"XML is not well-formed: {exc}") from None
-
-
-def parse_lenient(data: bytes | str, *, max_bytes: int = 64 * 1024 * 1024) -> etree._Element:
-    """Parse what can be parsed (oned's API hook bodies are not always well-formed).
-
-    Only use values from the result that are validated afterwards (numeric ids), never the
-    free text of a parameter that broke the document.
-    """
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    _check(raw, max_bytes)
-    try:
-        root = etree.fromstring(raw, _cached(recover=True))
-    except etree.XMLSyntaxError as exc:
-        raise UnsafeXml(f"XML could not be recovered: {exc}") from None
-    if root is None:
-        raise UnsafeXml("XML could not be recovered: no root element")
-    return root

@@ -21,7 +21,6 @@ The module does no logging and no I/O besides reading the files it is given (and
 
 from __future__ import annotations
 
-from hookd.kernels.check import check_kernel, verify_kernel
 from hookd.kernels.extract import extract_vmlinux
 from hookd.kernels.inspection import inspect_kernel
 from hookd.kernels.model import (
@@ -45,6 +44,7 @@ from hookd.kernels.model import (
     LoadSegment,
     PvhEntry,
 )
+from hookd.kernels.verify import check_kernel, verify_kernel
 
 __all__ = [
     "ARCHES",

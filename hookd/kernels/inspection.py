@@ -17,7 +17,8 @@ from hookd.kernels.bootimg import (
     parse_bzimage,
     parse_pe,
 )
-from hookd.kernels.config import (
+from hookd.kernels.elf import ELF_MAGIC, parse_elf
+from hookd.kernels.kconfig import (
     GZIP_MAGIC,
     IKCFG_START,
     ConfigUnreadable,
@@ -26,7 +27,6 @@ from hookd.kernels.config import (
     read_config_file,
     read_ikconfig,
 )
-from hookd.kernels.elf import ELF_MAGIC, parse_elf
 from hookd.kernels.model import (
     MAX_KERNEL_SIZE,
     KernelConfig,

@@ -20,7 +20,8 @@ HYPERVISORS: Final[tuple[Hypervisor, ...]] = ("kvm", "firecracker")
 ARCHES: Final[tuple[Arch, ...]] = ("x86_64", "aarch64")
 
 #: The kernel options hookd reports on, without their ``CONFIG_`` prefix
-#: (container-images-and-boot.md §5: virtio-pci/-mmio + virtio-blk for the root disk, ext4,
+#: (what OpenNebula's KVM and Firecracker drivers attach: virtio-pci/-mmio + virtio-blk for
+#: the root disk (src/vmm/LibVirtDriverKVM.cc, lib/firecracker/opennebula_vm.rb), ext4,
 #: ISO 9660 + an IDE CD-ROM driver for the KVM context CD, the 8250 serial console, devtmpfs;
 #: PVH for the QEMU entry point).
 CHECKED_OPTIONS: Final[tuple[str, ...]] = (
@@ -57,7 +58,7 @@ EXTRACT_TIMEOUT_SECONDS: Final = 120.0
 
 XEN_ELFNOTE_PHYS32_ENTRY: Final = 18
 """Xen ``include/public/elfnote.h``: the PVH 32-bit physical entry point
-(container-images-and-boot.md §3.2, §5.2). Linux emits it from ``arch/x86/platform/pvh/head.S`` as
+(QEMU's hw/i386/x86-common.c loads an ELF kernel only through it). Linux emits it from ``arch/x86/platform/pvh/head.S`` as
 ``ELFNOTE(Xen, XEN_ELFNOTE_PHYS32_ENTRY, _ASM_PTR (pvh_start_xen - __START_KERNEL_map))``."""
 
 

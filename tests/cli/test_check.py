@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hookd.check import run_checks
+from hookd.check_cli import run_checks
 from hookd.testing.daemon_config import simulator_config
 from hookd.testing.registry import FakeRegistry
 from hookd.testing.simulator import Simulator

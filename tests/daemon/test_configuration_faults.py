@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hookd.check import run_checks
+from hookd.check_cli import run_checks
 from hookd.testing.client import SimulatorClient
 from hookd.testing.daemon_config import simulator_config, wait_for
 from hookd.testing.registry import FakeRegistry
