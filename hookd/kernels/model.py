@@ -58,7 +58,8 @@ EXTRACT_TIMEOUT_SECONDS: Final = 120.0
 
 XEN_ELFNOTE_PHYS32_ENTRY: Final = 18
 """Xen ``include/public/elfnote.h``: the PVH 32-bit physical entry point
-(QEMU's hw/i386/x86-common.c loads an ELF kernel only through it). Linux emits it from ``arch/x86/platform/pvh/head.S`` as
+(QEMU's hw/i386/x86-common.c loads an ELF kernel only through it). Linux emits it from
+``arch/x86/platform/pvh/head.S`` as
 ``ELFNOTE(Xen, XEN_ELFNOTE_PHYS32_ENTRY, _ASM_PTR (pvh_start_xen - __START_KERNEL_map))``."""
 
 
