@@ -70,12 +70,18 @@ fail() {
 	log "$*"
 	exit 1
 }
-# Refuse to start: exit 78 (EX_CONFIG), which the systemd unit does not restart. Also to the
-# console, from a subshell: a session leader (we are one under systemd and setsid) that opens
-# a tty without O_NOCTTY would make it its controlling terminal.
+# Refuse to start: exit 78 (EX_CONFIG), which the systemd unit does not restart. Said where
+# an operator looks: stderr (the journal under systemd, one-context's log from START_SCRIPT),
+# the console (OpenNebula's KVM VMs have no serial port: hookd's console=tty0 is the VNC
+# screen), written from a subshell: a session leader (we are one under systemd and setsid)
+# that opens a tty without O_NOCTTY would make it its controlling terminal; and the guest's
+# syslog (or the journal through it) where logger exists.
 die() {
 	log "$*"
 	(log "$*" 2>/dev/console) 2>/dev/null
+	if command -v logger >/dev/null 2>&1; then
+		logger -t "$svc" -p daemon.err -- "$*" 2>/dev/null
+	fi
 	exit 78
 }
 

@@ -435,17 +435,18 @@ def plan_for(image: ImageFacts, templates: Iterable[VmTemplateFacts], world: Wor
     return started.finish(concurrent)
 
 
-def error_plan(image: ImageFacts, reason: str) -> ImagePlan:
-    """A failure hookd gave up on: HOOKD_STATUS=error with the reason (nothing else changes;
-    nothing at all when the image already says exactly that)."""
+def status_plan(image: ImageFacts, status: Status, reason: str) -> ImagePlan:
+    """Only HOOKD_STATUS and HOOKD_REASON: a failure hookd gave up on (``error``), or what a
+    retry waits for (``waiting``). Nothing else changes, and nothing at all when the image
+    already says exactly that: a long wait costs one write per attempt at most."""
     writes: list[tuple[str, str | Removal]] = []
     changes: list[Change] = []
-    for key, value in ((STATUS_ATTR, "error"), (REASON_ATTR, reason)):
+    for key, value in ((STATUS_ATTR, status), (REASON_ATTR, reason)):
         current = image.template.get(key)
         if current != value:
             writes.append((key, value))
             changes.append(Change(key, current, value))
-    return ImagePlan(image.id, "error", reason, image_attributes=tuple(writes),
+    return ImagePlan(image.id, status, reason, image_attributes=tuple(writes),
                      image_changes=tuple(changes))
 
 

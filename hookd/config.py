@@ -189,7 +189,7 @@ class Initrds:
 
 @dataclass(frozen=True)
 class KernelCmdline:
-    kvm: str = setting((str,), "rw console=ttyS0", _text_line)
+    kvm: str = setting((str,), "rw console=tty0", _text_line)
     firecracker: str = setting((str,), "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux "
                                        "i8042.nomux i8042.nopnp i8042.dumbkbd", _text_line)
 

@@ -19,8 +19,8 @@ from handlers.classify import Classification
 from handlers.errors import TransientError
 from handlers.facts import TYPE_KERNEL, TYPE_RAMDISK, ImageFacts, VmTemplateFacts
 from handlers.model import OciFacts, PlannerSettings, World
-from handlers.plan import CONCURRENT_ATTR, IMAGE_STATUS_ATTRS, ImagePlan
-from handlers.planner import ImagePlanning, error_plan, plan_for, start
+from handlers.plan import CONCURRENT_ATTR, IMAGE_STATUS_ATTRS, STATUS_ATTR, ImagePlan
+from handlers.planner import ImagePlanning, plan_for, start, status_plan
 from hookd import documents
 from hookd.applier import Applier
 from hookd.client import NotFound, OneClient
@@ -285,7 +285,19 @@ class Engine:
             image = self.client.image(image_id)
         except NotFound:
             return
-        self._apply(error_plan(image, reason), False, trigger)
+        self._apply(status_plan(image, "error", reason), False, trigger)
+
+    def record_waiting(self, image_id: int, reason: str, *, trigger: str = "") -> None:
+        """Between two attempts: HOOKD_STATUS=waiting and what hookd waits for, through the
+        applier. An image that is ``applied`` keeps its status (its templates are fixed; the
+        retry only checks again), so an outage never makes a fixed image look broken."""
+        try:
+            image = self.client.image(image_id)
+        except NotFound:
+            return
+        if image.template.get(STATUS_ATTR) == "applied":
+            return
+        self._apply(status_plan(image, "waiting", reason), False, trigger)
 
     # -- sweeps ------------------------------------------------------------------------------
     def sweep(self, submit: Callable[[int, Why], None], *, dry_run: bool = False,

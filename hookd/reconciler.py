@@ -40,7 +40,6 @@ class Job:
     object_id: int
     whys: set[Why] = field(default_factory=set)
     attempt: int = 0
-    last_error: str = ""
 
     @property
     def key(self) -> tuple[str, int]:
@@ -73,6 +72,7 @@ class Reconciler:
         on_failure: Callable[[str], None] = lambda reason: None,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
         self.backoff = backoff
@@ -80,6 +80,7 @@ class Reconciler:
         self._on_reconcile = on_reconcile
         self._on_failure = on_failure
         self._clock = clock
+        self._wall = wall
         self._rng = rng
         self._cond = threading.Condition()
         self._pending: OrderedDict[tuple[str, int], Job] = OrderedDict()
@@ -210,7 +211,6 @@ class Reconciler:
 
     def _retry(self, job: Job, error: TransientError) -> None:
         job.attempt += 1
-        job.last_error = error.reason
         delay = self.backoff.delay(job.attempt, self._rng)
         due = self._clock() + delay
         with self._cond:
@@ -225,6 +225,18 @@ class Reconciler:
         log.warning("reconcile.retry", kind=job.kind, object_id=job.object_id,
                     attempt=job.attempt, of=self.backoff.attempts, in_seconds=round(delay, 3),
                     reason=error.reason)
+        if job.kind == "image":
+            # The image says what hookd waits for and when it tries next, at once (the
+            # retries of a long outage take minutes); one write per attempt at most.
+            when = time.strftime("%H:%M:%S UTC", time.gmtime(self._wall() + delay))
+            text = (f"{error.reason}; attempt {job.attempt + 1} of {self.backoff.attempts} "
+                    f"at {when}")
+            try:
+                self.engine.record_waiting(job.object_id, text,
+                                           trigger=", ".join(map(str, sorted(job.whys))))
+            except HookdError as exc:  # oned itself may be what is waited for
+                log.debug("reconcile.waiting_not_recorded", image_id=job.object_id,
+                          reason=exc.reason)
 
     def _work(self) -> None:
         while True:

@@ -22,8 +22,9 @@ ARCHES: Final[tuple[Arch, ...]] = ("x86_64", "aarch64")
 #: The kernel options hookd reports on, without their ``CONFIG_`` prefix
 #: (what OpenNebula's KVM and Firecracker drivers attach: virtio-pci/-mmio + virtio-blk for
 #: the root disk (src/vmm/LibVirtDriverKVM.cc, lib/firecracker/opennebula_vm.rb), ext4,
-#: ISO 9660 + an IDE CD-ROM driver for the KVM context CD, the 8250 serial console, devtmpfs;
-#: PVH for the QEMU entry point).
+#: ISO 9660 + an IDE (6.x) or SATA (7.x) CD-ROM driver for the KVM context CD, the VT console
+#: (KVM's VNC) and the 8250 serial console (Firecracker), devtmpfs; PVH for the QEMU entry
+#: point).
 CHECKED_OPTIONS: Final[tuple[str, ...]] = (
     "PVH",
     "VIRTIO_PCI",
@@ -33,6 +34,8 @@ CHECKED_OPTIONS: Final[tuple[str, ...]] = (
     "ISO9660_FS",
     "BLK_DEV_SR",
     "ATA_PIIX",
+    "SATA_AHCI",
+    "VT_CONSOLE",
     "SERIAL_8250_CONSOLE",
     "DEVTMPFS",
     "DEVTMPFS_MOUNT",

@@ -64,9 +64,15 @@ class BootGuest:
         machine: Machine = "pc",
         microvm_initrd: Path | None = None,
         start_script_limit: int | None = None,
+        observe: str = "console=ttyS0",
     ) -> BootResult:
         """Boot a VM template XML (as oned returns it) on this guest. ``kernel`` replaces
-        the file behind ``kernel_id`` (default: the PVH vmlinux)."""
+        the file behind ``kernel_id`` (default: the PVH vmlinux).
+
+        ``observe`` is appended to the kernel command line: OpenNebula's KVM driver gives a
+        VM no serial port and hookd's KERNEL_CMD names the VNC console (``console=tty0``),
+        which this harness has no screen for; the harness's QEMU has a serial port and makes
+        it the last console so that what the guest says reaches the test."""
         return boot_template(
             template_xml,
             {kernel_id: kernel or self.kernel.vmlinux, initrd_id: self.initrd},
@@ -75,6 +81,7 @@ class BootGuest:
             dev_prefixes={rootfs_id: "vd"},
             machine=machine,
             timeout=BOOT_TIMEOUT,
+            extra_append=observe,
             microvm_initrd=microvm_initrd,
             start_script_limit=start_script_limit,
         )

@@ -43,7 +43,7 @@ def test_dockerhub_on_kvm_gets_kernel_root_cmdline_and_start_script() -> None:
     assert plan.status == "applied"
     got = attrs(after)
     assert got["OS"] == {
-        "KERNEL_CMD": "console=ttyS0 reboot=k panic=1 rw",
+        "KERNEL_CMD": "console=ttyS0 reboot=k panic=1 rw console=tty0",
         "KERNEL_DS": "$FILE[IMAGE_ID=0]",
         "ROOT": "vda",
     }
@@ -175,7 +175,7 @@ def test_turnkey_on_kvm_sets_virtio_prefix_on_the_disk() -> None:
     got = attrs(f.apply_edits(vm2, plan2))
     assert got["DISK"] == {"IMAGE_ID": "10", "DEV_PREFIX": "vd"}
     assert got["OS"] == {"KERNEL_DS": "$FILE[IMAGE_ID=0]", "ROOT": "vda",
-                         "KERNEL_CMD": "rw console=ttyS0"}
+                         "KERNEL_CMD": "rw console=tty0"}
     ctx = got["CONTEXT"]
     assert isinstance(ctx, dict) and "START_SCRIPT_BASE64" not in ctx  # not a Docker image
 
@@ -371,7 +371,7 @@ def test_values_with_quotes_and_newlines_survive() -> None:
     assert isinstance(got["CONTEXT"], dict)
     assert got["CONTEXT"]["MOTD"] == 'say "hi"\nline2\\'
     assert isinstance(got["OS"], dict)
-    assert got["OS"]["KERNEL_CMD"] == 'console=ttyS0 foo="a b" rw'
+    assert got["OS"]["KERNEL_CMD"] == 'console=ttyS0 foo="a b" rw console=tty0'
 
 
 def test_no_hosts_means_waiting_for_a_host() -> None:
@@ -440,7 +440,7 @@ def test_a_persons_ro_is_kept_and_rw_not_added_after_it() -> None:
     plan, after = fixed(f.image(), tmpl, hypervisors=["kvm"])
     os_vec = attrs(after)["OS"]
     assert isinstance(os_vec, dict)
-    assert os_vec["KERNEL_CMD"] == "console=tty0 ro console=ttyS0"
+    assert os_vec["KERNEL_CMD"] == "console=tty0 ro"
     assert "kept the KERNEL_CMD a person wrote" in plan.reason and "rw" in plan.reason
 
 
@@ -516,14 +516,18 @@ def test_a_version_1_record_is_read_and_rewritten_as_version_2() -> None:
     assert record["H_OS_KERNEL_DS"] == short_hash("$FILE[IMAGE_ID=0]")
 
 
-def test_an_error_plan_writes_only_status_and_reason_and_only_when_they_change() -> None:
-    from handlers.planner import error_plan
+def test_a_status_plan_writes_only_status_and_reason_and_only_when_they_change() -> None:
+    from handlers.planner import status_plan
 
     img = f.image()
-    plan = error_plan(img, "gave up after 8 attempts: refused")
+    plan = status_plan(img, "error", "gave up after 8 attempts: refused")
     assert dict(plan.image_attributes) == {"HOOKD_STATUS": "error",
                                            "HOOKD_REASON": "gave up after 8 attempts: refused"}
-    assert error_plan(f.apply_status(img, plan), "gave up after 8 attempts: refused").is_noop
+    failed = f.apply_status(img, plan)
+    assert status_plan(failed, "error", "gave up after 8 attempts: refused").is_noop
+    waiting = status_plan(failed, "waiting", "refused; attempt 2 of 8 at 10:42:07 UTC")
+    assert dict(waiting.image_attributes) == {
+        "HOOKD_STATUS": "waiting", "HOOKD_REASON": "refused; attempt 2 of 8 at 10:42:07 UTC"}
 
 
 def attrs_of(img: ImageFacts) -> dict[str, object]:

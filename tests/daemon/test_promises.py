@@ -9,6 +9,7 @@ hookd runs as ``hookd run``, as in production.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -360,4 +361,47 @@ def test_a_world_readable_one_auth_is_warned_about(
     daemon.start()
     warnings = daemon.events("hookd.credentials_exposed")
     assert warnings and warnings[0]["mode"] == "0644" and "chmod 600" in warnings[0]["hint"]
+    assert daemon.stop() == 0
+
+
+# -- waiting is visible -----------------------------------------------------------------------
+def test_a_registry_that_refuses_shows_waiting_at_once_then_applied(
+        sim_process: SimFactory, hookd_factory: HookdFactory, registry: FakeRegistry) -> None:
+    """While hookd retries, the image says what it waits for and when it tries next; the
+    status changes again when the wait ends, and a later outage never downgrades it."""
+    registry.down()  # connections are refused
+    sim = sim_process()
+    daemon = hookd_factory(sim.xmlrpc_url, sim.zmq_url, registry,
+                           {"reconcile": {"attempts": 8, "backoff_initial": 1.0,
+                                          "backoff_max": 2.0}}).start()
+    seed = sim.seed_info()
+    image_id, template_id = sim.export_app(seed["apps"]["dockerhub/nginx"],
+                                           seed["datastores"]["kvm-images"], name="waits")
+    assert template_id is not None
+    assert sim.wait_image_state(image_id, "READY", 10)
+    ready = time.monotonic()
+    wait_for(lambda: image_attr(sim, image_id, "HOOKD_STATUS") == "waiting", 10, "waiting")
+    assert time.monotonic() - ready < 2.0 + 0.5  # 0.5 s: the READY event's way to hookd
+    reason = image_attr(sim, image_id, "HOOKD_REASON") or ""
+    # What it waits for (the registry, by host) and when it tries next.
+    assert "registry-1.docker.io" in reason or registry.host in reason, reason
+    assert re.search(r"; attempt \d of 8 at \d\d:\d\d:\d\d UTC$", reason), reason
+    assert "START_SCRIPT_BASE64" not in context(sim, template_id)  # no fallback yet
+    writes = sim.controls.counters().get("one.image.update", 0)
+
+    registry.up()
+    export = Export(image_id, template_id, "kvm")
+    wait_all_fixed(sim, [export], 30)
+    assert image_attr(sim, image_id, "HOOKD_SOURCE") == "registry:docker.io"
+    script = context(sim, template_id)["START_SCRIPT_BASE64"]
+    # One status write per attempt at most while it waited.
+    waited = [e for e in daemon.events("reconcile.retry") if e.get("object_id") == image_id]
+    assert writes <= len(waited) + 1
+
+    registry.down()
+    ok, *rest = sim.call("one.image.update", image_id, 'NOTE="look again"', 1)
+    assert ok, rest
+    time.sleep(2.0)
+    assert image_attr(sim, image_id, "HOOKD_STATUS") == "applied"
+    assert context(sim, template_id)["START_SCRIPT_BASE64"] == script
     assert daemon.stop() == 0

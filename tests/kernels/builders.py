@@ -313,6 +313,7 @@ DEBIAN_CLOUD: Mapping[str, str] = {
     "ISO9660_FS": "m",
     "BLK_DEV_SR": "m",
     "ATA_PIIX": "m",
+    "SATA_AHCI": "absent",  # linux-image-cloud-amd64 6.1 has no AHCI driver (measured)
     "DEVTMPFS_MOUNT": "absent",
 }
 
