@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -42,9 +43,14 @@ class HandlerInput:
 
 
 def current_value(template: VmTemplateFacts, path: AttrPath) -> str | None:
+    """The value at ``path``; a top-level vector as :func:`encode_vector` writes it."""
     tmpl = template.template
     if path.vector is None:
-        return tmpl.get(path.name)
+        single = tmpl.get(path.name)
+        if single is not None:
+            return single
+        whole = tmpl.vector(path.name)
+        return encode_vector(whole) if whole is not None else None
     if path.index is None:
         vec = tmpl.vector(path.vector)
         return vec.get(path.name) if vec is not None else None
@@ -52,6 +58,22 @@ def current_value(template: VmTemplateFacts, path: AttrPath) -> str | None:
     if path.index >= len(vectors):
         return None
     return vectors[path.index].get(path.name)
+
+
+_VECTOR = "vector:"
+
+
+def encode_vector(vector: Vector) -> str:
+    """A whole vector as one string, to compare, hash and keep in hookd's record."""
+    return _VECTOR + json.dumps(list(vector.items), separators=(",", ":"))
+
+
+def decode_value(value: str) -> str | Vector:
+    """The inverse of :func:`encode_vector` (plain strings pass through)."""
+    if value.startswith(_VECTOR):
+        items = json.loads(value[len(_VECTOR):])
+        return Vector(tuple((str(k), str(v)) for k, v in items))
+    return value
 
 
 OS_KERNEL_DS = AttrPath("OS", "KERNEL_DS")

@@ -109,3 +109,6 @@ class AppFacts:
     name: str
     market_id: int
     source: str
+    # The VM template the app's export creates (VMTEMPLATE64), as oned would store it; None
+    # when the app has none or it cannot be read.
+    vm_template: Template | None = None

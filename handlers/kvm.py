@@ -21,7 +21,7 @@ from handlers.base import (
     kernel_want,
     usable_kernel,
 )
-from handlers.disks import effective_prefix, predict_target
+from handlers.disks import DiskRef, effective_prefix, predict_target
 from handlers.model import AttrPath, HandlerResult, Want
 
 
@@ -54,10 +54,20 @@ def handle(inp: HandlerInput) -> HandlerResult:
                 notes.append(f"DISK {inp.disk_index} has DEV_PREFIX={person_prefix} set by a "
                              f"person; the root device is not virtio and needs the matching "
                              f"driver built into the kernel")
-        elif effective_prefix(disk, inp.image, inp.world.default_dev_prefix,
-                              inp.world.default_cdrom_prefix) != "vd":
-            wants.append(Want(prefix_path, "vd", "set"))
-            override[inp.disk_index] = "vd"
+        else:
+            # The prefix the disk has without hookd's own DEV_PREFIX on it (so the plan is the
+            # same before and after hookd set it).
+            bare = DiskRef(disk.index, disk.vector.set("DEV_PREFIX", None))
+            prefix = effective_prefix(bare, inp.image, inp.world.default_dev_prefix,
+                                      inp.world.default_cdrom_prefix)
+            if prefix != "vd":
+                wants.append(Want(prefix_path, "vd", "set"))
+                override[inp.disk_index] = "vd"
+                notes.append(
+                    f"DISK {inp.disk_index} gets DEV_PREFIX=vd: with the image's prefix "
+                    f"{prefix} (oned's DEFAULT_DEVICE_PREFIX for an image that names none) the "
+                    f"root disk would be {prefix}a, not the virtio disk vda the kernel boots "
+                    f"from")
     prediction = predict_target(
         all_disks, inp.disk_index, images,
         default_prefix=inp.world.default_dev_prefix,

@@ -91,6 +91,7 @@ StartScriptPolicy = Literal["keep", "append"]
 class PlannerSettings:
     prefer: tuple[str, ...] = ("lxc", "firecracker", "kvm")
     pin: bool = True
+    retarget: bool = True  # the export's LXC template to KVM where nothing else runs it
     datastore_overrides: Mapping[int, str] = field(default_factory=dict)
     cluster_overrides: Mapping[int, str] = field(default_factory=dict)
     scope_datastores: frozenset[int] = frozenset()  # empty: every datastore
@@ -133,7 +134,7 @@ class AttrPath:
         return f"{self.vector}{self.index}_{self.name}"
 
 
-WantMode = Literal["set", "merge"]
+WantMode = Literal["set", "merge", "take"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +143,13 @@ class Want:
 
     ``set``: a value a person already put there is respected (kept). ``merge``: the value was
     derived from the current one (kernel command-line tokens added), so it is applied unless a
-    person changed the attribute after hookd set it.
+    person changed the attribute after hookd set it. ``take``: the facts prove the current
+    value is not a person's (the template is the marketplace export's, unchanged), so hookd
+    takes it over, unless a person changed it after hookd did. ``value`` None: remove it.
     """
 
     path: AttrPath
-    value: str
+    value: str | None
     mode: WantMode = "set"
 
 

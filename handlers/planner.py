@@ -28,6 +28,7 @@ from handlers.base import (
     START_SCRIPT_BASE64,
     HandlerInput,
     current_value,
+    decode_value,
     usable_kernel,
 )
 from handlers.classify import Classification, classify
@@ -62,7 +63,8 @@ from handlers.plan import (
     short_hash,
 )
 from handlers.record import RECORD_ATTR, Record, path_of
-from handlers.template import REMOVE, Removal, Value, Vector, WriteValue
+from handlers.retarget import retarget
+from handlers.template import REMOVE, Removal, Vector, WriteValue
 
 
 def known_hypervisors(world: World) -> tuple[str, ...]:
@@ -144,7 +146,7 @@ def _show(value: str | None, limit: int = 60) -> str:
 def _build_edit(template: VmTemplateFacts, changes: list[tuple[Want, str | None]],
                 record: Record, image: ImageFacts, hypervisor: str) -> TemplateEdit:
     tmpl = template.template
-    singles: dict[str, str] = {}
+    singles: dict[str, WriteValue] = {}
     vectors: dict[str, Vector] = {}
     indexed: dict[str, list[Vector]] = {}
     shown: list[Change] = []
@@ -153,7 +155,7 @@ def _build_edit(template: VmTemplateFacts, changes: list[tuple[Want, str | None]
     for want, before in changes:
         path = want.path
         if path.vector is None:
-            singles[path.name] = want.value
+            singles[path.name] = REMOVE if want.value is None else want.value
         elif path.index is None:
             base = vectors.get(path.vector) or tmpl.vector(path.vector) or Vector()
             vectors[path.vector] = base.set(path.name, want.value)
@@ -167,7 +169,7 @@ def _build_edit(template: VmTemplateFacts, changes: list[tuple[Want, str | None]
         hashes[key] = short_hash(want.value)
         shown.append(Change(str(path), before, want.value))
     new_record = Record(image.id, hypervisor, hashes, was).to_vector()
-    attributes: list[tuple[str, tuple[Value, ...]]] = []
+    attributes: list[tuple[str, tuple[WriteValue, ...]]] = []
     for name, value in singles.items():
         attributes.append((name, (value,)))
     for name, vector in vectors.items():
@@ -247,10 +249,17 @@ def plan_template(image: ImageFacts, template: VmTemplateFacts, world: World,
                                        f"boots from DISK {root} ({what}), not from this image")
 
     hosts = [h.vm_mad for h in world.hosts]
+    # The export's LXC template on a cloud that cannot run it: seen as re-targeted to KVM.
+    actual = template
+    retargeted = (retarget(image, template, world, record_facts, known_hypervisors(world))
+                  if settings.retarget and classification.container else None)
+    if retargeted is not None:
+        template = retargeted.template
     # hookd's own pin must not feed back into its choice: decide from the requirements the
     # template had before hookd pinned it.
-    requirements = record_facts.before_hookd(SCHED_REQUIREMENTS.record_key,
-                                             template.template.get("SCHED_REQUIREMENTS"))
+    requirements = (template.template.get("SCHED_REQUIREMENTS") if retargeted is not None
+                    else record_facts.before_hookd(SCHED_REQUIREMENTS.record_key,
+                                                   template.template.get("SCHED_REQUIREMENTS")))
     resolution = resolve(
         template_hypervisor=template.template.get("HYPERVISOR"),
         requirements=requirements,
@@ -275,7 +284,7 @@ def plan_template(image: ImageFacts, template: VmTemplateFacts, world: World,
                    f"names no hypervisor")
         return TemplateOutcome(template.id, name, "waiting", why)
     hypervisor = choose(resolution.candidates, world, settings)
-    notes: list[str] = []
+    notes: list[str] = [retargeted.note] if retargeted is not None else []
     if resolution.conflict:
         notes.append(f"the template's HYPERVISOR is {resolution.conflict} but its "
                      f"SCHED_REQUIREMENTS exclude it; the scheduler follows SCHED_REQUIREMENTS "
@@ -289,7 +298,10 @@ def plan_template(image: ImageFacts, template: VmTemplateFacts, world: World,
         is_boot_disk=is_boot, world=world, settings=settings, record=record,
     ))
     notes.extend(result.notes)
-    wants: list[Want] = list(result.wants)
+    # A re-target is written together with the fix it makes possible, or not at all.
+    wants: list[Want] = ([*retargeted.wants] if retargeted is not None
+                         and result.status == "applied" else [])
+    wants.extend(result.wants)
     status: Status = result.status
     reason = result.reason
 
@@ -303,13 +315,14 @@ def plan_template(image: ImageFacts, template: VmTemplateFacts, world: World,
                 status, reason = "error", f"no START_SCRIPT: {problem[1]}"
             elif problem is not None and status == "applied":
                 status, reason = problem
-        if resolution.needs_pin and settings.pin and usable(hypervisor, world):
+        if (resolution.needs_pin and settings.pin and usable(hypervisor, world)
+                and not any(w.path == SCHED_REQUIREMENTS for w in wants)):
             wants.append(Want(SCHED_REQUIREMENTS,
                               pin_requirements(requirements, hypervisor, hosts), "merge"))
 
-    evaluation = _evaluate(template, wants, record)
+    evaluation = _evaluate(actual, wants, record)
     notes.extend(evaluation.notes)
-    edit = (_build_edit(template, evaluation.changes, record_facts, image, hypervisor)
+    edit = (_build_edit(actual, evaluation.changes, record_facts, image, hypervisor)
             if evaluation.changes else None)
     return TemplateOutcome(template.id, name, status, reason, hypervisor, edit, tuple(notes),
                            tuple(evaluation.owned))
@@ -494,7 +507,7 @@ def _undo_template(image: ImageFacts, template: VmTemplateFacts,
             notes.append(f"kept {path}={_show(current)}: a person changed it after hookd set it")
             continue
         if path.vector is None:
-            singles[path.name] = REMOVE if earlier is None else earlier
+            singles[path.name] = REMOVE if earlier is None else decode_value(earlier)
         elif path.index is None:
             base = vectors.get(path.vector) or tmpl.vector(path.vector) or Vector()
             vectors[path.vector] = base.set(path.name, earlier)

@@ -198,6 +198,8 @@ class KernelCmdline:
 class Hypervisors:
     prefer: tuple[str, ...] = setting((list,), ["lxc", "firecracker", "kvm"])
     pin: bool = setting((bool,), True)
+    retarget: bool = setting((bool,), True, None,
+                             "re-target the export's LXC template to KVM where only KVM runs")
     datastores: Mapping[int, str] = setting((dict,), {}, None,
                                             "datastore ID -> hypervisor override")
     clusters: Mapping[int, str] = setting((dict,), {}, None, "cluster ID -> hypervisor override")

@@ -17,6 +17,8 @@ mode and store every value exactly).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -200,12 +202,96 @@ def market(el: etree._Element) -> MarketFacts:
 
 def app(el: etree._Element) -> AppFacts:
     _expect(el, "MARKETPLACEAPP")
+    encoded = el.findtext("TEMPLATE/VMTEMPLATE64")
     return AppFacts(
         id=_int(el, "ID"),
         name=_text(el, "NAME"),
         market_id=_int(el, "MARKETPLACE_ID"),
         source=_text(el, "SOURCE", ""),
+        vm_template=_vm_template64(encoded) if encoded else None,
     )
+
+
+_MAX_APP_TEMPLATE = 64 * 1024
+
+
+def _vm_template64(encoded: str) -> Template | None:
+    """An app's VMTEMPLATE64: base64 of the attribute syntax the export sends to
+    ``one.template.allocate``. None when it is not what a marketplace driver writes."""
+    try:
+        text = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(text) > _MAX_APP_TEMPLATE:
+        return None
+    try:
+        return parse_attributes(text.decode("utf-8"))
+    except (UnicodeDecodeError, TemplateValueError):
+        return None
+
+
+# A marketplace driver's template: NAME = "value" (only \" escapes), NAME = value, and
+# NAME = [ KEY = "value", ... ] over lines; # comments. Names are upper-cased and values
+# trimmed, as oned stores them (src/parsers/template_syntax.y, Template::trim_attributes).
+_ATTR_TOKEN = re.compile(r"""
+    \s*(?:
+      (?P<comment>\#[^\n]*)
+    | (?P<name>[A-Za-z_][A-Za-z0-9_\-.]*)\s*=\s*
+    | (?P<open>\[)
+    | (?P<close>\])
+    | (?P<comma>,)
+    | "(?P<quoted>(?:[^"\\]|\\.)*)"
+    | (?P<bare>[^=\#\s,\[\]"]+)
+    | (?P<stray>")
+    )""", re.VERBOSE | re.DOTALL)
+
+
+def parse_attributes(text: str) -> Template:
+    """The attribute syntax of a marketplace template, as a :class:`Template` (raises
+    :class:`TemplateValueError` on anything else)."""
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        match = _ATTR_TOKEN.match(text, pos)
+        if match is None or match.end() == pos:
+            raise TemplateValueError(f"cannot read the template at {text[pos:pos + 20]!r}")
+        pos = match.end()
+        kind = match.lastgroup or ""
+        # A quote that opens nothing (6.x Docker Hub and LXD templates end in ']"') is
+        # skipped, as oned's lexer skips what no rule matches (src/parsers/template_parser.l).
+        if kind not in ("comment", "stray"):
+            value = match.group(kind)
+            tokens.append((kind, value.replace('\\"', '"') if kind == "quoted" else value))
+    attrs: list[Attribute] = []
+    i = 0
+    while i < len(tokens):
+        kind, name = tokens[i]
+        if kind != "name" or i + 1 >= len(tokens):
+            raise TemplateValueError("expected NAME = value in the template")
+        kind, value = tokens[i + 1]
+        i += 2
+        if kind in ("quoted", "bare"):
+            attrs.append(Attribute(name.upper(), value.strip()))
+            continue
+        if kind != "open":
+            raise TemplateValueError(f"expected a value for {name}")
+        items: dict[str, str] = {}
+        while i < len(tokens) and tokens[i][0] != "close":
+            if tokens[i][0] == "comma":
+                i += 1
+                continue
+            if (tokens[i][0] != "name" or i + 1 >= len(tokens)
+                    or tokens[i + 1][0] not in ("quoted", "bare")):
+                raise TemplateValueError(f"cannot read the vector {name}")
+            items.setdefault(tokens[i][1].upper(), tokens[i + 1][1].strip())
+            i += 2
+        if i >= len(tokens):
+            raise TemplateValueError(f"the vector {name} is not closed")
+        i += 1
+        attrs.append(Attribute(name.upper(), Vector(tuple(sorted(items.items())))))
+    return Template(tuple(attrs))
 
 
 @dataclass(frozen=True, slots=True)

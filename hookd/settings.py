@@ -21,6 +21,7 @@ def planner_settings(config: Config) -> PlannerSettings:
     return PlannerSettings(
         prefer=hv.prefer,
         pin=hv.pin,
+        retarget=hv.retarget,
         datastore_overrides=dict(hv.datastores),
         cluster_overrides=dict(hv.clusters),
         scope_datastores=frozenset(scope.datastores),

@@ -18,6 +18,7 @@ from handlers.model import KernelChoice, OciProcessFacts, PlannerSettings
 from handlers.plan import ImagePlan
 from handlers.planner import plan_for
 from handlers.start_script import build_start_script, parse_oci_config
+from handlers.template import Vector
 from hookd.documents import to_xml
 from hookd.testing.boot import REPORT_APP, BootResult, GuestGroup, GuestUser
 from tests.core import factories as f
@@ -104,23 +105,27 @@ LXC_IMAGE_NAME = "debian_bookworm"
 
 
 def plan_linuxcontainers_template(version: tuple[int, int, int] = (7, 4, 0)) -> PlannedTemplate:
-    """A template using the Linux Containers Debian image on a KVM-only cloud, after hookd's
-    planner ran for KVM with the Debian kernel and the initrd registered as images, and its
-    merge update was applied.
+    """The Linux Containers Debian import on a KVM-only 7.4 cloud, after hookd's planner ran
+    with the Debian kernel and the initrd registered as images, and its merge update was
+    applied: the template is the one the export created (7.4's linuxcontainers VMTEMPLATE64,
+    pinned to LXC, plus the image's DISK), which hookd re-targets to KVM."""
+    from dataclasses import replace
 
-    The template is one an operator writes for KVM (CPU, MEMORY, a CONTEXT with NETWORK and
-    no START_SCRIPT): 7.4's own Linux Containers VMTEMPLATE64 pins ``HYPERVISOR=lxc`` in
-    SCHED_REQUIREMENTS, and hookd leaves such a template on LXC."""
+    from hookd.documents import parse_attributes
+    from hookd.testing.seed import lxd_vmtemplate_7
+
     kernel = KernelChoice(KERNEL_IMAGE_ID, "debian-cloud-vmlinux", True)
     initrd = KernelChoice(INITRD_IMAGE_ID, "hookd-boot-initrd", True)
+    app_template = parse_attributes(lxd_vmtemplate_7())
     world = f.world(["kvm"], market="linuxcontainers", oci=None, version=version,
                     kernels={"kvm": kernel}, initrds={"kvm": initrd})
+    assert world.app is not None
+    world = replace(world, app=replace(world.app, vm_template=app_template))
+    # oned 7.4 gives an OS image without DEV_PREFIX its DEFAULT_DEVICE_PREFIX (Image::insert).
     image = f.image(ROOTFS_IMAGE_ID, name=LXC_IMAGE_NAME, path=f.LXD_PATH,
-                    attrs=[("FROM_APP", "5")])
-    before = f.vmtemplate(
-        TEMPLATE_ID, name=LXC_IMAGE_NAME, disks=({"IMAGE_ID": str(ROOTFS_IMAGE_ID)},),
-        attrs=[("CPU", "1"), ("MEMORY", "768"), ("CONTEXT", {"NETWORK": "YES"})],
-    )
+                    attrs=[("DEV_PREFIX", "sd"), ("FROM_APP", "0")])
+    before = VmTemplateFacts(TEMPLATE_ID, LXC_IMAGE_NAME, 0, "oneadmin", app_template.replaced(
+        "DISK", [Vector.of({"IMAGE_ID": str(ROOTFS_IMAGE_ID)})]))
     plan = plan_for(image, [before], world, PlannerSettings())
     return PlannedTemplate(plan, before, f.apply_edits(before, plan))
 

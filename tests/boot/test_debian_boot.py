@@ -98,6 +98,11 @@ def test_debian_rootfs_boots_to_systemds_target_with_hookds_kvm_template(
     assert os_vec.get("ROOT") == "vda"
     assert "rw" in (os_vec.get("KERNEL_CMD") or "").split()
     assert vector(lxc_template, "DISK").get("DEV_PREFIX") == "vd"
+    # The export's LXC template, re-targeted: nothing LXC-only is left for the KVM VM.
+    after = lxc_template.after.template
+    assert after.get("HYPERVISOR") == "kvm"
+    assert after.get("SCHED_REQUIREMENTS") == "HYPERVISOR=kvm & ARCH=x86_64"
+    assert after.vector("RAW") is None and after.get("LXC_UNPRIVILEGED") is None
     # A Linux Containers image needs no START_SCRIPT, and hookd adds none.
     context = vector(lxc_template, "CONTEXT")
     assert context.get("START_SCRIPT") is None and context.get("START_SCRIPT_BASE64") is None

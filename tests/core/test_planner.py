@@ -8,10 +8,10 @@ from dataclasses import replace
 import pytest
 
 from handlers.facts import ImageFacts, VmTemplateFacts
-from handlers.model import OciProblem, OciProcessFacts, OciUnavailable, PlannerSettings
+from handlers.model import OciProblem, OciProcessFacts, OciUnavailable, PlannerSettings, World
 from handlers.plan import ImagePlan, short_hash
 from handlers.planner import plan_for
-from handlers.template import Vector
+from handlers.template import Template, Vector
 from tests.core import factories as f
 
 
@@ -544,3 +544,106 @@ def test_a_fixed_image_replans_to_nothing_at_all(hypervisors: list[str]) -> None
     plan = plan_for(img, [tmpl], world, f.DEFAULTS)
     again = plan_for(f.apply_status(img, plan), [f.apply_edits(tmpl, plan)], world, f.DEFAULTS)
     assert again.is_noop, (again.edits, again.image_changes)
+
+
+# -- OpenNebula 7.x: a Linux Containers export re-targeted to KVM ----------------------------
+LXC_EXPORT = (  # the linuxcontainers driver's VMTEMPLATE64 (recorded from a real oned 7.4.0)
+    'SCHED_REQUIREMENTS = "HYPERVISOR=lxc & ARCH=x86_64"\nCPU = "1"\nVCPU = "2"\n'
+    'MEMORY = "768"\nLXC_UNPRIVILEGED = "false"\nGRAPHICS = [\n    LISTEN  ="0.0.0.0",\n'
+    '    TYPE  ="vnc"\n]\nCONTEXT = [\n    NETWORK  ="YES",\n'
+    '    SSH_PUBLIC_KEY  ="$USER[SSH_PUBLIC_KEY]",\n    SET_HOSTNAME  ="$NAME"\n]\n'
+    'RAW = [\n    TYPE="lxc",\n    DATA="lxc.apparmor.profile=unconfined"\n]\n'
+    'HYPERVISOR = "lxc"\n')
+
+
+def lxc_import(image_id: int = 22) -> tuple[ImageFacts, VmTemplateFacts, Template]:
+    """What `onemarketapp export` of a Linux Containers app leaves on oned 7.4.0: the image
+    (oned added DEV_PREFIX=sd) and the VM template (the app's template, the image's DISK)."""
+    from hookd.documents import parse_attributes
+
+    app_template = parse_attributes(LXC_EXPORT)
+    img = f.image(image_id, name="debian_bookworm", path=f.LXD_PATH,
+                  attrs=(("DEV_PREFIX", "sd"), ("FROM_APP", "0")))
+    tmpl = VmTemplateFacts(43, "debian_bookworm", 0, "oneadmin", app_template.replaced(
+        "DISK", [Vector.of({"IMAGE_ID": str(image_id)})]))
+    return img, tmpl, app_template
+
+
+def lxc_world(hypervisors: list[str], app_template: Template | None, **kw: object) -> World:
+    world = f.world(hypervisors, market="linuxcontainers", oci=None, version=(7, 4, 0), **kw)  # type: ignore[arg-type]
+    assert world.app is not None
+    return replace(world, app=replace(world.app, vm_template=app_template))
+
+
+def test_the_export_is_retargeted_to_kvm_where_only_kvm_runs() -> None:
+    img, tmpl, app = lxc_import()
+    world = lxc_world(["kvm"], app)
+    plan = plan_for(img, [tmpl], world, f.DEFAULTS)
+    assert plan.status == "applied", plan.reason
+    got = attrs(f.apply_edits(tmpl, plan))
+    assert got["HYPERVISOR"] == "kvm"
+    assert got["SCHED_REQUIREMENTS"] == "HYPERVISOR=kvm & ARCH=x86_64"
+    assert "RAW" not in got and "LXC_UNPRIVILEGED" not in got  # nothing LXC-only on KVM
+    assert got["DISK"] == {"IMAGE_ID": "22", "DEV_PREFIX": "vd"}
+    assert got["OS"] == {"KERNEL_DS": "$FILE[IMAGE_ID=0]", "ROOT": "vda",
+                         "KERNEL_CMD": "rw console=tty0"}
+    assert "START_SCRIPT_BASE64" not in got["CONTEXT"]  # type: ignore[operator]
+    assert "re-targeted to kvm" in plan.reason and "unchanged" in plan.reason
+    assert "removed the LXC-only LXC_UNPRIVILEGED, RAW" in plan.reason
+    assert "DEV_PREFIX=vd" in plan.reason and "sda" in plan.reason  # why the disk's prefix
+    # Converged: the next plan writes nothing at all.
+    again = plan_for(f.apply_status(img, plan), [f.apply_edits(tmpl, plan)], world, f.DEFAULTS)
+    assert again.is_noop, (again.edits, again.image_changes)
+
+
+def test_a_retarget_is_undone_exactly() -> None:
+    img, tmpl, app = lxc_import()
+    world = lxc_world(["kvm"], app)
+    plan = plan_for(img, [tmpl], world, f.DEFAULTS)
+    fixed_tmpl, fixed_img = f.apply_edits(tmpl, plan), f.apply_status(img, plan)
+    # Were it no container image after all, everything hookd wrote goes back.
+    plain = replace(fixed_img, path="/srv/images/x.qcow2",
+                    template=fixed_img.template.replaced("FROM_APP", []))
+    undo = plan_for(plain, [fixed_tmpl], replace(world, app=None, market=None), f.DEFAULTS)
+    assert undo.undo
+    assert attrs(f.apply_edits(fixed_tmpl, undo)) == attrs(tmpl)
+
+
+@pytest.mark.parametrize(("hypervisors", "expected"), [(["lxc"], "lxc"),
+                                                       (["kvm", "lxc"], "lxc")])
+def test_the_export_is_left_to_lxc_where_lxc_runs(hypervisors: list[str], expected: str) -> None:
+    img, tmpl, app = lxc_import()
+    plan = plan_for(img, [tmpl], lxc_world(hypervisors, app), f.DEFAULTS)
+    assert plan.status == "applied" and plan.templates[0].hypervisor == expected
+    assert not plan.edits  # an LXC rootfs needs nothing, and the export already pins lxc
+    assert "re-targeted" not in plan.reason
+
+
+def test_a_persons_template_is_never_retargeted() -> None:
+    img, tmpl, app = lxc_import()
+    mine = replace(tmpl, template=tmpl.template.replaced("MEMORY", ["2048"]))
+    plan = plan_for(img, [mine], lxc_world(["kvm"], app), f.DEFAULTS)
+    assert plan.status == "waiting" and not plan.edits
+    assert plan.reason.startswith("waiting for a host")
+    off = replace(f.DEFAULTS, retarget=False)
+    plan = plan_for(img, [tmpl], lxc_world(["kvm"], app), off)
+    assert plan.status == "waiting" and not plan.edits
+
+
+def test_no_retarget_before_the_kvm_kernel_is_there() -> None:
+    img, tmpl, app = lxc_import()
+    plan = plan_for(img, [tmpl], lxc_world(["kvm"], app, kernels={}), f.DEFAULTS)
+    assert plan.status == "waiting" and "kvm kernel" in plan.reason
+    assert not plan.edits  # the re-target is written together with the fix, or not at all
+
+
+def test_a_persons_kvm_template_for_the_same_image_keeps_working() -> None:
+    img, tmpl, app = lxc_import()
+    mine = VmTemplateFacts(50, "mine", 0, "oneadmin", Template.of(
+        ("CPU", "1"), ("MEMORY", "1024"), ("HYPERVISOR", "kvm"),
+        ("DISK", Vector.of({"IMAGE_ID": "22"})), ("CONTEXT", Vector.of({"NETWORK": "YES"}))))
+    plan = plan_for(img, [tmpl, mine], lxc_world(["kvm"], app), f.DEFAULTS)
+    assert plan.status == "applied", plan.reason
+    after = attrs(f.apply_edits(mine, plan))
+    assert after["HYPERVISOR"] == "kvm" and after["OS"]["ROOT"] == "vda"  # type: ignore[index]
+    assert "re-targeted" not in " ".join(plan.templates[1].notes)

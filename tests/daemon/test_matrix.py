@@ -8,6 +8,7 @@ code the service runs for a trigger; the ZeroMQ side is covered by the daemon te
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,9 +104,25 @@ def _expected(version: str, origin: str, cluster: str, kernels: dict[str, int],
              "vcenter": {"vcenter"},
              "mixed": {"kvm", "lxc"} | ({"firecracker"} if version == "6.8" else set())}[cluster]
     if lx_only:
-        if "lxc" not in hosts:
+        if "lxc" in hosts:
+            return "applied", after  # LXC needs nothing for a rootfs that boots its own init
+        if "kvm" not in hosts:
             return "waiting", after
-        return "applied", after  # LXC needs nothing for a rootfs that boots its own init
+        # The export's template, unchanged, on a cloud that cannot run it: re-targeted to KVM
+        # (HYPERVISOR, the requirement, no LXC-only attribute), and the KVM fix.
+        if "HYPERVISOR" in after:
+            after["HYPERVISOR"] = "kvm"
+        requirement = after["SCHED_REQUIREMENTS"]
+        assert isinstance(requirement, str)
+        after["SCHED_REQUIREMENTS"] = re.sub(r'(HYPERVISOR=)("?)lx[cd*]\2', r"\1\2kvm\2",
+                                             requirement)
+        for name in [n for n in after if n.startswith(("LXC_", "LXD_")) or n == "RAW"]:
+            del after[name]
+        after["DISK"] = {**after["DISK"], "DEV_PREFIX": "vd"}
+        after["OS"] = {**(after.get("OS") or {}),
+                       "KERNEL_DS": f"$FILE[IMAGE_ID={kernels['kernel-kvm']}]",
+                       "ROOT": "vda", "KERNEL_CMD": "rw console=tty0"}
+        return "applied", after
     if cluster == "vcenter":
         return "unsupported", after
     hv = "lxc" if cluster == "mixed" else cluster  # default preference: lxc, firecracker, kvm
