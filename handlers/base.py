@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from handlers.disks import DiskRef, disks
 from handlers.facts import ImageFacts, VmTemplateFacts
 from handlers.model import AttrPath, KernelChoice, PlannerSettings, Want, World
-from handlers.plan import short_hash
+from handlers.plan import VECTOR_PREFIX, short_hash
 from handlers.template import Vector
 
 
@@ -60,18 +60,15 @@ def current_value(template: VmTemplateFacts, path: AttrPath) -> str | None:
     return vectors[path.index].get(path.name)
 
 
-_VECTOR = "vector:"
-
-
 def encode_vector(vector: Vector) -> str:
     """A whole vector as one string, to compare, hash and keep in hookd's record."""
-    return _VECTOR + json.dumps(list(vector.items), separators=(",", ":"))
+    return VECTOR_PREFIX + json.dumps(list(vector.items), separators=(",", ":"))
 
 
 def decode_value(value: str) -> str | Vector:
     """The inverse of :func:`encode_vector` (plain strings pass through)."""
-    if value.startswith(_VECTOR):
-        items = json.loads(value[len(_VECTOR):])
+    if value.startswith(VECTOR_PREFIX):
+        items = json.loads(value[len(VECTOR_PREFIX):])
         return Vector(tuple((str(k), str(v)) for k, v in items))
     return value
 

@@ -39,7 +39,25 @@ IMAGE_STATUS_ATTRS = (
 )
 
 
+# How a whole top-level vector (``RAW=[...]``) is kept as one value in hookd's record.
+VECTOR_PREFIX = "vector:"
+
+
+def readable(value: str | None) -> str | None:
+    """A value as an operator reads it: a whole vector in OpenNebula's template syntax
+    (``[TYPE="lxc", DATA="..."]``), anything else as it is."""
+    if value is None or not value.startswith(VECTOR_PREFIX):
+        return value
+    try:
+        items = json.loads(value[len(VECTOR_PREFIX):])
+        pairs = ", ".join(f'{k}="{v}"' for k, v in items)
+    except (ValueError, TypeError):
+        return value
+    return f"[{pairs}]"
+
+
 def _loggable(value: str | None, limit: int) -> str | None:
+    value = readable(value)
     if value is None or len(value) <= limit:
         return value
     digest = hashlib.sha256(value.encode("utf-8")).hexdigest()
@@ -191,6 +209,7 @@ def render_plan(plan: ImagePlan, *, width: int = 100) -> str:
 
 
 def _clip(value: str | None, width: int) -> str:
+    value = readable(value)
     if value is None:
         return "(unset)"
     text = value.replace("\n", "\\n")

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -45,6 +46,10 @@ REDIS = {
             "REDIS_VERSION=7.4.1"],
     "WorkingDir": "/data",
 }
+
+
+# A template a person writes for an imported image, naming no hypervisor.
+_PERSONAL = 'NAME="debian-mine"\nCPU="1"\nMEMORY="512"\nDISK=[IMAGE_ID="{}"]\n'
 
 
 def _flatten(template: Template) -> dict[str, str]:
@@ -137,8 +142,12 @@ def run_demo(*, one_version: str = "6.8", verbose: bool = False,
         print(f"hookd is running: {daemon.status_text}\n", file=out)
         seed = sim.seed_info
         if is_7:
+            # 7.x: only Linux Containers, whose export pins the template to LXC. On KVM
+            # hosts only, hookd re-targets it to KVM; on LXC or mixed, LXC runs it as it is
+            # (and a person's template on the mixed cluster gets the preferred KVM).
             jobs = [("Linux Containers", "lxc/debian_bookworm", "kvm-images", "KVM"),
-                    ("Linux Containers", "lxc/alpine_3.19", "lxc-images", "LXC")]
+                    ("Linux Containers", "lxc/alpine_3.19", "lxc-images", "LXC"),
+                    ("Linux Containers", "lxc/debian_bookworm", "mixed-images", "KVM+LXC")]
         else:
             turnkey = next(k for k in seed.apps if k.startswith("turnkey/"))
             # TurnKey and Linux Containers templates require HYPERVISOR="lx*" (their
@@ -153,7 +162,7 @@ def run_demo(*, one_version: str = "6.8", verbose: bool = False,
         exports = []
         for market, app_key, ds_name, hv in jobs:
             app_id, ds_id = seed.apps[app_key], seed.datastores[ds_name]
-            name = app_key.split("/", 1)[1].split("_")[0] + "-" + hv.split("+")[0].lower()
+            name = app_key.split("/", 1)[1].split("_")[0] + "-" + ds_name.split("-")[0]
             image_id, template_id = sim.export_app(app_id, ds_id, name=name)
             if template_id is None:
                 raise RuntimeError(f"export of {app_key} created no VM template")
@@ -161,14 +170,27 @@ def run_demo(*, one_version: str = "6.8", verbose: bool = False,
             exports.append((market, app_key, ds_name, hv, image_id, template_id, before))
             print(f"exported {market} app {app_key!r} to datastore {ds_name} ({hv} hosts): "
                   f"image {image_id}, VM template {template_id}", file=out)
+        if is_7:
+            image_id = exports[-1][4]
+            ok, template_id = sim.call("one.template.allocate", _PERSONAL.format(image_id))[:2]
+            if not ok:
+                raise RuntimeError(f"could not create the demo's own template: {template_id}")
+            exports.append(("a person's", "template for the same image", "mixed-images",
+                            "KVM+LXC", image_id, template_id, sim.template_xml(template_id)))
+            print(f"created a person's VM template {template_id} for image {image_id} "
+                  f"(no HYPERVISOR, no kernel)", file=out)
         print(file=out)
-        for market, app_key, _ds, hv, image_id, template_id, before in exports:
-            _wait(lambda i=image_id: _image_attr(sim.image_xml(i), "HOOKD_STATUS") is not None,
+        last_of_image = {entry[4]: n for n, entry in enumerate(exports)}
+        for n, (market, app_key, _ds, hv, image_id, template_id, before) in enumerate(exports):
+            _wait(lambda i=image_id, t=template_id: (
+                      _image_attr(sim.image_xml(i), "HOOKD_STATUS") is not None
+                      and str(t) in (_image_attr(sim.image_xml(i), "HOOKD_TEMPLATES") or "")),
                   15, f"hookd to handle image {image_id}")
             after = sim.template_xml(template_id)
             image = sim.image_xml(image_id)
             status = _image_attr(image, "HOOKD_STATUS")
-            reason = _image_attr(image, "HOOKD_REASON")
+            # The image's reason covers all its templates: shown once, with the last.
+            reason = _image_attr(image, "HOOKD_REASON") if last_of_image[image_id] == n else None
             print(f"== {market} {app_key} on {hv}: image {image_id} READY -> HOOKD_STATUS="
                   f"{status}" + (f" ({reason})" if reason else ""), file=out)
             changes = diff(before, after)
@@ -188,6 +210,10 @@ def run_demo(*, one_version: str = "6.8", verbose: bool = False,
             print(file=out)
         print("What hookd changed (hookd history --log " + str(log_file) + "):", file=out)
         run_history(None, log_file=str(log_file), out=out)
+    except Exception:  # noqa: BLE001 - any failure: shown, exit 1
+        # The embedded daemon routes uncaught exceptions into its own log: say it here.
+        print(f"hookd demo failed:\n{traceback.format_exc()}", file=sys.stderr)
+        return 1
     finally:
         daemon.request_stop()
         thread.join(timeout=25)
