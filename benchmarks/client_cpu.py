@@ -57,6 +57,12 @@ REPO_ROOT = HERE.parent.parent
 
 # -- the worker: imports hookd from PYTHONPATH (the tree under test) --------------------------
 def worker(args: argparse.Namespace) -> None:
+    import logging
+
+    import structlog
+
+    # hookd's default log level: the registry client's debug lines are not rendered.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
     import hookd
     from hookd.client import OneClient
 
