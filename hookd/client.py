@@ -1,37 +1,40 @@
 """The OpenNebula client layer: the only code in hookd that talks XML-RPC.
 
-Built on pyone (pinned, see setup.cfg) with three corrections:
+Requests are built with the standard library (``xmlrpc.client.dumps``), sent with
+:mod:`hookd.http` (libcurl) and answers read with ``xmlrpc.client.loads``, or as a stream
+for pool pages. pyone, OpenNebula's reference client, is not on this path (README, "The HTTP
+client"): its ``timeout=`` only sets the process-wide socket default and its
+``requests.post`` has none, it turns every XML result into generateDS bindings, it cannot
+read an answer as a stream, and replacing its transport meant setting private attributes.
+What this layer gives:
 
-* **real timeouts**: pyone's ``timeout=`` only sets the process-wide socket default and
-  ``requests.post`` is called without a timeout, so a hung oned blocks forever
-  (shared/reference/python-deps-oci-systemd.md §1.7). hookd installs its own transport:
-  ``http.client`` with a connect and a read timeout and the TLS options;
-* **raw XML, parsed with lxml**: pyone turns every XML result into generateDS bindings.
-  ``benchmarks/pool_parse.py`` measures both on a 100,000-image pool; hookd reads results
-  through lxml (see README "Performance") with the hardened parser of :mod:`hookd.xmlsafe`,
-  and pool pages as a stream, one object at a time (:mod:`hookd.pool_stream`);
+* **a hard deadline per call**: ``read_timeout`` bounds the whole call, from connect to the
+  last byte (``connect_timeout`` bounds the connection within it); a hung or dripping oned
+  cannot block a worker. XML-RPC goes straight to oned: proxy variables of the environment
+  are not used for it (they are for registries);
+* **raw XML, parsed with lxml**: ``benchmarks/pool_parse.py`` measures pyone's bindings
+  against lxml on a 100,000-image pool; hookd reads results through lxml (see README
+  "Performance") with the hardened parser of :mod:`hookd.xmlsafe`, and pool pages as a
+  stream, one object at a time (:mod:`hookd.pool_stream`);
 * **typed errors**: every failure becomes :class:`~handlers.errors.TransientError` (connection,
   timeout, HTTP 5xx, a locked object, Raft replication) or
   :class:`~handlers.errors.PermanentError` (authentication, authorisation, not found, invalid
-  template...), with oned's code kept. Error codes: include/Request.h; a lock-protected
-  object answers 0x200 with "... is locked." (recorded on 6.8.3).
+  template, TLS verification...), with oned's code kept. Error codes: include/Request.h; a
+  lock-protected object answers 0x200 with "... is locked." (recorded on 6.8.3).
 
-Templates are written only as oned's XML form produced by :func:`hookd.documents.to_xml`;
-pyone's dict serialisation (which does not escape) is never used.
+Templates are written only as oned's XML form produced by :func:`hookd.documents.to_xml`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
-import ssl
 import time
 import xmlrpc.client
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from xml.parsers.expat import ExpatError
 
-import pyone
 from lxml import etree
 
 from handlers.errors import PermanentError, TransientError
@@ -43,12 +46,28 @@ from handlers.facts import (
     MarketFacts,
     VmTemplateFacts,
 )
-from hookd import __version__, documents
+from hookd import documents
 from hookd.documents import RaftFacts
+from hookd.http import (
+    DIRECT,
+    BodyTooLarge,
+    BrokenResponse,
+    CABundleUnreadable,
+    ConnectTimeout,
+    HttpClient,
+    HttpError,
+    HttpOptions,
+    InvalidRequest,
+    TimedOut,
+    TLSVerifyFailed,
+)
 from hookd.pool_stream import PoolStream
 from hookd.xmlsafe import parse
 
-_CHUNK = 256 * 1024  # bytes read from a pool answer at a time
+# A whole (not streamed) answer larger than this is refused: pool pages are streamed, the
+# largest answers read whole are the host and datastore pools.
+_MAX_ANSWER = 512 * 1024 * 1024
+_HEADERS = {"Content-Type": "text/xml", "Connection": "close"}
 
 # include/Request.h ErrorCode
 AUTHENTICATION = 0x0100
@@ -102,92 +121,6 @@ def classify_failure(method: str, message: str, code: int) -> PermanentError | T
     return OneError(f"{text} (oned code 0x{code:x})", code=code)
 
 
-class CallTimeout(TimeoutError):
-    """The answer did not come within the read timeout."""
-
-
-class _Transport(xmlrpc.client.Transport):
-    """One HTTP connection per call (oned's xmlrpc-c server closes each one anyway), with a
-    connect timeout and a read timeout, and TLS verified against the system store, a CA
-    bundle, or not at all when configured so.
-
-    Plain ``http.client``: requests' machinery costs about 0.4 ms of CPU per call, a third of
-    what hookd spends fixing an image (measured with benchmarks/).
-    """
-
-    def __init__(self, *, https: bool, verify: bool | str, timeout: tuple[float, float]) -> None:
-        super().__init__()
-        self._https = https
-        self._connect_timeout, self._read_timeout = timeout
-        self._context: ssl.SSLContext | None = None
-        if https:
-            context = ssl.create_default_context(
-                cafile=verify if isinstance(verify, str) else None)
-            if verify is False:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            self._context = context
-
-    @contextlib.contextmanager
-    def post(self, host: str, handler: str, request_body: bytes
-             ) -> Iterator[http.client.HTTPResponse]:
-        """POST ``request_body``; the response, headers read, body not yet; closed after."""
-        conn: http.client.HTTPConnection
-        if self._https:
-            conn = http.client.HTTPSConnection(host, timeout=self._connect_timeout,
-                                               context=self._context)
-        else:
-            conn = http.client.HTTPConnection(host, timeout=self._connect_timeout)
-        try:
-            conn.connect()
-            if conn.sock is not None:
-                conn.sock.settimeout(self._read_timeout)
-            conn.request("POST", handler, body=request_body, headers={
-                "User-Agent": f"hookd/{__version__}", "Content-Type": "text/xml",
-                "Accept": "*/*", "Connection": "close"})
-            try:
-                response = conn.getresponse()
-            except TimeoutError:
-                raise CallTimeout(f"no answer within {self._read_timeout:g} s") from None
-            if response.status >= 400:
-                raise xmlrpc.client.ProtocolError(host + handler, response.status,
-                                                  response.reason, dict(response.getheaders()))
-            yield response
-        finally:
-            conn.close()
-
-    def request(self, host: str, handler: str, request_body: bytes,  # type: ignore[override]
-                verbose: bool = False) -> Any:
-        with self.post(host, handler, request_body) as response:
-            try:
-                body = response.read()
-            except TimeoutError:
-                raise CallTimeout(f"no answer within {self._read_timeout:g} s") from None
-        parser, unmarshaller = self.getparser()
-        parser.feed(body)
-        parser.close()
-        return unmarshaller.close()
-
-
-class _Server(pyone.OneServer):  # type: ignore[misc]
-    def __init__(self, uri: str, session: str, transport: _Transport) -> None:
-        super().__init__(uri, session=session)
-        # pyone builds its own RequestsTransport and refuses a transport= argument
-        # (python-deps-oci-systemd.md §1.7): replace it after construction.
-        self._ServerProxy__transport = transport
-
-    def raw(self, method: str, params: tuple[Any, ...]) -> list[Any]:
-        result: list[Any] = self._do_request(method, self._cast_parms(params))
-        return result
-
-    def post(self, method: str, params: tuple[Any, ...]
-             ) -> contextlib.AbstractContextManager[http.client.HTTPResponse]:
-        """The HTTP response to a call, body unread (for answers read as a stream)."""
-        body = xmlrpc.client.dumps(self._cast_parms(params), method).encode("utf-8")
-        transport: _Transport = self._ServerProxy__transport
-        return transport.post(self._ServerProxy__host, self._ServerProxy__handler, body)
-
-
 CallObserver = Callable[[str, float, bool], None]
 
 
@@ -199,30 +132,49 @@ class ClientOptions:
     page_size: int = 2000
 
 
+class _HttpStatus(Exception):
+    """oned (or what answers in its place) answered with an HTTP error status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
 class OneClient:
-    """Typed access to the oned calls hookd needs."""
+    """Typed access to the oned calls hookd needs. Thread-safe."""
 
     def __init__(self, endpoint: str, session: str, options: ClientOptions | None = None,
                  observer: CallObserver | None = None) -> None:
         self.endpoint = endpoint
         self.options = options or ClientOptions()
         if not endpoint.startswith(("http://", "https://")):
-            # pyone routes anything without a scheme to gRPC (broken in 7.3.80) - be explicit.
             raise PermanentError(f"the XML-RPC endpoint {endpoint!r} must start with http:// "
                                  f"or https://")
-        transport = _Transport(https=endpoint.startswith("https"),
-                               verify=self.options.tls_verify,
-                               timeout=(self.options.connect_timeout, self.options.read_timeout))
-        self._server = _Server(endpoint, session, transport)
+        self._http = HttpClient(HttpOptions(
+            connect_timeout=self.options.connect_timeout,
+            deadline=self.options.read_timeout,
+            max_body=_MAX_ANSWER,
+            verify=self.options.tls_verify,
+            proxies=DIRECT,
+        ))
+        self._session = session
         self._observer = observer
         self.user = session.split(":", 1)[0]
+
+    def _request(self, name: str, params: tuple[Any, ...]) -> bytes:
+        return xmlrpc.client.dumps((self._session, *params), name, encoding="utf-8").encode(
+            "utf-8", "xmlcharrefreplace")
 
     # -- the one place a call happens ----------------------------------------------------
     def call(self, method: str, *params: Any) -> Any:
         """Call ``one.<method>`` and return the result value, or raise a typed error."""
         name = "one." + method
         with self._observed(name) as done:
-            response = self._server.raw(name, params)
+            answer = self._http.fetch("POST", self.endpoint, headers=_HEADERS,
+                                      body=self._request(name, params))
+            if answer.status >= 400:
+                raise _HttpStatus(answer.status)
+            response = xmlrpc.client.loads(answer.body)[0][0]
             if not isinstance(response, list) or not response:
                 raise OneError(f"oned answered {name} with something that is not an array")
             if response[0] is True:
@@ -245,27 +197,32 @@ class OneClient:
 
         try:
             yield done
-        except CallTimeout:
+        except TimedOut:
             raise OneTransientError(
                 f"oned did not answer {name} within {self.options.read_timeout:g} s "
                 f"({self.endpoint})") from None
-        except (ConnectionError, TimeoutError, ssl.SSLError, OSError) as exc:
-            if isinstance(exc, ssl.SSLCertVerificationError):
-                raise OneError(f"TLS verification of {self.endpoint} failed: "
-                               f"{_short(exc)} (see one.tls_verify)") from None
+        except (TLSVerifyFailed, CABundleUnreadable) as exc:
+            raise OneError(f"TLS verification of {self.endpoint} failed: "
+                           f"{_short(exc)} (see one.tls_verify)") from None
+        except BrokenResponse as exc:
+            raise OneTransientError(f"broken HTTP answer to {name}: {_short(exc)}") from None
+        except BodyTooLarge:
+            raise OneError(f"oned's answer to {name} is larger than {_MAX_ANSWER} bytes") \
+                from None
+        except InvalidRequest as exc:
+            raise OneError(f"cannot call {name} at {self.endpoint}: {_short(exc)}") from None
+        except (ConnectTimeout, HttpError) as exc:  # refused, reset, closed, TLS handshake
             raise OneTransientError(
                 f"cannot reach oned at {self.endpoint}: {_short(exc)}") from None
-        except http.client.HTTPException as exc:
-            raise OneTransientError(f"broken HTTP answer to {name}: {_short(exc)}") from None
-        except xmlrpc.client.ProtocolError as exc:
-            if exc.errcode >= 500:
+        except _HttpStatus as exc:
+            if exc.status >= 500:
                 raise OneTransientError(
-                    f"oned answered {name} with HTTP {exc.errcode}") from None
-            raise OneError(f"oned answered {name} with HTTP {exc.errcode}: is "
+                    f"oned answered {name} with HTTP {exc.status}") from None
+            raise OneError(f"oned answered {name} with HTTP {exc.status}: is "
                            f"{self.endpoint} the XML-RPC endpoint?") from None
-        except pyone.OneException as exc:  # an XML-RPC <fault>
+        except xmlrpc.client.Fault as exc:  # an XML-RPC <fault>
             raise OneError(f"oned rejected {name}: {exc}") from None
-        except (xmlrpc.client.ResponseError, ValueError) as exc:
+        except (xmlrpc.client.ResponseError, ValueError, ExpatError, IndexError) as exc:
             raise OneTransientError(f"unreadable answer to {name}: {_short(exc)}") from None
         finally:
             if self._observer is not None:
@@ -276,18 +233,16 @@ class OneClient:
                    ) -> Iterator[etree._Element]:
         """One pool answer, read as it arrives (:mod:`hookd.pool_stream`): each object is
         yielded as soon as it is complete and dropped once the caller moves on. The call's
-        observed duration therefore includes the caller's work on the page."""
+        observed duration therefore includes the caller's work on the page; its deadline
+        does not (only the time spent waiting for oned counts)."""
         name = "one." + method
-        with self._observed(name) as done, self._server.post(name, params) as response:
+        with self._observed(name) as done, self._http.stream(
+                "POST", self.endpoint, headers=_HEADERS,
+                body=self._request(name, params)) as response:
+            if response.status >= 400:
+                raise _HttpStatus(response.status)
             stream = PoolStream(pool_tag, item_tag, drop_ids=drop_ids)
-            while True:
-                try:
-                    chunk = response.read1(_CHUNK)
-                except TimeoutError:
-                    raise CallTimeout(
-                        f"no answer within {self.options.read_timeout:g} s") from None
-                if not chunk:
-                    break
+            for chunk in response:
                 yield from stream.feed(chunk)
             yield from stream.finish()
             answer = stream.answer

@@ -10,7 +10,7 @@ implements them (src/oca/ruby/opennebula/client.rb):
   ``/var/lib/one/.one/one_auth`` (one line ``user:password``);
 * event stream: ``$ONE_ZMQ``, ``tcp://localhost:2101``.
 
-An unknown key or a value of the wrong type is a :class:`~hookd.errors.ConfigError` that names
+An unknown key or a value of the wrong type is a :class:`ConfigError` that names
 the key and the file.
 """
 

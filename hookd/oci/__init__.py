@@ -7,8 +7,8 @@ Typical use::
         fetched = client.fetch_config(ref)
     cmd = fetched.config.get("config", {}).get("Cmd")
 
-Every error raised is a :class:`hookd.errors.TransientError` or
-:class:`hookd.errors.PermanentError` (see :mod:`hookd.oci.errors`).
+Every error raised is a :class:`handlers.errors.TransientError` or
+:class:`handlers.errors.PermanentError` (see :mod:`hookd.oci.errors`).
 """
 
 from hookd.oci.cache import ContentCache

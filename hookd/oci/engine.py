@@ -2,20 +2,19 @@
 
 Off unless ``engine_socket`` is configured. The engine is local and trusted more than a remote
 registry, but its answer is still read with a timeout, under the request deadline and up to a
-size cap. Its ``Config`` cannot be verified against a digest (the engine does not return the
-raw blob), so results from here are never put in the content cache.
+size cap (:mod:`hookd.http` on the unix socket; proxies never apply). Its ``Config`` cannot be
+verified against a digest (the engine does not return the raw blob), so results from here are
+never put in the content cache.
 """
 
 from __future__ import annotations
 
-import http.client
-import socket
 from typing import Any
 from urllib.parse import quote
 
 import structlog
 
-from handlers.errors import HookdError
+from hookd.http import DIRECT, BodyTooLarge, HttpClient, HttpError, HttpOptions, TimedOut
 from hookd.oci.digest import is_digest
 from hookd.oci.errors import (
     InvalidResponse,
@@ -29,29 +28,8 @@ from hookd.oci.imageconfig import FetchedConfig, config_platform, validate_confi
 from hookd.oci.manifest import load_object
 from hookd.oci.platforms import Platform
 from hookd.oci.reference import ImageReference
-from hookd.oci.transport import Deadline, register_socket
 
 log = structlog.get_logger(__name__)
-
-_CHUNK = 64 * 1024
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, socket_path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._socket_path = socket_path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        register_socket(sock)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._socket_path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-
 
 def _engine_repository(ref: ImageReference) -> str:
     if ref.is_docker_hub:
@@ -78,9 +56,14 @@ class EngineClient:
         max_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self.socket_path = socket_path
-        self._timeout = timeout
         self._deadline = deadline
         self._max_bytes = max_bytes
+        self._http = HttpClient(HttpOptions(
+            unix_socket=socket_path, connect_timeout=timeout, idle_timeout=timeout,
+            deadline=deadline, max_body=max_bytes, proxies=DIRECT))
+
+    def close(self) -> None:
+        self._http.close()
 
     @property
     def source(self) -> str:
@@ -139,42 +122,25 @@ class EngineClient:
         return None
 
     def _get(self, path: str, what: str) -> tuple[int, bytes]:
-        connection = _UnixHTTPConnection(self.socket_path, self._timeout)
-        deadline = Deadline(self._deadline)
         try:
-            with deadline:
-                connection.request("GET", path, headers={"Host": "docker"})
-                response = connection.getresponse()
-                length = response.getheader("Content-Length", "")
-                if length.isdigit() and int(length) > self._max_bytes:
-                    raise ResponseTooLarge(
-                        f"{what}: the engine's answer is larger than {self._max_bytes} bytes"
-                    )
-                chunks: list[bytes] = []
-                size = 0
-                while chunk := response.read(_CHUNK):
-                    size += len(chunk)
-                    if size > self._max_bytes:
-                        raise ResponseTooLarge(
-                            f"{what}: the engine's answer is larger than {self._max_bytes} bytes"
-                        )
-                    chunks.append(chunk)
-                if deadline.expired:
-                    raise self._deadline_error(what)
-                return response.status, b"".join(chunks)
-        except HookdError:
-            if deadline.expired:
-                raise self._deadline_error(what) from None
-            raise
-        except (OSError, http.client.HTTPException) as exc:
-            if deadline.expired:
-                raise self._deadline_error(what) from None
-            raise RegistryUnavailable(
-                f"cannot talk to the local Docker engine at {self.socket_path} "
-                f"({type(exc).__name__})"
+            response = self._http.fetch("GET", "http://docker" + path)
+        except BodyTooLarge:
+            raise ResponseTooLarge(
+                f"{what}: the engine's answer is larger than {self._max_bytes} bytes"
             ) from None
-        finally:
-            connection.close()
+        except TimedOut as exc:
+            if not exc.idle:
+                raise self._deadline_error(what) from None
+            raise self._unreachable(exc) from None
+        except HttpError as exc:
+            raise self._unreachable(exc) from None
+        return response.status, response.body
+
+    def _unreachable(self, exc: HttpError) -> RegistryUnavailable:
+        return RegistryUnavailable(
+            f"cannot talk to the local Docker engine at {self.socket_path} "
+            f"({type(exc).__name__})"
+        )
 
     def _deadline_error(self, what: str) -> RegistryUnavailable:
         return RegistryUnavailable(

@@ -26,10 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-import requests
 import structlog
 
 from handlers.errors import HookdError
+from hookd.http import Proxies
 from hookd.oci.cache import ContentCache
 from hookd.oci.challenge import Challenge, parse_www_authenticate
 from hookd.oci.digest import compute_digest, is_digest, split_digest, verify_digest
@@ -58,7 +58,7 @@ from hookd.oci.manifest import (
 )
 from hookd.oci.reference import ImageReference, normalize_registry_host
 from hookd.oci.settings import Credentials, RegistrySettings
-from hookd.oci.transport import HttpResponse, SessionFactory, Transport, host_of
+from hookd.oci.transport import HttpResponse, Transport, host_of
 
 log = structlog.get_logger(__name__)
 
@@ -274,22 +274,22 @@ class _Authenticator:
 class RegistryClient:
     """Fetches image configs. Thread-safe; close() (or use as a context manager) when done.
 
-    ``session_factory`` builds the ``requests.Session`` used per thread (proxies, extra CA
-    handling, hooks); the client mounts its own deadline-enforcing adapters for ``http://``
-    and ``https://`` on it. ``clock`` drives token lifetimes and the tag memo (not the request
-    deadline, which is always real time).
+    ``proxies``: None (the default) reads them from the environment when the client is made
+    (:meth:`hookd.http.Proxies.from_environment`); :data:`hookd.http.DIRECT` uses none.
+    ``clock`` drives token lifetimes and the tag memo (not the request deadline, which is
+    always real time).
     """
 
     def __init__(
         self,
         settings: RegistrySettings,
         *,
-        session_factory: SessionFactory = requests.Session,
+        proxies: Proxies | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._platform = settings.target_platform
-        self._transport = Transport(settings, session_factory)
+        self._transport = Transport(settings, proxies)
         self._auth = _Authenticator(settings, self._transport, clock)
         self._cache = ContentCache(
             settings.cache_dir,
@@ -316,6 +316,8 @@ class RegistryClient:
 
     def close(self) -> None:
         self._transport.close()
+        if self._engine is not None:
+            self._engine.close()
 
     def cached_config(self, ref: ImageReference, config_digest: str) -> FetchedConfig | None:
         """The config blob ``config_digest`` as the cache holds it (memory, then disk, its
@@ -334,8 +336,8 @@ class RegistryClient:
     def fetch_config(self, ref: ImageReference) -> FetchedConfig:
         """The config blob of ``ref`` for the configured platform.
 
-        Raises a :class:`~hookd.errors.TransientError` (retry later) or a
-        :class:`~hookd.errors.PermanentError` (see :mod:`hookd.oci.errors`).
+        Raises a :class:`~handlers.errors.TransientError` (retry later) or a
+        :class:`~handlers.errors.PermanentError` (see :mod:`hookd.oci.errors`).
         """
         try:
             return self._resolve(ref, None)
@@ -601,7 +603,7 @@ def probe(
     settings: RegistrySettings,
     registry_host: str,
     *,
-    session_factory: SessionFactory = requests.Session,
+    proxies: Proxies | None = None,
 ) -> tuple[bool, str]:
     """Is ``registry_host`` a reachable registry? ``GET /v2/`` answering 200 or 401 is.
 
@@ -612,7 +614,7 @@ def probe(
     except ValueError as exc:
         return False, f"{registry_host!r} is not a valid registry host: {exc}"
     url = f"{settings.scheme_for(host)}://{host}/v2/"
-    transport = Transport(settings, session_factory)
+    transport = Transport(settings, proxies)
     try:
         response = transport.request(
             "GET",

@@ -132,3 +132,45 @@ def test_a_failed_pool_read_is_a_typed_error(simulator: Simulator) -> None:
     simulator.controls.fail_next("one.imagepool.info", "timeout", 1, seconds=3.0)
     with pytest.raises(TransientError, match=r"did not answer one\.imagepool\.info"):
         list(client(simulator, read=0.5).iter_images())
+
+
+@pytest.fixture
+def dripping_oned() -> Iterator[str]:
+    """An XML-RPC endpoint that sends its answer one byte every 50 ms: never silent for long,
+    never done."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            for _ in range(400):
+                try:
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.05)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/RPC2"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_dripping_oned_is_cut_at_the_timeout(dripping_oned: str) -> None:
+    """``timeout`` bounds the whole call, not each read: a byte every 50 ms does not keep a
+    call (nor a pool page) alive."""
+    c = OneClient(dripping_oned, "a:b", ClientOptions(connect_timeout=1.0, read_timeout=1.0))
+    for call in (c.version, lambda: list(c.iter_images())):
+        started = time.monotonic()
+        with pytest.raises(TransientError, match=r"did not answer one\.\w+\.\w+ within 1 s"):
+            call()
+        assert time.monotonic() - started < 3

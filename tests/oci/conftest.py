@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import requests
 
+from hookd.http import DIRECT
 from hookd.oci import RegistryClient, RegistrySettings
 from hookd.testing.registry import DOCKER_REGISTRY, FakeRegistry, RealRegistry
 from tests._require import require
@@ -33,7 +34,8 @@ class FakeClock:
 
 
 def loopback_session() -> requests.Session:
-    """A session that ignores proxy variables and ~/.netrc: tests only talk to loopback."""
+    """A requests session (for tests that talk to a fake registry directly) that ignores
+    proxy variables and ~/.netrc: tests only talk to loopback."""
     session = requests.Session()
     session.trust_env = False
     return session
@@ -60,7 +62,7 @@ def make_client(clock: FakeClock) -> Iterator[ClientFactory]:
 
     def factory(*plain_http: str, **fields: Any) -> RegistryClient:
         settings = RegistrySettings(plain_http_registries=frozenset(plain_http), **fields)
-        client = RegistryClient(settings, session_factory=loopback_session, clock=clock)
+        client = RegistryClient(settings, proxies=DIRECT, clock=clock)
         clients.append(client)
         return client
 

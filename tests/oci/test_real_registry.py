@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from hookd.http import DIRECT
 from hookd.oci import ImageReference, NoMatchingPlatform, RegistrySettings, probe
 from hookd.testing.registry import (
     RealRegistry,
@@ -16,7 +17,7 @@ from hookd.testing.registry import (
     sha256_digest,
 )
 
-from .conftest import ClientFactory, loopback_session
+from .conftest import ClientFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.requires_system("docker-registry")]
 
@@ -94,6 +95,6 @@ def test_oci_manifest_and_probe(real_registry: RealRegistry, make_client: Client
     assert fetched.config == CONFIGS["linux/s390x"]  # a single manifest is what the tag is
     assert fetched.platform == "linux/s390x"
     settings = RegistrySettings(plain_http_registries=frozenset({real_registry.host}))
-    ok, message = probe(settings, real_registry.host, session_factory=loopback_session)
+    ok, message = probe(settings, real_registry.host, proxies=DIRECT)
     assert ok, message
     assert "200" in message

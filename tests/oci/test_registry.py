@@ -6,15 +6,18 @@ from __future__ import annotations
 import http.server
 import json
 import socket
+import socketserver
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import structlog
 
 from handlers.errors import PermanentError, TransientError
+from hookd.http import DIRECT
 from hookd.oci import (
     AuthenticationFailed,
     Credentials,
@@ -24,6 +27,7 @@ from hookd.oci import (
     NoMatchingPlatform,
     NotFound,
     RedirectRefused,
+    RegistryClient,
     RegistrySettings,
     RegistryUnavailable,
     ResponseTooLarge,
@@ -43,7 +47,7 @@ from hookd.testing.registry import (
     sha256_digest,
 )
 
-from .conftest import ClientFactory, FakeClock, loopback_session
+from .conftest import ClientFactory, FakeClock
 
 AMD64 = image_config(
     "linux/amd64",
@@ -757,6 +761,88 @@ def test_final_error_is_the_origins_answer(
     assert origin.host in caught.value.args[0]
 
 
+# -- proxies and CA bundles from the environment ------------------------------------------------
+
+
+class _ForwardingProxy(socketserver.ThreadingTCPServer):
+    """An HTTP forward proxy: relays absolute-form requests to their origin (one request per
+    connection) and logs the request lines."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _ForwardingHandler)
+        self.log: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _ForwardingHandler(socketserver.StreamRequestHandler):
+    server: _ForwardingProxy
+
+    def handle(self) -> None:
+        line = self.rfile.readline().decode("latin-1").rstrip("\r\n")
+        headers = []
+        while (header := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
+            if not header.lower().startswith((b"proxy-connection:", b"connection:")):
+                headers.append(header)
+        self.server.log.append(line)
+        method, target, version = line.split(" ", 2)
+        parts = urlsplit(target)
+        with socket.create_connection((parts.hostname, parts.port or 80), timeout=10) as up:
+            path = parts.path + (f"?{parts.query}" if parts.query else "")
+            up.sendall(f"{method} {path} {version}\r\n".encode() + b"".join(headers)
+                       + b"Connection: close\r\n\r\n")
+            while data := up.recv(65536):
+                self.wfile.write(data)
+
+
+def test_proxies_come_from_the_environment(
+    fake: FakeRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.add_image("app", "v1", MULTI)
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    proxy = _ForwardingProxy()
+    thread = threading.Thread(target=proxy.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    settings = RegistrySettings(plain_http_registries=frozenset({fake.host}), tag_ttl=0,
+                                memory_cache_entries=0)
+    try:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)  # upper case, as operators often write it
+        with RegistryClient(settings) as client:
+            assert client.fetch_config(ref(fake, "app:v1")).config == AMD64
+        assert proxy.log and all(line.split()[1].startswith(fake.url) for line in proxy.log)
+        seen = len(proxy.log)
+        monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.0/8")
+        with RegistryClient(settings) as client:
+            assert client.fetch_config(ref(fake, "app:v1")).config == AMD64
+        with RegistryClient(settings, proxies=DIRECT) as client:  # what the tests use
+            monkeypatch.delenv("NO_PROXY")
+            assert client.fetch_config(ref(fake, "app:v1")).config == AMD64
+        assert len(proxy.log) == seen
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+@pytest.mark.requires_system("openssl")
+def test_ca_bundle_variables_of_requests_still_apply(
+    make_client: ClientFactory, tls_files: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeRegistry(tls=tls_files) as fake:
+        fake.add_image("app", "v1", MULTI)
+        for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            monkeypatch.setenv(name, tls_files[0])
+            assert make_client().fetch_config(ref(fake, "app:v1")).config == AMD64
+            monkeypatch.delenv(name)
+        with pytest.raises(TLSFailure):
+            make_client().fetch_config(ref(fake, "app:v1"))
+
+
 # -- cache -----------------------------------------------------------------------------------
 
 
@@ -821,12 +907,12 @@ def test_probe() -> None:
     with FakeRegistry() as open_registry, FakeRegistry(auth="bearer") as locked:
         for registry, expected in ((open_registry, "200"), (locked, "401")):
             settings = RegistrySettings(plain_http_registries=frozenset({registry.host}))
-            ok, message = probe(settings, registry.host, session_factory=loopback_session)
+            ok, message = probe(settings, registry.host, proxies=DIRECT)
             assert ok, message
             assert expected in message
     closed = f"127.0.0.1:{_closed_port()}"
     settings = RegistrySettings(plain_http_registries=frozenset({closed}))
-    ok, message = probe(settings, closed, session_factory=loopback_session)
+    ok, message = probe(settings, closed, proxies=DIRECT)
     assert not ok and closed in message
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotARegistry)
     thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
@@ -834,7 +920,7 @@ def test_probe() -> None:
     try:
         host = f"127.0.0.1:{server.server_address[1]}"
         settings = RegistrySettings(plain_http_registries=frozenset({host}))
-        ok, message = probe(settings, host, session_factory=loopback_session)
+        ok, message = probe(settings, host, proxies=DIRECT)
         assert not ok and "404" in message
     finally:
         server.shutdown()
