@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-# Keys the kernel accepts several times with different values; for those, a token counts as
-# present only if the exact token is there (console=ttyS0 next to console=tty1 is legitimate).
-_REPEATABLE = frozenset({"console"})
+# console= is the one key the kernel takes several times, but the last one becomes
+# /dev/console, where init writes (Documentation/admin-guide/serial-console.rst): appending
+# hookd's console after a person's would move their console. Like any key, a person's wins.
 # Flags that contradict each other: a person's choice wins, as for a key's value. The kernel
 # takes the last of ro/rw (init/do_mounts.c), so appending rw after a person's ro would
 # silently overrule it.
@@ -46,7 +46,7 @@ def present(tokens: Iterable[str], required: str) -> bool:
     if any(token in _CONFLICTS.get(required, ()) for token in tokens):
         return True
     key = _key(required)
-    if "=" not in required or key in _REPEATABLE:
+    if "=" not in required:
         return False
     # A person's value for the same key wins (e.g. panic=10 instead of panic=1).
     return any(_key(token) == key and "=" in token for token in tokens)

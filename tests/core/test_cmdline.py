@@ -13,8 +13,10 @@ def test_merge_respects_a_persons_value_for_the_same_key() -> None:
     assert cmdline.merge("panic=10", ["panic=1", "rw"]) == "panic=10 rw"
 
 
-def test_console_may_repeat() -> None:
-    assert cmdline.merge("console=tty1", ["console=ttyS0"]) == "console=tty1 console=ttyS0"
+def test_a_persons_console_is_not_moved() -> None:
+    # The last console= becomes /dev/console: appending hookd's would overrule the person.
+    assert cmdline.merge("console=tty1", ["rw", "console=tty0"]) == "console=tty1 rw"
+    assert cmdline.merge("console=ttyS0 rw", ["console=ttyS0"]) == "console=ttyS0 rw"
 
 
 def test_quoted_values_stay_one_token() -> None:
