@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
-# console= is the one key the kernel takes several times, but the last one becomes
-# /dev/console, where init writes (Documentation/admin-guide/serial-console.rst): appending
-# hookd's console after a person's would move their console. Like any key, a person's wins.
+# console= is the key the kernel takes several times: messages go to every console named, and
+# the last one becomes /dev/console, where init writes (Documentation/admin-guide/
+# serial-console.rst). A VT console (console=tty0) is added after a serial one: OpenNebula's
+# KVM driver gives a VM no serial port, so an export's console=ttyS0 alone leads nowhere. A
+# VT console a person named already wins over hookd's.
+_VT_CONSOLE = re.compile(r"console=tty[0-9]+")
 # Flags that contradict each other: a person's choice wins, as for a key's value. The kernel
 # takes the last of ro/rw (init/do_mounts.c), so appending rw after a person's ro would
 # silently overrule it.
@@ -17,6 +21,8 @@ def split(cmdline: str | None) -> list[str]:
     """Split on whitespace, keeping double-quoted values (``foo="a b"``) in one token."""
     if not cmdline:
         return []
+    if '"' not in cmdline:
+        return cmdline.split()
     tokens: list[str] = []
     current: list[str] = []
     quoted = False
@@ -46,7 +52,9 @@ def present(tokens: Iterable[str], required: str) -> bool:
     if any(token in _CONFLICTS.get(required, ()) for token in tokens):
         return True
     key = _key(required)
-    if "=" not in required:
+    if _VT_CONSOLE.fullmatch(required):
+        return any(_VT_CONSOLE.fullmatch(token) for token in tokens)
+    if "=" not in required or key == "console":
         return False
     # A person's value for the same key wins (e.g. panic=10 instead of panic=1).
     return any(_key(token) == key and "=" in token for token in tokens)

@@ -13,8 +13,12 @@ def test_merge_respects_a_persons_value_for_the_same_key() -> None:
     assert cmdline.merge("panic=10", ["panic=1", "rw"]) == "panic=10 rw"
 
 
-def test_a_persons_console_is_not_moved() -> None:
-    # The last console= becomes /dev/console: appending hookd's would overrule the person.
+def test_consoles() -> None:
+    # Several consoles are legitimate; a serial one does not stand in for a VT console (a
+    # KVM VM of OpenNebula has no serial port) ...
+    assert cmdline.merge("console=ttyS0", ["console=tty0"]) == "console=ttyS0 console=tty0"
+    assert cmdline.merge("console=tty1", ["console=ttyS0"]) == "console=tty1 console=ttyS0"
+    # ... but a VT console a person chose is not moved by hookd's.
     assert cmdline.merge("console=tty1", ["rw", "console=tty0"]) == "console=tty1 rw"
     assert cmdline.merge("console=ttyS0 rw", ["console=ttyS0"]) == "console=ttyS0 rw"
 

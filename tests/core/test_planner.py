@@ -43,7 +43,7 @@ def test_dockerhub_on_kvm_gets_kernel_root_cmdline_and_start_script() -> None:
     assert plan.status == "applied"
     got = attrs(after)
     assert got["OS"] == {
-        "KERNEL_CMD": "console=ttyS0 reboot=k panic=1 rw",
+        "KERNEL_CMD": "console=ttyS0 reboot=k panic=1 rw console=tty0",
         "KERNEL_DS": "$FILE[IMAGE_ID=0]",
         "ROOT": "vda",
     }
@@ -371,7 +371,7 @@ def test_values_with_quotes_and_newlines_survive() -> None:
     assert isinstance(got["CONTEXT"], dict)
     assert got["CONTEXT"]["MOTD"] == 'say "hi"\nline2\\'
     assert isinstance(got["OS"], dict)
-    assert got["OS"]["KERNEL_CMD"] == 'console=ttyS0 foo="a b" rw'
+    assert got["OS"]["KERNEL_CMD"] == 'console=ttyS0 foo="a b" rw console=tty0'
 
 
 def test_no_hosts_means_waiting_for_a_host() -> None:

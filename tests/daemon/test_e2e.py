@@ -44,7 +44,7 @@ def test_import_is_fixed_end_to_end(sim_process: SimFactory, hookd_factory: Hook
     wait_all_fixed(sim, exports, 30)
     kvm = template_attrs(sim.template_xml(exports[0].template_id))
     assert kvm["OS"]["ROOT"] == "vda"
-    assert kvm["OS"]["KERNEL_CMD"] == "console=ttyS0 reboot=k panic=1 rw"
+    assert kvm["OS"]["KERNEL_CMD"] == "console=ttyS0 reboot=k panic=1 rw console=tty0"
     script = base64.b64decode(kvm["CONTEXT"]["START_SCRIPT_BASE64"]).decode()
     assert "'/docker-entrypoint.sh'" in script and "'daemon off;'" in script
     assert kvm["CONTEXT"]["SET_HOSTNAME"] == "$NAME"  # the rest of CONTEXT is kept

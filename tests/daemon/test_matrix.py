@@ -131,7 +131,7 @@ def _expected(version: str, origin: str, cluster: str, kernels: dict[str, int],
     if cluster == "mixed":
         after["SCHED_REQUIREMENTS"] = 'HYPERVISOR="lxc"'
     if hv == "kvm":
-        after["OS"] = {"KERNEL_CMD": "console=ttyS0 reboot=k panic=1 rw",
+        after["OS"] = {"KERNEL_CMD": "console=ttyS0 reboot=k panic=1 rw console=tty0",
                        "KERNEL_DS": f"$FILE[IMAGE_ID={kernels['kernel-kvm']}]", "ROOT": "vda"}
     elif hv == "firecracker":
         after["OS"] = {"KERNEL_CMD": FC_CMD,
