@@ -420,6 +420,11 @@ class ImagePlanning:
         self.outcomes.append(outcome if keep_edit else replace(outcome, edit=None))
         return outcome
 
+    def reuse(self, outcome: TemplateOutcome) -> None:
+        """Take an outcome :func:`plan_template` gave for exactly these inputs before (it is
+        pure: the same inputs give the same outcome)."""
+        self.outcomes.append(outcome)
+
     def finish(self, concurrent: Mapping[int, str] | None = None) -> ImagePlan:
         return conclude(self.image, self.outcomes, self.world, self.classification,
                         concurrent)

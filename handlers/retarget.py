@@ -99,16 +99,15 @@ def retarget(image: ImageFacts, template: VmTemplateFacts, world: World, record:
     app = world.app
     if app is None or app.vm_template is None:
         return None
+    hosts = [h.vm_mad for h in world.hosts]
+    kvm = next((h for h in ("kvm", "qemu") if h in hosts), None)
+    if kvm is None or resolve(template_hypervisor=app.vm_template.get("HYPERVISOR"),
+                              requirements=app.vm_template.get("SCHED_REQUIREMENTS"),
+                              host_hypervisors=hosts, override=None, known=known).candidates:
+        return None  # no KVM host, or the app's template (the export) runs as it is
     original = before_hookd(template, record)
     if not is_export(original, app.vm_template, image):
         return None
-    hosts = [h.vm_mad for h in world.hosts]
-    as_exported = resolve(template_hypervisor=original.get("HYPERVISOR"),
-                          requirements=original.get("SCHED_REQUIREMENTS"),
-                          host_hypervisors=hosts, override=None, known=known)
-    kvm = next((h for h in ("kvm", "qemu") if h in hosts), None)
-    if as_exported.candidates or kvm is None:
-        return None  # it runs as exported, or there is no KVM host to run it instead
     wants: list[Want] = []
     was = original.get("HYPERVISOR")
     if was is not None:

@@ -8,18 +8,27 @@ template index and submits every container image whose templates are not as hook
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+from lxml import etree
 
 from handlers.classify import Classification
 from handlers.errors import TransientError
 from handlers.facts import TYPE_KERNEL, TYPE_RAMDISK, ImageFacts, VmTemplateFacts
 from handlers.model import OciFacts, PlannerSettings, World
-from handlers.plan import CONCURRENT_ATTR, IMAGE_STATUS_ATTRS, STATUS_ATTR, ImagePlan
+from handlers.plan import (
+    CONCURRENT_ATTR,
+    IMAGE_STATUS_ATTRS,
+    STATUS_ATTR,
+    ImagePlan,
+    TemplateOutcome,
+)
 from handlers.planner import ImagePlanning, plan_for, start, status_plan
 from hookd import documents
 from hookd.applier import Applier
@@ -70,8 +79,13 @@ class _LockTable:
                         self._locks[ident] = (lock, users - 1)
 
 
+_STATUS_NAMES = frozenset(IMAGE_STATUS_ATTRS)
+
+
 def _has_status(image: ImageFacts) -> bool:
-    return any(image.template.get(key) is not None for key in IMAGE_STATUS_ATTRS)
+    # One pass over the image's attributes: a sweep asks this of every image in the pool.
+    return any(attr.name in _STATUS_NAMES and isinstance(attr.value, str)
+               for attr in image.template)
 
 
 @dataclass
@@ -146,6 +160,43 @@ class _SweepWorlds:
         return world
 
 
+@dataclass(frozen=True, slots=True)
+class _SweptPlan:
+    fingerprint: bytes
+    outcome: TemplateOutcome  # without its edit
+    needs_edit: bool
+
+
+def _digest(*values: object) -> bytes:
+    """A digest of values' reprs (complete for the planner's inputs: frozen dataclasses of
+    strings, numbers, tuples and dicts)."""
+    digest = hashlib.blake2b(digest_size=20)
+    for value in values:
+        digest.update(repr(value).encode("utf-8", "surrogatepass") + b"\0")
+    return digest.digest()
+
+
+class _SweepMemo:
+    """One sweep's plans, and the digest of each image's inputs, computed once per image
+    (the world's once per World object: images share them)."""
+
+    def __init__(self) -> None:
+        self.plans: dict[tuple[int, int], _SweptPlan] = {}
+        self._images: dict[int, bytes] = {}
+        self._worlds: dict[int, tuple[World, bytes]] = {}
+
+    def inputs(self, planning: ImagePlanning, settings: PlannerSettings) -> bytes:
+        known = self._images.get(planning.image.id)
+        if known is None:
+            world = self._worlds.get(id(planning.world))
+            if world is None or world[0] is not planning.world:
+                world = (planning.world, _digest(planning.world, settings))
+                self._worlds[id(planning.world)] = world
+            known = _digest(planning.image) + world[1]
+            self._images[planning.image.id] = known
+        return known
+
+
 class Engine:
     def __init__(
         self,
@@ -165,6 +216,8 @@ class Engine:
         self.settings = settings
         self._oci = oci
         self._locks = _LockTable()
+        # (image, template) -> what the last sweep planned for them, and from what inputs.
+        self._sweep_plans: dict[tuple[int, int], _SweptPlan] = {}
 
     def reconfigure(self, settings: PlannerSettings, oci: OciResolver | None) -> None:
         self.settings = settings
@@ -300,6 +353,28 @@ class Engine:
         self._apply(status_plan(image, "waiting", reason), False, trigger)
 
     # -- sweeps ------------------------------------------------------------------------------
+    def _plan_in_sweep(self, planning: ImagePlanning, template: VmTemplateFacts, world: World,
+                       element: etree._Element, others: Mapping[int, ImageFacts],
+                       memo: _SweepMemo) -> bool:
+        """Plan one template of a sweep; True when it needs an edit. The planner is pure, so
+        a template whose inputs are exactly those of the previous sweep (the same template
+        document, image facts, world and settings) gets the same outcome back without being
+        planned again: a periodic sweep of an unchanged pool plans nothing."""
+        key = (planning.image.id, template.id)
+        fingerprint = hashlib.blake2b(etree.tostring(element), digest_size=20)
+        fingerprint.update(memo.inputs(planning, self.settings))
+        if others:
+            fingerprint.update(_digest(others))
+        known = self._sweep_plans.get(key)
+        if known is not None and known.fingerprint == fingerprint.digest():
+            planning.reuse(known.outcome)
+            memo.plans[key] = known
+            return known.needs_edit
+        outcome = planning.add(template, world=world, keep_edit=False)
+        memo.plans[key] = _SweptPlan(fingerprint.digest(), replace(outcome, edit=None),
+                                     outcome.edit is not None)
+        return outcome.edit is not None
+
     def sweep(self, submit: Callable[[int, Why], None], *, dry_run: bool = False,
               why: Why = SWEEP) -> SweepStats:
         """Walk both pools, rebuild the index, submit images that need work.
@@ -344,6 +419,7 @@ class Engine:
             self.world.refresh_kernels()
 
         needs_work: set[int] = set()
+        memo = _SweepMemo()
         resolved: dict[int, bool] = {}  # image -> its world is complete (False: retry later)
         self.index.begin_sweep()
         for element in self.client.iter_template_elements():
@@ -378,9 +454,10 @@ class Engine:
                     world = with_template(world, {**world.disk_images, **others}, world.oci)
                 # Only the fact that this image needs work is kept: its reconcile re-reads
                 # the template and rebuilds the edit right before writing.
-                if planning.add(template, world=world, keep_edit=False).edit is not None:
+                if self._plan_in_sweep(planning, template, world, element, others, memo):
                     needs_work.add(image_id)
         stats.forgotten_templates = len(self.index.end_sweep())
+        self._sweep_plans = memo.plans
 
         for image_id, planning in candidates.items():
             if resolved.get(image_id) is False:
