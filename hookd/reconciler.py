@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from handlers.errors import HookdError, PermanentError, TransientError
+from handlers.errors import HookdError, TransientError
 from hookd.engine import Engine
 from hookd.logs import get_logger
 from hookd.triggers import Cause, Why
@@ -273,10 +273,7 @@ class Reconciler:
                 self._give_up(job, f"gave up after {job.attempt + 1} attempts: {exc.reason}")
             else:
                 self._retry(job, exc)
-        except PermanentError as exc:
-            self._on_failure("permanent")
-            self._give_up(job, exc.reason)
-        except HookdError as exc:  # pragma: no cover - HookdError is always one of the two
+        except HookdError as exc:  # PermanentError, the other kind
             self._on_failure("permanent")
             self._give_up(job, exc.reason)
         except Exception as exc:  # a bug must not kill the worker: record and go on
