@@ -11,6 +11,7 @@ which is why every (re)connection triggers a sweep.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -27,7 +28,8 @@ RECEIVE_HWM = 100_000  # messages libzmq queues before it drops
 
 
 class EventStream:
-    """Owns the SUB socket and its monitor; driven by :meth:`poll` from the main loop."""
+    """Owns the SUB socket and its monitor; :meth:`open` connects, :meth:`poll` (from the main
+    loop) reads."""
 
     def __init__(
         self,
@@ -46,16 +48,11 @@ class EventStream:
         self._on_malformed = on_malformed
         self._on_event = on_event
         self._on_state = on_state
-        self._context = zmq.Context()
-        self._sub: zmq.Socket[bytes] | None = None
-        self._monitor: zmq.Socket[bytes] | None = None
-        self._poller = zmq.Poller()
         self.connected = False
         self.connections = 0
         self._retried = False  # a connection attempt failed (oned's endpoint is not up)
-
-    def open(self) -> None:
-        s = self.settings
+        s = settings
+        self._context = zmq.Context()
         sub: zmq.Socket[bytes] = self._context.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
@@ -69,34 +66,30 @@ class EventStream:
         sub.setsockopt(zmq.MAXMSGSIZE, s.max_message_bytes * 4 + 4096)
         for prefix in SUBSCRIPTIONS:
             sub.setsockopt(zmq.SUBSCRIBE, prefix)
-        monitor = sub.get_monitor_socket(
+        self._sub = sub
+        self._monitor = sub.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
             | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
             | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
-        sub.connect(self.endpoint)
-        self._sub, self._monitor = sub, monitor
-        self._poller.register(sub, zmq.POLLIN)
-        self._poller.register(monitor, zmq.POLLIN)
+        self._poller = zmq.Poller()
+        self._poller.register(self._sub, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
+
+    def open(self) -> None:
+        self._sub.connect(self.endpoint)
         log.info("events.subscribing", endpoint=self.endpoint,
                  filters=[p.decode() for p in SUBSCRIPTIONS])
 
     def close(self) -> None:
-        if self._sub is not None:
-            try:
-                self._sub.disable_monitor()
-            except zmq.ZMQError:
-                pass
-            for sock in (self._monitor, self._sub):
-                if sock is not None:
-                    self._poller.unregister(sock)
-                    sock.close(0)
-            self._sub = self._monitor = None
+        with contextlib.suppress(zmq.ZMQError):
+            self._sub.disable_monitor()
+        for sock in (self._monitor, self._sub):
+            self._poller.unregister(sock)
+            sock.close(0)
         self._context.term()
 
     def poll(self, timeout: float, budget: int = 5000) -> int:
         """Wait up to ``timeout`` seconds, then drain what arrived. Returns messages read."""
-        if self._sub is None or self._monitor is None:
-            raise RuntimeError("EventStream.poll() before open()")
         events = dict(self._poller.poll(int(timeout * 1000)))
         handled = 0
         if self._monitor in events:
@@ -136,8 +129,6 @@ class EventStream:
         self._on_trigger(trigger)
 
     def _drain_monitor(self) -> None:
-        if self._monitor is None:
-            return
         while True:
             try:
                 message = recv_monitor_message(self._monitor, zmq.NOBLOCK)
