@@ -112,7 +112,7 @@ class Daemon:
     def run(self) -> int:
         self._configure_logging()
         install_excepthooks()
-        self.notifier = Notifier.from_env()
+        self.notifier = Notifier()
         interval = self.notifier.watchdog_interval()
         self.pinger = WatchdogPinger(self.notifier, interval) if interval else None
         try:

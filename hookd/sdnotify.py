@@ -42,31 +42,22 @@ def _positive_int(value: str | None) -> int | None:
 
 
 class Notifier:
-    """Sends notifications to systemd; ``address`` is ``$NOTIFY_SOCKET``'s value or None."""
+    """Sends notifications to systemd, as ``$NOTIFY_SOCKET``, ``$WATCHDOG_USEC`` and
+    ``$WATCHDOG_PID`` in ``environ`` (default: the process's environment) say."""
 
-    def __init__(self, address: str | None, *, watchdog_usec: int | None = None,
-                 watchdog_pid: int | None = None, timeout: float = 2.0) -> None:
-        if address is not None and address.startswith("@") and len(address) > 1:
-            address = "\0" + address[1:]
-        elif address is not None and not address.startswith("/"):
-            # Relative paths are invalid; vsock: forms (systemd >= 253, VMs) are not used on a
-            # front-end. Both mean "not under systemd" rather than a guess.
-            address = None
-        self.address = address
-        self.last_error: OSError | None = None
-        self._watchdog_usec = watchdog_usec
-        self._watchdog_pid = watchdog_pid
-        # Bounds a send when systemd's socket buffer is full: a busy PID 1 must not block the
-        # main loop for long.
-        self._timeout = timeout
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Notifier:
-        """From ``$NOTIFY_SOCKET``, ``$WATCHDOG_USEC`` and ``$WATCHDOG_PID``."""
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
-        return cls(env.get("NOTIFY_SOCKET") or None,
-                   watchdog_usec=_positive_int(env.get("WATCHDOG_USEC")),
-                   watchdog_pid=_positive_int(env.get("WATCHDOG_PID")))
+        value = env.get("NOTIFY_SOCKET", "")
+        self.address: str | None = value
+        if value.startswith("@") and len(value) > 1:
+            self.address = "\0" + value[1:]
+        elif not value.startswith("/"):
+            # Unset, empty or relative (invalid); vsock: forms (systemd >= 253, VMs) are not
+            # used on a front-end. All mean "not under systemd" rather than a guess.
+            self.address = None
+        self.last_error: OSError | None = None
+        self._watchdog_usec = _positive_int(env.get("WATCHDOG_USEC"))
+        self._watchdog_pid = _positive_int(env.get("WATCHDOG_PID"))
 
     def watchdog_interval(self) -> float | None:
         """Seconds between ``WATCHDOG=1`` pings: half of ``$WATCHDOG_USEC``, as
@@ -103,7 +94,8 @@ class Notifier:
         payload = "\n".join(assignments).encode(errors="replace")
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-                sock.settimeout(self._timeout)
+                # A busy PID 1 (its socket buffer full) must not block the main loop for long.
+                sock.settimeout(2.0)
                 sock.sendto(payload, self.address)
         except OSError as exc:
             self.last_error = exc

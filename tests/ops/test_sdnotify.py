@@ -19,7 +19,7 @@ from tests.ops.conftest import NotifySocket
 
 
 def test_ready_status_reloading_stopping_reach_the_socket(notify_socket: NotifySocket) -> None:
-    notifier = Notifier.from_env()
+    notifier = Notifier()
     assert notifier.address is not None
 
     assert notifier.ready("active: 3 container images")
@@ -41,13 +41,13 @@ def test_ready_status_reloading_stopping_reach_the_socket(notify_socket: NotifyS
     assert notify_socket.receive() == b"STOPPING=1\nSTATUS=draining 2 reconciles"
 
     # The constructor takes the variable's spelling too ("/path" or "@name").
-    direct = Notifier(notify_socket.env_value)
+    direct = Notifier({"NOTIFY_SOCKET": notify_socket.env_value})
     assert direct.ready()
     assert notify_socket.receive() == b"READY=1"
 
 
 def test_status_is_one_clean_line(notify_socket: NotifySocket) -> None:
-    notifier = Notifier.from_env()
+    notifier = Notifier()
     # A newline must not smuggle a second assignment (READY=1) into the datagram.
     assert notifier.status("waiting for oned\nREADY=1\r\n\tat \x1b[31mhttp://x\x00\x7f\u0085 é")
     assert notify_socket.receive() == "STATUS=waiting for oned READY=1 at [31mhttp://x é".encode()
@@ -62,7 +62,7 @@ def test_status_is_cut_at_a_character_boundary() -> None:
 
 
 def test_unset_notify_socket_is_a_silent_no_op(no_systemd_env: None) -> None:
-    notifier = Notifier.from_env()
+    notifier = Notifier()
     assert notifier.address is None
     assert notifier.ready("x") is False
     assert notifier.status("x") is False
@@ -75,13 +75,13 @@ def test_unset_notify_socket_is_a_silent_no_op(no_systemd_env: None) -> None:
 
 @pytest.mark.parametrize("value", ["", "relative/notify.sock", "@", "vsock:2:1234"])
 def test_unusable_notify_socket_values_disable_notifications(value: str) -> None:
-    notifier = Notifier.from_env({"NOTIFY_SOCKET": value})
+    notifier = Notifier({"NOTIFY_SOCKET": value})
     assert notifier.address is None
     assert notifier.ready() is False
 
 
 def test_send_failure_returns_false_and_keeps_the_error(tmp_path: Path) -> None:
-    notifier = Notifier.from_env({"NOTIFY_SOCKET": str(tmp_path / "absent.sock")})
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "absent.sock")})
     assert notifier.address is not None
     assert notifier.ready("x") is False  # never raises
     assert isinstance(last_error(notifier), FileNotFoundError)
@@ -98,7 +98,7 @@ def last_error(notifier: Notifier) -> OSError | None:
 
 
 def test_a_peer_that_went_away_is_reported_not_raised(notify_socket: NotifySocket) -> None:
-    notifier = Notifier.from_env()
+    notifier = Notifier()
     assert notifier.status("one")
     notify_socket.receive()
     notify_socket.sock.close()
@@ -133,7 +133,7 @@ def test_watchdog_interval_is_half_the_timeout_for_our_pid(
         env["WATCHDOG_PID"] = str(os.getpid())
     elif pid == "other":
         env["WATCHDOG_PID"] = str(os.getppid())
-    assert Notifier.from_env(env).watchdog_interval() == expected
+    assert Notifier(env).watchdog_interval() == expected
 
 
 def test_watchdog_pid_of_another_process_sends_no_pings(
@@ -141,7 +141,7 @@ def test_watchdog_pid_of_another_process_sends_no_pings(
 ) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", "100000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getppid()))
-    assert Notifier.from_env().watchdog_interval() is None
+    assert Notifier().watchdog_interval() is None
     assert notify_socket.nothing_within(0.1)
 
 
@@ -153,14 +153,14 @@ def test_a_forked_child_inherits_an_environment_that_does_not_ping(
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     code = (
         "from hookd.sdnotify import Notifier\n"
-        "print(Notifier.from_env().watchdog_interval())\n"
+        "print(Notifier().watchdog_interval())\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.split() == ["None"]
     assert notify_socket.nothing_within(0.05)
     # ...while in this (the main) process the same environment enables it.
-    assert Notifier.from_env().watchdog_interval() == 0.05
+    assert Notifier().watchdog_interval() == 0.05
 
 
 # -- the pinger ------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ class FakeClock:
 
 def test_pinger_cadence_with_a_fake_clock(notify_socket: NotifySocket) -> None:
     clock = FakeClock()
-    pinger = WatchdogPinger(Notifier.from_env(), 15.0, clock=clock)
+    pinger = WatchdogPinger(Notifier(), 15.0, clock=clock)
     sent = []
     for _ in range(61):  # one minute, a main-loop turn per second
         if pinger.maybe_ping():
@@ -189,7 +189,7 @@ def test_pinger_cadence_with_a_fake_clock(notify_socket: NotifySocket) -> None:
 
 def test_pinger_retries_after_a_failed_send(tmp_path: Path) -> None:
     clock = FakeClock()
-    notifier = Notifier(str(tmp_path / "not-yet.sock"))
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "not-yet.sock")})
     pinger = WatchdogPinger(notifier, 10.0, clock=clock)
     assert pinger.maybe_ping() is False
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
@@ -204,7 +204,7 @@ def test_main_loop_pings_at_the_expected_cadence_and_a_stalled_loop_stops_them(
     """A real loop on a real clock: WatchdogSec=0.2 s -> a ping every 0.1 s; a stall -> none."""
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
-    notifier = Notifier.from_env()
+    notifier = Notifier()
     interval = notifier.watchdog_interval()
     assert interval is not None and interval == pytest.approx(0.1)
     pinger = WatchdogPinger(notifier, interval)
