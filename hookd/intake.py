@@ -160,18 +160,16 @@ def _parameter(text: str, direction: str, position: int) -> int | None:
         root = None
     if root is not None:
         # Direct children only: a template inside a VALUE may contain look-alike elements.
-        found = [p for p in root.findall("CALL_INFO/PARAMETERS/PARAMETER")
-                 if p.findtext("TYPE") == direction and p.findtext("POSITION") == str(position)]
-        if not found:
-            return None
-        value = (found[0 if direction == "IN" else -1].findtext("VALUE") or "").strip()
-        return int(value) if re.fullmatch(r"-?\d{1,10}", value) else None
-    matches = [m for m in _PARAM.finditer(text)
-               if m.group(2) == direction and int(m.group(1)) == position]
-    if not matches:
+        values = [(p.findtext("VALUE") or "").strip()
+                  for p in root.findall("CALL_INFO/PARAMETERS/PARAMETER")
+                  if p.findtext("TYPE") == direction and p.findtext("POSITION") == str(position)]
+    else:
+        values = [m.group(3) for m in _PARAM.finditer(text)
+                  if m.group(2) == direction and int(m.group(1)) == position]
+    if not values:
         return None
-    chosen = matches[0] if direction == "IN" else matches[-1]
-    return int(chosen.group(3))
+    value = values[0 if direction == "IN" else -1]
+    return int(value) if re.fullmatch(r"-?\d{1,10}", value) else None
 
 
 # -- echo suppression ------------------------------------------------------------------------
@@ -218,8 +216,7 @@ class EchoFilter:
     The applier registers the exact template text it sent; oned writes IN parameters
     verbatim into the API event body, so finding that text (with the object id) in the body
     identifies our own call. A person's update cannot match unless it sent byte-identical
-    content, and then ignoring it changes nothing. Only a fingerprint of each payload is
-    kept (length, first bytes, BLAKE2b digest), so memory does not grow with payload size.
+    content, and then ignoring it changes nothing.
 
     **Concurrent changes.** oned has no compare-and-swap: a person's update that oned runs
     between hookd's ``one.template.info`` and hookd's ``one.template.update`` of the same
