@@ -58,15 +58,11 @@ def _is_loopback(host: str, port: int) -> bool:
     if host in ("", "*"):
         return False
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        return False
-    addresses = {str(info[4][0]) for info in infos}
-    try:
+        addresses = {str(info[4][0])
+                     for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
         return bool(addresses) and all(
-            ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addresses
-        )
-    except ValueError:
+            ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addresses)
+    except (socket.gaierror, ValueError):
         return False
 
 
@@ -249,14 +245,12 @@ class HookdMetrics:
                           registry=r)
 
         # Series that exist from the start, so rate() and absent() work before the first event.
-        for kind in self.EVENT_KINDS:
-            self.events_received.labels(kind=kind)
-        for trigger in self.TRIGGERS:
-            self.reconciles.labels(trigger=trigger)
-        for reason in self.FAILURE_REASONS:
-            self.failures.labels(reason=reason)
-        for hypervisor in self.HYPERVISORS:
-            self.fixes.labels(hypervisor=hypervisor)
+        for metric, values in ((self.events_received, self.EVENT_KINDS),
+                               (self.reconciles, self.TRIGGERS),
+                               (self.failures, self.FAILURE_REASONS),
+                               (self.fixes, self.HYPERVISORS)):
+            for value in values:
+                metric.labels(value)
         self._malformed_label = _Bounded()
         self._failure_label = _Bounded(self.FAILURE_REASONS)
         self._hypervisor_label = _Bounded(self.HYPERVISORS)
