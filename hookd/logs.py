@@ -263,8 +263,7 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
         if self._as_json:
             text: str | None = getattr(record, "_hookd_json", None)
             if text is None:
-                text = super().format(record)
-                record._hookd_json = text
+                text = record._hookd_json = super().format(record)
         else:
             text = super().format(record)
         if self._journal:
