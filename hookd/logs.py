@@ -1,21 +1,15 @@
 """hookd's logging pipeline: structlog and the standard library, one redactor.
 
-Every line, hookd's structlog events and the stdlib records of its libraries alike, goes
-through the root logger's handlers: the stream (JSON lines, or the console format on a TTY;
-journald's ``<N>`` priority first when ``$JOURNAL_STREAM`` is that stream) and, optionally, a
-logrotate-safe JSON-lines file. Each handler's ``ProcessorFormatter`` gives foreign records
-the same pre-chain (context, level, logger, timestamp, extras), turns exceptions into text or
-dicts, **redacts**, and renders; JSON is rendered once per record, however many handlers
-write it. Redaction runs last, after the traceback became text, so a registered secret is
-masked wherever it shows up: values, nested containers, keys, messages, tracebacks.
+Every line, hookd's structlog events and its libraries' stdlib records alike, goes through the
+root logger's handlers: the stream (JSON lines, or the console format on a TTY; journald's
+``<N>`` priority first when ``$JOURNAL_STREAM`` is that stream) and optionally a logrotate-safe
+JSON-lines file. Each handler's ``ProcessorFormatter`` turns exceptions into text or dicts,
+**redacts** (last, so a registered secret is masked in tracebacks too) and renders; JSON is
+rendered once per record, however many handlers write it.
 
-Loggers are not cached (``cache_logger_on_first_use=False``): modules bind
-``log = get_logger(__name__)`` at import, before :func:`configure_logging` runs, and a SIGHUP
-may change the level; a cached logger keeps the level filter it saw first, and
-``structlog.testing`` helpers would miss it. Measured: ~9 µs more per emitted line, ~4 µs per
-filtered-out debug call, irrelevant next to one XML-RPC call. Handlers whose target did not
-change are kept across reconfigurations (only the formatter is swapped), so a SIGHUP does not
-reopen files under running threads.
+Loggers are not cached: modules bind ``log = get_logger(__name__)`` at import, before
+:func:`configure_logging` runs, and a SIGHUP may change the level, which a cached logger would
+not see. Measured: ~9 µs more per emitted line, irrelevant next to one XML-RPC call.
 """
 
 from __future__ import annotations
@@ -380,6 +374,8 @@ def configure_logging(
     file_problem: str | None = None
     with _CONFIG_LOCK:
         previous = dict(_OURS)
+        # Handlers whose target did not change are kept: a SIGHUP must not reopen files under
+        # running threads; only the formatter is swapped.
         stream_handler = previous.get("stream")
         if not (isinstance(stream_handler, _StreamHandler) and stream_handler.stream is target):
             stream_handler = _StreamHandler(target)
@@ -428,10 +424,7 @@ def configure_logging(
 
 
 def reset_logging() -> None:
-    """Undo :func:`configure_logging`: close our handlers, restore structlog's defaults.
-
-    Registered secrets are kept (see :func:`clear_secrets`).
-    """
+    """Undo :func:`configure_logging` (registered secrets are kept: :func:`clear_secrets`)."""
     with _CONFIG_LOCK:
         root = logging.getLogger()
         for handler in _OURS.values():
@@ -451,11 +444,8 @@ def get_logger(name: str) -> FilteringBoundLogger:
 
 
 def install_excepthooks() -> None:
-    """Send uncaught exceptions (main thread and other threads) through the pipeline.
-
-    Without this, Python prints such tracebacks raw to stderr — unredacted and not JSON.
-    Meant for the daemon's start-up; test runners install hooks of their own.
-    """
+    """Send uncaught exceptions of every thread through the pipeline: Python would print
+    them to stderr raw, unredacted and not JSON."""
     log = get_logger("hookd.crash")
 
     def main_hook(
