@@ -284,9 +284,8 @@ class Daemon:
             self.reconciler.pause()
         if not leader:
             self._set_status(status)
-            if not self._ready_sent:
-                # Healthy, but waiting (for oned or leadership): tell systemd we are up.
-                self._ready(status)
+            # Healthy, but waiting (for oned or leadership): tell systemd we are up.
+            self._ready(status)
 
     def _run_sweep(self, reason: str) -> None:
         started = time.monotonic()
@@ -301,7 +300,6 @@ class Daemon:
             self.request_sweep(reason)
             return
         self.parts.metrics.set_sweep(time.monotonic() - started, time.time())
-        first = not self.first_sweep_done
         self.first_sweep_done = True
         if self.leader:
             self.reconciler.resume()
@@ -309,10 +307,10 @@ class Daemon:
                   f"{stats.templates} templates; last sweep {stats.duration:.1f} s "
                   f"({reason})")
         self._set_status(status)
-        if first:
-            self._ready(status)
+        self._ready(status)
 
     def _ready(self, status: str) -> None:
+        """READY=1 once: after the first sweep, or on waiting healthily for oned or leadership."""
         if not self._ready_sent:
             self._ready_sent = True
             self.notifier.ready(status)

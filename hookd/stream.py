@@ -137,11 +137,10 @@ class EventStream:
             event = message["event"]
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.connections += 1
-                was = self.connected
                 self.connected = True
                 self._on_state(True)
                 log.info("events.connected", endpoint=self.endpoint,
-                         reconnect=self.connections > 1 or was)
+                         reconnect=self.connections > 1)
                 self._on_connected()
             elif event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CLOSED):
                 if self.connected:
