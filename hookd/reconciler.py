@@ -214,10 +214,8 @@ class Reconciler:
         delay = self.backoff.delay(job.attempt, self._rng)
         due = self._clock() + delay
         with self._cond:
-            if self._stopping:
-                return
-            if job.key in self._rerun:
-                # A newer trigger arrived meanwhile: it runs right away instead.
+            # Stopping, or a newer trigger arrived meanwhile: that one runs right away instead.
+            if self._stopping or job.key in self._rerun:
                 return
             self._delayed[job.key] = job
             heapq.heappush(self._heap, (due, next(self._seq), job.key))
@@ -239,10 +237,7 @@ class Reconciler:
                           reason=exc.reason)
 
     def _work(self) -> None:
-        while True:
-            job = self._next()
-            if job is None:
-                return
+        while (job := self._next()) is not None:
             try:
                 self._run(job)
             finally:
