@@ -251,16 +251,12 @@ class EchoFilter:
                        if now - e.when < self._ttl]
             entries.append(sent)
             self._expected[(call, object_id)] = entries[-8:]
-            if len(self._expected) > 100_000:
-                self._prune(now)
+            if len(self._expected) > 100_000:  # keep only the objects with live entries
+                self._expected = {k: v for k, v in self._expected.items()
+                                  if any(now - e.when < self._ttl for e in v)}
             watch = self._watches.get(object_id) if call == _TEMPLATE_UPDATE else None
             if watch is not None:
                 watch.sent, watch.image_id, watch.rewritten = now, image_id, rewritten
-
-    def _prune(self, now: float) -> None:
-        for key in [k for k, v in self._expected.items()
-                    if all(now - e.when >= self._ttl for e in v)]:
-            del self._expected[key]
 
     # -- the read-to-write window --------------------------------------------------------
     def watch(self, template_ids: Iterable[int]) -> None:

@@ -182,12 +182,10 @@ class _Bounded:
     def __call__(self, value: str) -> str:
         text = _UNSAFE.sub("_", str(value).strip())[:64] or "unknown"
         with self._lock:
-            if text in self._seen:
-                return text
-            if len(self._seen) < self._limit:
-                self._seen.add(text)
-                return text
-        return "other"
+            if text not in self._seen and len(self._seen) >= self._limit:
+                return "other"
+            self._seen.add(text)
+        return text
 
 
 class HookdMetrics:
