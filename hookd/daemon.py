@@ -23,7 +23,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from handlers.errors import HookdError, PermanentError, TransientError
@@ -39,7 +38,7 @@ from hookd.metrics import HookdMetrics, MetricsServer
 from hookd.reconciler import Backoff, Reconciler
 from hookd.sdnotify import Notifier, WatchdogPinger
 from hookd.settings import oci_resolver, planner_settings
-from hookd.stream import EventStream, StreamSettings
+from hookd.stream import EventStream
 from hookd.triggers import Cause, Why
 from hookd.world import WorldCache
 
@@ -71,11 +70,9 @@ def build(config: Config, *, session: str | None = None,
     if ":" in session:
         register_secret(session.split(":", 1)[1])
     one = config.one
-    options = ClientOptions(connect_timeout=one.connect_timeout,
-                            read_timeout=one.timeout,
+    options = ClientOptions(connect_timeout=one.connect_timeout, read_timeout=one.timeout,
                             tls_verify=one.tls_verify, page_size=one.page_size)
-    client = OneClient(config.xmlrpc, session, options,
-                       observer=metrics.observe_call)
+    client = OneClient(config.xmlrpc, session, options, observer=metrics.observe_call)
     world = WorldCache(client, kernels=config.kernels.refs(), initrds=config.initrds.refs(),
                        owner=config.kernels.owner)
     index = TemplateIndex()
@@ -100,16 +97,8 @@ class Daemon:
         self._lock = threading.Lock()
         self.leader: bool | None = None
         self.first_sweep_done = False
-        self.last_sweep: float = 0.0
         self.status_text = "starting"
         self._ready_sent = False
-
-    # -- signals ---------------------------------------------------------------------------
-    def _on_term(self, signum: int, frame: FrameType | None) -> None:
-        self._stop.set()
-
-    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
-        self._reload.set()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -123,30 +112,20 @@ class Daemon:
     def run(self) -> int:
         self._configure_logging()
         install_excepthooks()
-        self.notifier = Notifier.from_env()
+        self.notifier = Notifier()
         interval = self.notifier.watchdog_interval()
         self.pinger = WatchdogPinger(self.notifier, interval) if interval else None
         try:
             self.parts = build(self.config, session=self._session)
             metrics_server = self._start_metrics()
         except HookdError as exc:
-            # Exit 2: the unit's RestartPreventExitStatus=2 keeps systemd from restarting
-            # into the same error.
             log.error("hookd.config_error", reason=exc.reason)
-            return 2
+            return 2  # see run()
         warn_if_exposed(self.config.auth_file)
         c = self.parts
         c.metrics.set_info(__version__)
-        events = self.config.events
         self.stream = EventStream(
-            StreamSettings(
-                endpoint=self.config.zmq,
-                heartbeat_interval=events.heartbeat_interval,
-                heartbeat_timeout=events.heartbeat_timeout,
-                reconnect_initial=events.reconnect_initial,
-                reconnect_max=events.reconnect_max,
-                max_message_bytes=events.max_message_bytes,
-            ),
+            self.config.zmq, self.config.events,
             on_trigger=self._on_trigger,
             on_connected=lambda: self.request_sweep("event stream connected"),
             on_malformed=c.metrics.observe_malformed,
@@ -157,15 +136,14 @@ class Daemon:
         self.reconciler = Reconciler(
             c.engine,
             workers=rec.workers,
-            backoff=Backoff(rec.backoff_initial, rec.backoff_max,
-                            rec.attempts),
+            backoff=Backoff(rec.backoff_initial, rec.backoff_max, rec.attempts),
             on_reconcile=c.metrics.observe_reconcile,
             on_failure=c.metrics.observe_failure,
         )
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._on_term)
-            signal.signal(signal.SIGINT, self._on_term)
-            signal.signal(signal.SIGHUP, self._on_hup)
+            signal.signal(signal.SIGTERM, lambda _signum, _frame: self._stop.set())
+            signal.signal(signal.SIGINT, lambda _signum, _frame: self._stop.set())
+            signal.signal(signal.SIGHUP, lambda _signum, _frame: self._reload.set())
         log.info("hookd.starting", version=__version__, config=self.config.where,
                  xmlrpc=self.config.xmlrpc, xmlrpc_from=self.config.xmlrpc_origin,
                  zmq=self.config.zmq, zmq_from=self.config.zmq_origin,
@@ -203,15 +181,14 @@ class Daemon:
         if not listen:
             return None
         host, _, port = str(listen).rpartition(":")
-        host = host.strip("[]")
         try:
-            server = MetricsServer(self.parts.metrics.registry, host=host or "127.0.0.1",
-                                   port=int(port))
+            server = MetricsServer(self.parts.metrics.registry,
+                                   host=host.strip("[]") or "127.0.0.1", port=int(port))
             server.start()
         except (OSError, ValueError) as exc:
             raise ConfigError(f"metrics.listen {listen} in {self.config.where}: "
                               f"{getattr(exc, 'strerror', None) or exc}") from None
-        log.info("metrics.listening", url=f"http://{host or '127.0.0.1'}:{server.port}/metrics")
+        log.info("metrics.listening", url=server.url)
         return server
 
     def _main_loop(self, supervisor: threading.Thread) -> None:
@@ -307,9 +284,8 @@ class Daemon:
             self.reconciler.pause()
         if not leader:
             self._set_status(status)
-            if not self._ready_sent:
-                # Healthy, but waiting (for oned or leadership): tell systemd we are up.
-                self._ready(status)
+            # Healthy, but waiting (for oned or leadership): tell systemd we are up.
+            self._ready(status)
 
     def _run_sweep(self, reason: str) -> None:
         started = time.monotonic()
@@ -323,9 +299,7 @@ class Daemon:
             self._stop.wait(2.0)
             self.request_sweep(reason)
             return
-        self.last_sweep = time.time()
-        self.parts.metrics.set_sweep(time.monotonic() - started, self.last_sweep)
-        first = not self.first_sweep_done
+        self.parts.metrics.set_sweep(time.monotonic() - started, time.time())
         self.first_sweep_done = True
         if self.leader:
             self.reconciler.resume()
@@ -333,10 +307,10 @@ class Daemon:
                   f"{stats.templates} templates; last sweep {stats.duration:.1f} s "
                   f"({reason})")
         self._set_status(status)
-        if first:
-            self._ready(status)
+        self._ready(status)
 
     def _ready(self, status: str) -> None:
+        """READY=1 once: after the first sweep, or on waiting healthily for oned or leadership."""
         if not self._ready_sent:
             self._ready_sent = True
             self.notifier.ready(status)
@@ -361,7 +335,7 @@ class Daemon:
             log.error("hookd.reload_failed", reason=exc.reason,
                       hint="the previous configuration stays in force")
             self.notifier.status(f"reload failed, previous configuration kept: {exc.reason}")
-            self._ready_after_reload()
+            self.notifier.ready(self.status_text)
             return
         if (new.xmlrpc, new.zmq, new.auth_file) != (self.config.xmlrpc, self.config.zmq,
                                                     self.config.auth_file):
@@ -378,7 +352,7 @@ class Daemon:
         requeued = self.reconciler.requeue_waiting(Why(Cause.RELOAD, "configuration"))
         self.request_sweep("configuration reloaded")
         log.info("hookd.reloaded", config=new.where, waiting_images_requeued=requeued)
-        self._ready_after_reload()
+        self.notifier.ready(self.status_text)
 
     def _record_concurrent(self, deadline: float) -> None:
         """Before exiting: the echoes of hookd's last updates close their windows, and an
@@ -395,9 +369,6 @@ class Daemon:
             except HookdError as exc:
                 log.warning("hookd.concurrent_not_recorded", image_id=image_id,
                             reason=exc.reason)
-
-    def _ready_after_reload(self) -> None:
-        self.notifier.ready(self.status_text)
 
     def _shutdown(self, metrics_server: MetricsServer | None) -> None:
         self.notifier.stopping()

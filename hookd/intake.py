@@ -34,7 +34,6 @@ from hookd.xmlsafe import UnsafeXml, parse
 
 TriggerKind = Literal["image", "template", "template_deleted", "image_deleted", "world"]
 
-READY_PREFIX = b"EVENT STATE IMAGE/READY/"
 _READY_KEY = re.compile(rb"^EVENT STATE IMAGE/READY//(\d{1,10}) $")
 _API_KEY = re.compile(rb"^EVENT API (one(?:\.[a-z_]{1,40}){2,3}) ([01])$")
 _PARAM = re.compile(
@@ -61,12 +60,9 @@ API_CALLS: dict[str, tuple[TriggerKind, tuple[str, int]]] = {
 }
 
 
-def subscriptions() -> list[bytes]:
-    """ZMQ SUB filters (byte prefixes). Only successful API calls matter."""
-    return [READY_PREFIX] + [f"EVENT API {call} 1".encode() for call in API_CALLS]
-
-
-_SUBSCRIBED = tuple(subscriptions())
+#: ZMQ SUB filters (byte prefixes). Only successful API calls matter.
+SUBSCRIPTIONS = (b"EVENT STATE IMAGE/READY/",
+                 *(f"EVENT API {call} 1".encode() for call in API_CALLS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +71,6 @@ class Trigger:
     object_id: int
     why: Why
     raw: bytes = b""  # the decoded API body, for echo suppression
-    received: float = 0.0
 
 
 class Malformed(Exception):
@@ -87,25 +82,24 @@ class Malformed(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_key_bytes: int = 256
-    max_message_bytes: int = 4 * 1024 * 1024
+MAX_KEY_BYTES = 256
 
 
-def decode(frames: list[bytes], limits: Limits = Limits(), now: float = 0.0) -> Trigger | None:
-    """Turn one ZMQ multipart message into a trigger, None (not ours), or raise Malformed."""
+def decode(frames: list[bytes], max_bytes: int = 4 * 1024 * 1024) -> Trigger | None:
+    """Turn one ZMQ multipart message into a trigger, None (not ours), or raise Malformed.
+
+    ``max_bytes`` bounds the (base64) content, hence the decoded body too."""
     if len(frames) != 2:
         raise Malformed("frames", f"{len(frames)} frames instead of 2")
     key, content = frames
-    if len(key) > limits.max_key_bytes:
+    if len(key) > MAX_KEY_BYTES:
         raise Malformed("key_size", f"key of {len(key)} bytes")
-    if len(content) > limits.max_message_bytes:
+    if len(content) > max_bytes:
         raise Malformed("size", f"content of {len(content)} bytes")
     ready = _READY_KEY.match(key)
     api = None if ready else _API_KEY.match(key)
     if ready is None and api is None:
-        if any(key.startswith(prefix) for prefix in _SUBSCRIBED):
+        if key.startswith(SUBSCRIPTIONS):
             # It passed our subscription filter but is not shaped like oned's keys.
             raise Malformed("key", "key does not have oned's format")
         return None
@@ -114,18 +108,16 @@ def decode(frames: list[bytes], limits: Limits = Limits(), now: float = 0.0) -> 
     except (binascii.Error, ValueError):
         raise Malformed("base64", "content is not base64") from None
     if ready is not None:
-        return _state_trigger(int(ready.group(1)), body, limits, now)
-    if api is None:  # unreachable: one of the two patterns matched
+        return _state_trigger(int(ready.group(1)), body, max_bytes)
+    call = api.group(1).decode() if api is not None else ""
+    if api is None or api.group(2) != b"1" or call not in API_CALLS:
         return None
-    call = api.group(1).decode()
-    if api.group(2) != b"1" or call not in API_CALLS:
-        return None
-    return _api_trigger(call, body, limits, now)
+    return _api_trigger(call, body)
 
 
-def _state_trigger(image_id: int, body: bytes, limits: Limits, now: float) -> Trigger:
+def _state_trigger(image_id: int, body: bytes, max_bytes: int) -> Trigger:
     try:
-        root = parse(body, max_bytes=limits.max_message_bytes)
+        root = parse(body, max_bytes=max_bytes)
     except UnsafeXml as exc:
         raise Malformed("xml", exc.reason) from None
     if root.tag != "HOOK_MESSAGE":
@@ -139,13 +131,11 @@ def _state_trigger(image_id: int, body: bytes, limits: Limits, now: float) -> Tr
     # The body embeds the image as oned serialised it, but anyone who can bind the event
     # port can publish a READY event: the event only says which image to look at, and
     # everything hookd decides is read from oned over XML-RPC.
-    return Trigger("image", image_id, READY, received=now)
+    return Trigger("image", image_id, READY)
 
 
-def _api_trigger(call: str, body: bytes, limits: Limits, now: float) -> Trigger:
+def _api_trigger(call: str, body: bytes) -> Trigger:
     kind, (direction, position) = API_CALLS[call]
-    if len(body) > limits.max_message_bytes:
-        raise Malformed("size", f"body of {len(body)} bytes")
     if b"<!DOCTYPE" in body.upper() or b"<!ENTITY" in body.upper():
         raise Malformed("xml", "body declares a DOCTYPE or ENTITY")
     text = body.decode("utf-8", errors="replace")
@@ -154,7 +144,7 @@ def _api_trigger(call: str, body: bytes, limits: Limits, now: float) -> Trigger:
     value = _parameter(text, direction, position)
     if value is None:
         raise Malformed("id", f"no numeric {direction} parameter {position}")
-    return Trigger(kind, value, Why(Cause.EVENT, call, call), raw=body, received=now)
+    return Trigger(kind, value, Why(Cause.EVENT, call, call), raw=body)
 
 
 def _parameter(text: str, direction: str, position: int) -> int | None:
@@ -170,18 +160,16 @@ def _parameter(text: str, direction: str, position: int) -> int | None:
         root = None
     if root is not None:
         # Direct children only: a template inside a VALUE may contain look-alike elements.
-        found = [p for p in root.findall("CALL_INFO/PARAMETERS/PARAMETER")
-                 if p.findtext("TYPE") == direction and p.findtext("POSITION") == str(position)]
-        if not found:
-            return None
-        value = (found[0 if direction == "IN" else -1].findtext("VALUE") or "").strip()
-        return int(value) if re.fullmatch(r"-?\d{1,10}", value) else None
-    matches = [m for m in _PARAM.finditer(text)
-               if m.group(2) == direction and int(m.group(1)) == position]
-    if not matches:
+        values = [(p.findtext("VALUE") or "").strip()
+                  for p in root.findall("CALL_INFO/PARAMETERS/PARAMETER")
+                  if p.findtext("TYPE") == direction and p.findtext("POSITION") == str(position)]
+    else:
+        values = [m.group(3) for m in _PARAM.finditer(text)
+                  if m.group(2) == direction and int(m.group(1)) == position]
+    if not values:
         return None
-    chosen = matches[0] if direction == "IN" else matches[-1]
-    return int(chosen.group(3))
+    value = values[0 if direction == "IN" else -1]
+    return int(value) if re.fullmatch(r"-?\d{1,10}", value) else None
 
 
 # -- echo suppression ------------------------------------------------------------------------
@@ -228,8 +216,7 @@ class EchoFilter:
     The applier registers the exact template text it sent; oned writes IN parameters
     verbatim into the API event body, so finding that text (with the object id) in the body
     identifies our own call. A person's update cannot match unless it sent byte-identical
-    content, and then ignoring it changes nothing. Only a fingerprint of each payload is
-    kept (length, first bytes, BLAKE2b digest), so memory does not grow with payload size.
+    content, and then ignoring it changes nothing.
 
     **Concurrent changes.** oned has no compare-and-swap: a person's update that oned runs
     between hookd's ``one.template.info`` and hookd's ``one.template.update`` of the same
@@ -264,16 +251,12 @@ class EchoFilter:
                        if now - e.when < self._ttl]
             entries.append(sent)
             self._expected[(call, object_id)] = entries[-8:]
-            if len(self._expected) > 100_000:
-                self._prune(now)
+            if len(self._expected) > 100_000:  # keep only the objects with live entries
+                self._expected = {k: v for k, v in self._expected.items()
+                                  if any(now - e.when < self._ttl for e in v)}
             watch = self._watches.get(object_id) if call == _TEMPLATE_UPDATE else None
             if watch is not None:
                 watch.sent, watch.image_id, watch.rewritten = now, image_id, rewritten
-
-    def _prune(self, now: float) -> None:
-        for key in [k for k, v in self._expected.items()
-                    if all(now - e.when >= self._ttl for e in v)]:
-            del self._expected[key]
 
     # -- the read-to-write window --------------------------------------------------------
     def watch(self, template_ids: Iterable[int]) -> None:

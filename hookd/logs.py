@@ -1,39 +1,15 @@
 """hookd's logging pipeline: structlog and the standard library, one redactor.
 
-Every log line — hookd's own structlog events and the stdlib records of pyone, requests,
-urllib3, zmq, … — takes the same path::
+Every line, hookd's structlog events and its libraries' stdlib records alike, goes through the
+root logger's handlers: the stream (JSON lines, or the console format on a TTY; journald's
+``<N>`` priority first when ``$JOURNAL_STREAM`` is that stream) and optionally a logrotate-safe
+JSON-lines file. Each handler's ``ProcessorFormatter`` turns exceptions into text or dicts,
+**redacts** (last, so a registered secret is masked in tracebacks too) and renders; JSON is
+rendered once per record, however many handlers write it.
 
-    structlog logger ─┐                                   ┌─ stream handler (stdout/journal)
-      contextvars, level, logger, timestamp, stack         │    JSON lines, or console on a TTY
-      ProcessorFormatter.wrap_for_formatter ──> stdlib ────┤    (+ <N> priority when journald)
-    stdlib logger ────┘  root logger                      └─ file handler (optional, JSON lines)
-                                                              WatchedFileHandler: logrotate-safe
-    each handler's ProcessorFormatter:
-      foreign records get the same pre-chain (contextvars, level, logger, timestamp, extras),
-      then: exception -> text/dicts, **redaction**, key order, render (JSON: once per record)
-
-Redaction runs last before rendering, after the traceback became text (or dicts), so a
-registered secret is masked wherever it shows up: values, nested dicts/lists, dict keys,
-stdlib messages (formatted with their args), exception messages and traceback frames.
-
-Design choices:
-
-* **No logger caching** (``cache_logger_on_first_use=False``). hookd's modules bind
-  ``log = get_logger(__name__)`` at import time, before :func:`configure_logging` runs, and the
-  daemon calls :func:`configure_logging` again on SIGHUP (the level may change) as do tests.
-  A cached logger keeps the wrapper class (hence the level filter) and processors it saw on
-  first use, so a reload to ``debug`` would silently not apply and ``structlog.testing``
-  helpers would miss cached loggers. Without the cache every call resolves the current
-  configuration: measured ~9 µs more per emitted line (~50 µs in all, redaction and JSON
-  included) and ~4 µs per filtered-out debug call — irrelevant next to one XML-RPC call.
-  A hot loop may still ``bind()`` a local logger (0.1 µs per filtered call) if it must; that
-  logger keeps the configuration in force when it was bound.
-* **Through the stdlib** rather than structlog writing directly: one set of handlers serves
-  both worlds, the file handler is shared, and the handler locks keep lines whole across
-  threads.
-* The handlers are reused across reconfigurations when their target does not change (only
-  the formatter is swapped, atomically), so a SIGHUP does not reopen files under running
-  threads.
+Loggers are not cached: modules bind ``log = get_logger(__name__)`` at import, before
+:func:`configure_logging` runs, and a SIGHUP may change the level, which a cached logger would
+not see. Measured: ~9 µs more per emitted line, irrelevant next to one XML-RPC call.
 """
 
 from __future__ import annotations
@@ -55,19 +31,6 @@ from urllib.parse import quote
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
-__all__ = [
-    "MASK",
-    "clear_secrets",
-    "configure_logging",
-    "get_logger",
-    "install_excepthooks",
-    "is_journal_stream",
-    "redact",
-    "redact_text",
-    "register_secret",
-    "reset_logging",
-]
-
 #: What a secret is replaced with.
 MASK = "****"
 
@@ -83,9 +46,7 @@ _PRIORITY = {
 _FIRST_KEYS = ("timestamp", "level", "logger", "event")
 
 
-# =============================================================================================
-# Redaction
-# =============================================================================================
+# -- redaction --------------------------------------------------------------------------------
 
 # Keys whose values are credentials, compared after lower-casing and "-" -> "_".
 _SECRET_KEYS = frozenset({
@@ -141,32 +102,9 @@ _TEXT_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 _MAX_DEPTH = 12
 
 
-class _Secrets:
-    """The registered secrets and their compiled matcher (swapped atomically)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._values: set[str] = set()
-        self.pattern: re.Pattern[str] | None = None
-
-    def add(self, value: str) -> None:
-        variants = {value, repr(value)[1:-1], quote(value, safe=""), quote(value, safe=":/@")}
-        variants.discard("")
-        with self._lock:
-            if variants <= self._values:
-                return
-            self._values |= variants
-            # Longest first: "abc123" must win over its prefix "abc".
-            ordered = sorted(self._values, key=len, reverse=True)
-            self.pattern = re.compile("|".join(re.escape(v) for v in ordered))
-
-    def clear(self) -> None:
-        with self._lock:
-            self._values.clear()
-            self.pattern = None
-
-
-_SECRETS = _Secrets()
+_secrets_lock = threading.Lock()
+_secrets: set[str] = set()
+_secret_pattern: re.Pattern[str] | None = None
 
 
 def register_secret(value: str) -> None:
@@ -174,36 +112,41 @@ def register_secret(value: str) -> None:
 
     For the oned password (the part after ``user:`` of the session), registry passwords and
     tokens. Also masks the value's ``repr``-escaped and URL-encoded forms. Every occurrence
-    is masked, also inside longer words: a common-word password masks that word everywhere
-    (safety first). Empty and blank strings are ignored. Secrets stay registered for the
-    life of the process (a reload does not forget them); tests may call
-    :func:`clear_secrets`.
+    is masked, also inside longer words (safety first). Blank strings are ignored. Secrets
+    stay registered for the life of the process: a reload does not forget them.
     """
+    global _secret_pattern
     if not isinstance(value, str):
         raise TypeError(f"register_secret() takes a str, not {type(value).__name__}")
-    if value.strip():
-        _SECRETS.add(value)
+    if not value.strip():
+        return
+    variants = {value, repr(value)[1:-1], quote(value, safe=""), quote(value, safe=":/@")}
+    with _secrets_lock:
+        if variants <= _secrets:
+            return
+        _secrets.update(variants)
+        # Longest first: "abc123" must win over its prefix "abc".
+        ordered = sorted(_secrets, key=len, reverse=True)
+        _secret_pattern = re.compile("|".join(re.escape(v) for v in ordered))
 
 
 def clear_secrets() -> None:
     """Forget every registered secret (for tests; a running daemon never needs this)."""
-    _SECRETS.clear()
+    global _secret_pattern
+    with _secrets_lock:
+        _secrets.clear()
+        _secret_pattern = None
 
 
-def _scrub_text(text: str) -> str:
-    pattern = _SECRETS.pattern
+def redact_text(text: str) -> str:
+    """``text`` with registered secrets and credential-looking parts masked."""
+    pattern = _secret_pattern
     if pattern is not None:
         text = pattern.sub(MASK, text)
     if _HINT.search(text.lower()) is not None:
         for regex, replacement in _TEXT_PATTERNS:
             text = regex.sub(replacement, text)
     return text
-
-
-def redact_text(text: str) -> str:
-    """``text`` with registered secrets and credential-looking parts masked (as in the log),
-    for what hookd prints outside the log (``hookd check``)."""
-    return _scrub_text(text)
 
 
 def _mask_value(kind: int, value: Any) -> Any:
@@ -218,26 +161,20 @@ def _mask_value(kind: int, value: Any) -> Any:
 
 
 def _scrub(value: Any, depth: int) -> Any:
-    kind = type(value)
-    if kind is str:
-        return _scrub_text(value)
-    if value is None or kind is int or kind is bool:
+    if isinstance(value, str):  # str subclasses (enum.StrEnum, ...) kept when nothing is masked
+        text = redact_text(value)
+        return value if text == value else text
+    if value is None or isinstance(value, int):  # bool and int enums too
         return value
-    if kind is float:
+    if isinstance(value, float):
         # NaN/Infinity are not JSON: render them as strings so every line stays valid JSON.
         return value if math.isfinite(value) else str(value)
     if depth >= _MAX_DEPTH:
-        return _scrub_text(repr(value))
+        return redact_text(repr(value))
     if isinstance(value, dict):
         return _scrub_mapping(value, depth + 1)
-    if kind is list or kind is tuple:
-        return kind(_scrub(item, depth + 1) for item in value)
-    if isinstance(value, str):  # str subclasses (enum.StrEnum, …)
-        text = str(value)
-        scrubbed = _scrub_text(text)
-        return value if scrubbed == text else scrubbed
-    if isinstance(value, int | float):
-        return value
+    if type(value) in (list, tuple):
+        return type(value)(_scrub(item, depth + 1) for item in value)
     # Anything else is rendered with __structlog__() or repr() by the renderers: check that
     # text, and only replace the object when something had to be masked.
     render = getattr(value, "__structlog__", None)
@@ -247,49 +184,35 @@ def _scrub(value: Any, depth: int) -> Any:
         return f"<unrepresentable {type(value).__name__}>"
     if not isinstance(text, str):
         return _scrub(text, depth + 1)
-    scrubbed = _scrub_text(text)
+    scrubbed = redact_text(text)
     return value if scrubbed == text else scrubbed
 
 
 def _scrub_mapping(mapping: Mapping[Any, Any], depth: int) -> dict[Any, Any]:
     out: dict[Any, Any] = {}
     for key, value in mapping.items():
-        if isinstance(key, str):
-            kind = _key_kind(key)
-            if kind != _PLAIN:
-                out[key] = _mask_value(kind, value)
-                continue
-            if _SECRETS.pattern is not None:
-                out[_scrub_text(key)] = _scrub(value, depth)
-                continue
-        out[key] = _scrub(value, depth)
+        kind = _key_kind(key) if isinstance(key, str) else _PLAIN
+        if kind != _PLAIN:
+            out[key] = _mask_value(kind, value)
+        elif isinstance(key, str) and _secret_pattern is not None:
+            out[redact_text(key)] = _scrub(value, depth)
+        else:
+            out[key] = _scrub(value, depth)
     return out
 
 
-def redact(event_dict: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``event_dict`` with registered secrets and credential-looking values masked.
-
-    Nested containers are rebuilt, never modified: the caller's objects are left alone.
-    """
+def redact(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+    """The processor: a copy of ``event_dict`` with registered secrets and credential-looking
+    values masked. Containers are rebuilt, never modified: the caller's objects stay alone."""
     return _scrub_mapping(event_dict, 0)
 
 
-def _redact_processor(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
-    return _scrub_mapping(event_dict, 0)
-
-
-# =============================================================================================
-# Processors
-# =============================================================================================
+# -- processors -------------------------------------------------------------------------------
 
 
 def _order_keys(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
     """timestamp, level, logger, event first: JSON lines read well in ``journalctl -o cat``."""
-    ordered = {key: event_dict[key] for key in _FIRST_KEYS if key in event_dict}
-    for key, value in event_dict.items():
-        if key not in ordered:
-            ordered[key] = value
-    return ordered
+    return {**{key: event_dict[key] for key in _FIRST_KEYS if key in event_dict}, **event_dict}
 
 
 _SHARED: tuple[Processor, ...] = (
@@ -317,10 +240,10 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
     def __init__(self, *, as_json: bool, colors: bool = False, journal: bool = False) -> None:
         tail: list[Processor]
         if as_json:
-            tail = [_dict_tracebacks, _redact_processor, _order_keys,
+            tail = [_dict_tracebacks, redact, _order_keys,
                     structlog.processors.JSONRenderer()]
         else:
-            tail = [structlog.processors.format_exc_info, _redact_processor,
+            tail = [structlog.processors.format_exc_info, redact,
                     structlog.dev.ConsoleRenderer(
                         colors=colors, exception_formatter=structlog.dev.plain_traceback)]
         super().__init__(
@@ -334,8 +257,7 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
         if self._as_json:
             text: str | None = getattr(record, "_hookd_json", None)
             if text is None:
-                text = super().format(record)
-                record._hookd_json = text
+                text = record._hookd_json = super().format(record)
         else:
             text = super().format(record)
         if self._journal:
@@ -343,53 +265,47 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
         return text
 
 
-# =============================================================================================
-# Handlers
-# =============================================================================================
+# -- handlers ---------------------------------------------------------------------------------
 
 
-def _report_handler_error(handler: logging.Handler, record: logging.LogRecord) -> None:
-    """Like :meth:`logging.Handler.handleError`, without printing the raw (secret) message."""
-    if not logging.raiseExceptions or sys.stderr is None:
-        return
-    exc = sys.exc_info()[1]
-    try:
-        message = _scrub_text(repr(record.msg))[:500]
-        sys.stderr.write(
-            f"hookd: logging error in {type(handler).__name__} for logger {record.name!r}: "
-            f"{type(exc).__name__}: {_scrub_text(str(exc))}; message: {message}\n"
-        )
-    except Exception:  # noqa: BLE001, S110 - stderr itself is gone; nothing left to tell
-        pass
+class _QuietErrors(logging.Handler):
+    """Reports a failed record like :meth:`logging.Handler.handleError`, without printing the
+    raw (secret) message."""
 
-
-class _StreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def handleError(self, record: logging.LogRecord) -> None:
-        _report_handler_error(self, record)
+        if not logging.raiseExceptions or sys.stderr is None:
+            return
+        exc = sys.exc_info()[1]
+        try:
+            sys.stderr.write(
+                f"hookd: logging error in {type(self).__name__} for logger {record.name!r}: "
+                f"{type(exc).__name__}: {redact_text(str(exc))}; "
+                f"message: {redact_text(repr(record.msg))[:500]}\n"
+            )
+        except Exception:  # noqa: BLE001, S110 - stderr itself is gone; nothing left to tell
+            pass
 
 
-class _FileHandler(WatchedFileHandler):
+class _StreamHandler(_QuietErrors, logging.StreamHandler):  # type: ignore[type-arg]
+    pass
+
+
+class _FileHandler(_QuietErrors, WatchedFileHandler):
     """JSON-lines file that follows logrotate: reopened when the path's inode changes.
 
     After :meth:`close` (a reconfiguration replaced it) a late record from a thread that was
     already on its way is dropped instead of reopening the file and leaking the descriptor.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.hookd_closed = False
-        super().__init__(path, encoding="utf-8")
+    hookd_closed = False
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self.hookd_closed:
-            return
-        super().emit(record)
+        if not self.hookd_closed:
+            super().emit(record)
 
     def close(self) -> None:
         self.hookd_closed = True
         super().close()
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        _report_handler_error(self, record)
 
 
 def _stream_is_tty(stream: TextIO) -> bool:
@@ -399,13 +315,13 @@ def _stream_is_tty(stream: TextIO) -> bool:
         return False
 
 
-def is_journal_stream(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+def is_journal_stream(stream: TextIO) -> bool:
     """True when ``stream`` is connected to journald: ``$JOURNAL_STREAM`` is its ``dev:inode``.
 
     systemd.exec(5): a service whose stdout/stderr is the journal gets ``JOURNAL_STREAM``;
     comparing it with the stream's own fd tells a redirected stream (a pipe, a file) apart.
     """
-    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    value = os.environ.get("JOURNAL_STREAM", "")
     device, _, inode = value.partition(":")
     if not device.isdigit() or not inode.isdigit():
         return False
@@ -416,32 +332,10 @@ def is_journal_stream(stream: TextIO, environ: Mapping[str, str] | None = None) 
     return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
 
 
-def _use_colors(stream: TextIO) -> bool:
-    """https://no-color.org: a non-empty ``NO_COLOR`` wins; ``FORCE_COLOR`` forces."""
-    if os.environ.get("NO_COLOR"):
-        return False
-    if os.environ.get("FORCE_COLOR"):
-        return True
-    return _stream_is_tty(stream)
-
-
-# =============================================================================================
-# Configuration
-# =============================================================================================
+# -- configuration ----------------------------------------------------------------------------
 
 _CONFIG_LOCK = threading.Lock()
 _OURS: dict[str, logging.Handler] = {}  # "stream" / "file" -> the handler we installed
-
-
-def _parse_level(level: str | int) -> int:
-    if isinstance(level, int) and not isinstance(level, bool):
-        return level
-    numeric = logging.getLevelNamesMapping().get(str(level).strip().upper())
-    if numeric is None:
-        raise ValueError(
-            f"unknown log level {level!r}: use one of debug, info, warning, error, critical"
-        )
-    return numeric
 
 
 def configure_logging(
@@ -454,30 +348,34 @@ def configure_logging(
 ) -> None:
     """Set up (or set up again) hookd's logging for the whole process.
 
-    ``stream``: where lines go (``None``: ``sys.stdout`` at call time — under systemd, the
-    journal). ``fmt``: ``"auto"`` renders JSON lines unless ``stream`` is a terminal, where a
-    readable (coloured unless ``NO_COLOR``) console format is used; ``"json"``/``"console"``
-    force one. When ``$JOURNAL_STREAM`` identifies ``stream``, lines start with journald's
-    ``<N>`` priority. ``file_path``: also append JSON lines to that file (logrotate-safe).
-    ``secrets``: passed to :func:`register_secret`.
+    ``stream`` defaults to ``sys.stdout`` at call time (under systemd, the journal). ``fmt``
+    ``"auto"`` renders JSON lines unless ``stream`` is a terminal, where the console format is
+    used (coloured unless ``NO_COLOR``). ``file_path``: also append JSON lines to that file.
 
     hookd owns the root logger: other handlers on it are removed, so no library output can
-    bypass the redaction. Safe to call again (SIGHUP, tests); an unusable ``file_path`` does
-    not stop the daemon — it is reported on ``stream`` and the file log is skipped.
+    bypass the redaction. An unusable ``file_path`` does not stop the daemon: it is reported
+    on ``stream`` and the file log is skipped.
     """
-    numeric = _parse_level(level)
+    numeric = logging.getLevelNamesMapping().get(str(level).strip().upper())
+    if numeric is None:
+        raise ValueError(
+            f"unknown log level {level!r}: use one of debug, info, warning, error, critical"
+        )
     if fmt not in ("auto", "json", "console"):
         raise ValueError(f"unknown log format {fmt!r}: use auto, json or console")
     for secret in secrets:
         register_secret(secret)
     target: TextIO = sys.stdout if stream is None else stream
-    as_json = fmt == "json" or (fmt == "auto" and not _stream_is_tty(target))
-    stream_formatter = _Formatter(
-        as_json=as_json, colors=_use_colors(target), journal=is_journal_stream(target)
-    )
+    tty = _stream_is_tty(target)
+    # https://no-color.org: a non-empty NO_COLOR wins; FORCE_COLOR forces.
+    colors = not os.environ.get("NO_COLOR") and (bool(os.environ.get("FORCE_COLOR")) or tty)
+    stream_formatter = _Formatter(as_json=fmt == "json" or (fmt == "auto" and not tty),
+                                  colors=colors, journal=is_journal_stream(target))
     file_problem: str | None = None
     with _CONFIG_LOCK:
         previous = dict(_OURS)
+        # Handlers whose target did not change are kept: a SIGHUP must not reopen files under
+        # running threads; only the formatter is swapped.
         stream_handler = previous.get("stream")
         if not (isinstance(stream_handler, _StreamHandler) and stream_handler.stream is target):
             stream_handler = _StreamHandler(target)
@@ -488,16 +386,14 @@ def configure_logging(
             old_file = previous.get("file")
             wanted = os.path.abspath(file_path)
             if isinstance(old_file, _FileHandler) and old_file.baseFilename == wanted:
-                file_handler: logging.Handler | None = old_file
+                handlers["file"] = old_file
             else:
                 try:
-                    file_handler = _FileHandler(Path(wanted))
+                    handlers["file"] = _FileHandler(wanted, encoding="utf-8")
                 except OSError as exc:
-                    file_handler = None
-                    file_problem = f"{exc.strerror or exc}"
-            if file_handler is not None:
-                file_handler.setFormatter(_Formatter(as_json=True))
-                handlers["file"] = file_handler
+                    file_problem = exc.strerror or str(exc)
+                else:
+                    handlers["file"].setFormatter(_Formatter(as_json=True))
 
         root = logging.getLogger()
         # One atomic list swap: a thread iterating the old list finishes with it.
@@ -520,7 +416,7 @@ def configure_logging(
         for name, handler in previous.items():
             if handlers.get(name) is not handler:
                 handler.close()
-    if file_path is not None and file_problem is not None:
+    if file_problem is not None:
         get_logger(__name__).error(
             "log.file_unavailable", path=str(file_path), reason=file_problem,
             hint="the file log is off until the path is writable and hookd is reloaded",
@@ -528,15 +424,11 @@ def configure_logging(
 
 
 def reset_logging() -> None:
-    """Undo :func:`configure_logging`: close our handlers, restore structlog's defaults.
-
-    Registered secrets are kept (see :func:`clear_secrets`).
-    """
+    """Undo :func:`configure_logging` (registered secrets are kept: :func:`clear_secrets`)."""
     with _CONFIG_LOCK:
         root = logging.getLogger()
         for handler in _OURS.values():
-            if handler in root.handlers:
-                root.removeHandler(handler)
+            root.removeHandler(handler)
             handler.close()
         _OURS.clear()
         root.setLevel(logging.WARNING)
@@ -548,17 +440,12 @@ def get_logger(name: str) -> FilteringBoundLogger:
     return cast(FilteringBoundLogger, structlog.get_logger(name))
 
 
-# =============================================================================================
-# Uncaught exceptions
-# =============================================================================================
+# -- uncaught exceptions ----------------------------------------------------------------------
 
 
 def install_excepthooks() -> None:
-    """Send uncaught exceptions (main thread and other threads) through the pipeline.
-
-    Without this, Python prints such tracebacks raw to stderr — unredacted and not JSON.
-    Meant for the daemon's start-up; test runners install hooks of their own.
-    """
+    """Send uncaught exceptions of every thread through the pipeline: Python would print
+    them to stderr raw, unredacted and not JSON."""
     log = get_logger("hookd.crash")
 
     def main_hook(

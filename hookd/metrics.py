@@ -1,8 +1,8 @@
 """hookd's Prometheus metrics, on ``prometheus_client``.
 
 * :class:`HookdMetrics` — the metric set the daemon exposes, in a
-  :class:`~prometheus_client.CollectorRegistry` of its own (no process-global state), with the
-  callbacks the daemon's components call.
+  :class:`~prometheus_client.CollectorRegistry` of its own, with the callbacks the daemon's
+  components call.
 * :class:`MetricsServer` — ``GET /metrics`` on a background thread, **loopback only** unless
   ``allow_non_loopback=True``: the endpoint has no authentication and reveals image and
   template activity, so exposing it is an explicit decision (put a reverse proxy with TLS
@@ -20,20 +20,27 @@ import re
 import socket
 import sys
 import threading
-from collections.abc import Iterable, Iterator
-from typing import Any, ClassVar
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import MetricsHandler, choose_encoder
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from hookd.logs import get_logger
 
-__all__ = ["XMLRPC_BUCKETS", "HookdMetrics", "MetricsBindError", "MetricsServer"]
-
 log = get_logger(__name__)
+
+# No ``*_created`` series beside counters and histograms: in the text format each is one more
+# gauge per series, and hookd's counters all start with the process.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 #: Buckets of ``hookd_xmlrpc_call_duration_seconds``: oned on loopback answers an info call in
 #: well under a millisecond to a few; a large pool page takes seconds; ``one.timeout`` (30 s by
@@ -51,15 +58,11 @@ def _is_loopback(host: str, port: int) -> bool:
     if host in ("", "*"):
         return False
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        return False
-    addresses = {str(info[4][0]) for info in infos}
-    try:
+        addresses = {str(info[4][0])
+                     for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
         return bool(addresses) and all(
-            ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addresses
-        )
-    except ValueError:
+            ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addresses)
+    except (socket.gaierror, ValueError):
         return False
 
 
@@ -74,42 +77,27 @@ class _Handler(MetricsHandler):
     sys_version = ""
 
     def do_GET(self) -> None:
-        if urlsplit(self.path).path == "/metrics":
-            super().do_GET()
-        else:
+        if urlsplit(self.path).path != "/metrics":
             self.send_error(404, "not found: metrics are at /metrics")
-
-    def do_HEAD(self) -> None:
-        if urlsplit(self.path).path == "/metrics":
+        elif self.command == "HEAD":
             self.send_response(200)
             self.send_header("Content-Type", choose_encoder(self.headers.get("Accept", ""))[1])
             self.end_headers()
         else:
-            self.send_error(404, "not found: metrics are at /metrics")
+            super().do_GET()
+
+    do_HEAD = do_GET
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # socketserver would print the traceback to stderr, past the log's redaction.
-        if isinstance(sys.exc_info()[1], ConnectionError):  # the scraper hung up
-            log.debug("metrics.client_gone", client=str(client_address[0]))
-        else:
-            log.error("metrics.request_failed", client=str(client_address[0]), exc_info=True)
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-class MetricsServer:
+class MetricsServer(http.server.ThreadingHTTPServer):
     """Serves ``registry`` at ``http://host:port/metrics`` from a background thread.
 
-    ``host`` must resolve to loopback addresses only, unless ``allow_non_loopback=True``
-    (a refused address raises :class:`MetricsBindError`, a ``ValueError``, at construction).
-    ``port=0`` picks a free port; read :attr:`port` after :meth:`start`.
+    ``host`` must resolve to loopback addresses only, unless ``allow_non_loopback=True`` (a
+    refused address raises :class:`MetricsBindError`, a ``ValueError``). The constructor
+    binds (``port=0`` picks a free port), :meth:`start` serves.
     """
+
+    daemon_threads = True
 
     def __init__(
         self,
@@ -130,37 +118,25 @@ class MetricsServer:
                 f"address (the endpoint has no authentication); listen on 127.0.0.1 or ::1, "
                 f"or allow it explicitly"
             )
-        self.registry = registry
-        self.host = host
-        self._requested_port = port
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> MetricsServer:
-        if self._server is not None:
-            raise RuntimeError("metrics server already started")
         try:
-            family, _, _, _, sockaddr = socket.getaddrinfo(
-                self.host or "0.0.0.0", self._requested_port,  # noqa: S104 - allowed above
+            self.address_family, _, _, _, sockaddr = socket.getaddrinfo(
+                host or "0.0.0.0", port,  # noqa: S104 - allowed above
                 type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
         except socket.gaierror as exc:
             raise MetricsBindError(
-                f"cannot resolve metrics listen address {self.host!r}: {exc}") from None
-        cls = _Server6 if family == socket.AF_INET6 else _Server
-        server = cls((str(sockaddr[0]), self._requested_port), _Handler.factory(self.registry))
-        thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2},
-            name="hookd-metrics", daemon=True,
-        )
-        thread.start()
-        self._server, self._thread = server, thread
+                f"cannot resolve metrics listen address {host!r}: {exc}") from None
+        super().__init__((str(sockaddr[0]), port), _Handler.factory(registry))
+        self.host = host
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="hookd-metrics", daemon=True)
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
         return self
 
     @property
     def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("metrics server not started")
-        return int(self._server.server_address[1])
+        return int(self.server_address[1])
 
     @property
     def url(self) -> str:
@@ -168,14 +144,10 @@ class MetricsServer:
         return f"http://{host}:{self.port}/metrics"
 
     def stop(self, timeout: float = 5.0) -> None:
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout)
+        if self._thread.is_alive():
+            self.shutdown()
+            self._thread.join(timeout)
+        self.server_close()
 
     def __enter__(self) -> MetricsServer:
         return self.start()
@@ -183,27 +155,15 @@ class MetricsServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver would print the traceback to stderr, past the log's redaction.
+        if isinstance(sys.exc_info()[1], ConnectionError):  # the scraper hung up
+            log.debug("metrics.client_gone", client=str(client_address[0]))
+        else:
+            log.error("metrics.request_failed", client=str(client_address[0]), exc_info=True)
+
 
 # -- hookd's metric set ------------------------------------------------------------------------
-class _WithoutCreated:
-    """A collector of ``metrics`` without the ``*_created`` samples prometheus_client adds to
-    counters and histograms: in the text format each is one more gauge series per series,
-    and hookd's counters all start with the process."""
-
-    def __init__(self, metrics: Iterable[MetricWrapperBase]) -> None:
-        self._metrics = tuple(metrics)
-
-    def describe(self) -> list[Metric]:
-        return [family for metric in self._metrics for family in metric.describe()]
-
-    def collect(self) -> Iterator[Metric]:
-        for metric in self._metrics:
-            for family in metric.collect():  # fresh objects on every collect
-                created = family.name + "_created"
-                family.samples = [s for s in family.samples if s.name != created]
-                yield family
-
-
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_.:/-]+")
 
 
@@ -222,12 +182,10 @@ class _Bounded:
     def __call__(self, value: str) -> str:
         text = _UNSAFE.sub("_", str(value).strip())[:64] or "unknown"
         with self._lock:
-            if text in self._seen:
-                return text
-            if len(self._seen) < self._limit:
-                self._seen.add(text)
-                return text
-        return "other"
+            if text not in self._seen and len(self._seen) >= self._limit:
+                return "other"
+            self._seen.add(text)
+        return text
 
 
 class HookdMetrics:
@@ -237,75 +195,60 @@ class HookdMetrics:
     TRIGGERS = ("event", "sweep", "retry", "reload", "cli", "other")
     FAILURE_REASONS = ("transient", "permanent", "internal")
     HYPERVISORS = ("kvm", "firecracker", "lxc", "vcenter")
-    # Reconcile reasons whose first word is not the trigger name.
-    _TRIGGER_ALIASES: ClassVar[dict[str, str]] = {
-        "configuration": "reload", "reloaded": "reload", "periodic": "sweep",
-        "start-up": "sweep", "startup": "sweep", "template": "event", "image": "event",
-        "ready": "event",
-    }
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry = registry if registry is not None else CollectorRegistry()
         self.events_received = Counter(
             "hookd_events_received_total",
             "Messages received from oned's event stream, by kind (state: image READY, "
-            "api: API call hooks, other).", ("kind",), registry=None)
+            "api: API call hooks, other).", ("kind",), registry=r)
         self.malformed_messages = Counter(
             "hookd_malformed_messages_total",
-            "Event-stream messages dropped as malformed, by reason.", ("reason",), registry=None)
+            "Event-stream messages dropped as malformed, by reason.", ("reason",), registry=r)
         self.reconciles = Counter(
             "hookd_reconciles_total",
             "Reconciles started, by trigger (event, sweep, retry, reload, cli).", ("trigger",),
-            registry=None)
+            registry=r)
         self.fixes = Counter(
             "hookd_fixes_total", "VM templates fixed, by hypervisor.", ("hypervisor",),
-            registry=None)
+            registry=r)
         self.failures = Counter(
             "hookd_failures_total",
             "Failed reconciles, by reason (transient: retried; permanent; internal: a bug).",
-            ("reason",), registry=None)
+            ("reason",), registry=r)
         self.queue_depth = Gauge(
             "hookd_queue_depth", "Reconcile jobs waiting for a worker (including retries).",
-            registry=None)
-        self.in_flight = Gauge("hookd_in_flight", "Reconciles running now.", registry=None)
+            registry=r)
+        self.in_flight = Gauge("hookd_in_flight", "Reconciles running now.", registry=r)
         self.last_sweep_duration = Gauge(
-            "hookd_last_sweep_duration_seconds", "Duration of the last full sweep.",
-            registry=None)
+            "hookd_last_sweep_duration_seconds", "Duration of the last full sweep.", registry=r)
         self.last_sweep_timestamp = Gauge(
             "hookd_last_sweep_timestamp_seconds",
-            "Unix time of the end of the last full sweep (0: none yet).", registry=None)
+            "Unix time of the end of the last full sweep (0: none yet).", registry=r)
         self.zmq_connected = Gauge(
             "hookd_zmq_connected", "1 while the ZeroMQ event stream of oned is connected.",
-            registry=None)
+            registry=r)
         self.raft_leader = Gauge(
             "hookd_raft_leader",
             "1 while this front-end may act (Raft leader, or HA off); 0 on a follower.",
-            registry=None)
+            registry=r)
         self.xmlrpc_calls = Counter(
             "hookd_xmlrpc_calls_total", "XML-RPC calls made to oned, by method.", ("method",),
-            registry=None)
+            registry=r)
         self.xmlrpc_call_duration = Histogram(
             "hookd_xmlrpc_call_duration_seconds",
             "Duration of the XML-RPC calls made to oned (failed ones included), by method.",
-            ("method",), buckets=XMLRPC_BUCKETS, registry=None)
+            ("method",), buckets=XMLRPC_BUCKETS, registry=r)
         self.info = Gauge("hookd_info", "hookd's version (value is always 1).", ("version",),
-                          registry=None)
-        self.registry.register(_WithoutCreated([
-            self.events_received, self.malformed_messages, self.reconciles, self.fixes,
-            self.failures, self.queue_depth, self.in_flight, self.last_sweep_duration,
-            self.last_sweep_timestamp, self.zmq_connected, self.raft_leader, self.xmlrpc_calls,
-            self.xmlrpc_call_duration, self.info,
-        ]))
+                          registry=r)
 
         # Series that exist from the start, so rate() and absent() work before the first event.
-        for kind in self.EVENT_KINDS:
-            self.events_received.labels(kind=kind)
-        for trigger in self.TRIGGERS:
-            self.reconciles.labels(trigger=trigger)
-        for reason in self.FAILURE_REASONS:
-            self.failures.labels(reason=reason)
-        for hypervisor in self.HYPERVISORS:
-            self.fixes.labels(hypervisor=hypervisor)
+        for metric, values in ((self.events_received, self.EVENT_KINDS),
+                               (self.reconciles, self.TRIGGERS),
+                               (self.failures, self.FAILURE_REASONS),
+                               (self.fixes, self.HYPERVISORS)):
+            for value in values:
+                metric.labels(value)
         self._malformed_label = _Bounded()
         self._failure_label = _Bounded(self.FAILURE_REASONS)
         self._hypervisor_label = _Bounded(self.HYPERVISORS)
@@ -319,10 +262,7 @@ class HookdMetrics:
         self.malformed_messages.labels(reason=self._malformed_label(reason)).inc()
 
     def observe_reconcile(self, trigger: str) -> None:
-        """One reconcile; ``trigger`` is a label or a raw reason (its first word is used)."""
-        word = str(trigger).strip().split(" ", 1)[0].lower()
-        word = "event" if word.startswith("one.") else self._TRIGGER_ALIASES.get(word, word)
-        self.reconciles.labels(trigger=word if word in self.TRIGGERS else "other").inc()
+        self.reconciles.labels(trigger=trigger if trigger in self.TRIGGERS else "other").inc()
 
     def observe_fix(self, hypervisor: str) -> None:
         self.fixes.labels(hypervisor=self._hypervisor_label(str(hypervisor).lower())).inc()
@@ -330,17 +270,13 @@ class HookdMetrics:
     def observe_failure(self, reason: str) -> None:
         self.failures.labels(reason=self._failure_label(reason)).inc()
 
-    def observe_call(self, method: str, duration: float | None = None, ok: bool = True) -> None:
-        """One XML-RPC call: the client's observer, ``(method, duration_seconds, ok)``.
-
-        Failed calls are timed too (a timeout is the slowest answer of all). ``ok`` is not a
-        label: it would double the histogram's series, and a failing call shows up as a
-        failed reconcile (``hookd_failures_total``).
-        """
+    def observe_call(self, method: str, duration: float, ok: bool) -> None:
+        """The XML-RPC client's observer. Failed calls are timed too (a timeout is the slowest
+        answer of all); ``ok`` is not a label: it would double the histogram's series, and a
+        failing call shows up as a failed reconcile (``hookd_failures_total``)."""
         label = self._method_label(method)
         self.xmlrpc_calls.labels(method=label).inc()
-        if duration is not None:
-            self.xmlrpc_call_duration.labels(method=label).observe(max(0.0, float(duration)))
+        self.xmlrpc_call_duration.labels(method=label).observe(duration)
 
     def set_queue(self, depth: int, in_flight: int) -> None:
         self.queue_depth.set(depth)

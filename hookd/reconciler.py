@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from handlers.errors import HookdError, PermanentError, TransientError
+from handlers.errors import HookdError, TransientError
 from hookd.engine import Engine
 from hookd.logs import get_logger
 from hookd.triggers import Cause, Why
@@ -214,10 +214,8 @@ class Reconciler:
         delay = self.backoff.delay(job.attempt, self._rng)
         due = self._clock() + delay
         with self._cond:
-            if self._stopping:
-                return
-            if job.key in self._rerun:
-                # A newer trigger arrived meanwhile: it runs right away instead.
+            # Stopping, or a newer trigger arrived meanwhile: that one runs right away instead.
+            if self._stopping or job.key in self._rerun:
                 return
             self._delayed[job.key] = job
             heapq.heappush(self._heap, (due, next(self._seq), job.key))
@@ -239,10 +237,7 @@ class Reconciler:
                           reason=exc.reason)
 
     def _work(self) -> None:
-        while True:
-            job = self._next()
-            if job is None:
-                return
+        while (job := self._next()) is not None:
             try:
                 self._run(job)
             finally:
@@ -273,10 +268,7 @@ class Reconciler:
                 self._give_up(job, f"gave up after {job.attempt + 1} attempts: {exc.reason}")
             else:
                 self._retry(job, exc)
-        except PermanentError as exc:
-            self._on_failure("permanent")
-            self._give_up(job, exc.reason)
-        except HookdError as exc:  # pragma: no cover - HookdError is always one of the two
+        except HookdError as exc:  # PermanentError, the other kind
             self._on_failure("permanent")
             self._give_up(job, exc.reason)
         except Exception as exc:  # a bug must not kill the worker: record and go on

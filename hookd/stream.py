@@ -11,63 +11,51 @@ which is why every (re)connection triggers a sweep.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from hookd.intake import Limits, Malformed, Trigger, decode, subscriptions
+from hookd.config import Events
+from hookd.intake import SUBSCRIPTIONS, Malformed, Trigger, decode
 from hookd.logs import get_logger
 
 log = get_logger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class StreamSettings:
-    endpoint: str
-    heartbeat_interval: float = 5.0
-    heartbeat_timeout: float = 15.0
-    reconnect_initial: float = 0.1
-    reconnect_max: float = 30.0
-    max_message_bytes: int = 4 * 1024 * 1024
-    receive_hwm: int = 100_000
+RECEIVE_HWM = 100_000  # messages libzmq queues before it drops
 
 
 class EventStream:
-    """Owns the SUB socket and its monitor; driven by :meth:`poll` from the main loop."""
+    """Owns the SUB socket and its monitor; :meth:`open` connects, :meth:`poll` (from the main
+    loop) reads."""
 
     def __init__(
         self,
-        settings: StreamSettings,
+        endpoint: str,
+        settings: Events,
         on_trigger: Callable[[Trigger], None],
         on_connected: Callable[[], None],
         on_malformed: Callable[[str], None] = lambda reason: None,
         on_event: Callable[[str], None] = lambda kind: None,
         on_state: Callable[[bool], None] = lambda connected: None,
     ) -> None:
+        self.endpoint = endpoint
         self.settings = settings
         self._on_trigger = on_trigger
         self._on_connected = on_connected
         self._on_malformed = on_malformed
         self._on_event = on_event
         self._on_state = on_state
-        self._limits = Limits(max_message_bytes=settings.max_message_bytes)
-        self._context = zmq.Context()
-        self._sub: zmq.Socket[bytes] | None = None
-        self._monitor: zmq.Socket[bytes] | None = None
-        self._poller = zmq.Poller()
         self.connected = False
         self.connections = 0
-        self.malformed = 0
         self._retried = False  # a connection attempt failed (oned's endpoint is not up)
-
-    def open(self) -> None:
-        s = self.settings
+        s = settings
+        self._context = zmq.Context()
         sub: zmq.Socket[bytes] = self._context.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.RCVHWM, s.receive_hwm)
+        sub.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
         sub.setsockopt(zmq.RECONNECT_IVL, max(1, int(s.reconnect_initial * 1000)))
         sub.setsockopt(zmq.RECONNECT_IVL_MAX, max(1, int(s.reconnect_max * 1000)))
         sub.setsockopt(zmq.HEARTBEAT_IVL, int(s.heartbeat_interval * 1000))
@@ -76,36 +64,32 @@ class EventStream:
         # A hard ceiling well above the application limit: a peer sending more than this is
         # disconnected by libzmq before the message is buffered (memory stays flat).
         sub.setsockopt(zmq.MAXMSGSIZE, s.max_message_bytes * 4 + 4096)
-        for prefix in subscriptions():
+        for prefix in SUBSCRIPTIONS:
             sub.setsockopt(zmq.SUBSCRIBE, prefix)
-        monitor = sub.get_monitor_socket(
+        self._sub = sub
+        self._monitor = sub.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
             | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
             | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
-        sub.connect(s.endpoint)
-        self._sub, self._monitor = sub, monitor
-        self._poller.register(sub, zmq.POLLIN)
-        self._poller.register(monitor, zmq.POLLIN)
-        log.info("events.subscribing", endpoint=s.endpoint,
-                 filters=[p.decode() for p in subscriptions()])
+        self._poller = zmq.Poller()
+        self._poller.register(self._sub, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
+
+    def open(self) -> None:
+        self._sub.connect(self.endpoint)
+        log.info("events.subscribing", endpoint=self.endpoint,
+                 filters=[p.decode() for p in SUBSCRIPTIONS])
 
     def close(self) -> None:
-        if self._sub is not None:
-            try:
-                self._sub.disable_monitor()
-            except zmq.ZMQError:
-                pass
-            for sock in (self._monitor, self._sub):
-                if sock is not None:
-                    self._poller.unregister(sock)
-                    sock.close(0)
-            self._sub = self._monitor = None
+        with contextlib.suppress(zmq.ZMQError):
+            self._sub.disable_monitor()
+        for sock in (self._monitor, self._sub):
+            self._poller.unregister(sock)
+            sock.close(0)
         self._context.term()
 
     def poll(self, timeout: float, budget: int = 5000) -> int:
         """Wait up to ``timeout`` seconds, then drain what arrived. Returns messages read."""
-        if self._sub is None or self._monitor is None:
-            raise RuntimeError("EventStream.poll() before open()")
         events = dict(self._poller.poll(int(timeout * 1000)))
         handled = 0
         if self._monitor in events:
@@ -132,12 +116,11 @@ class EventStream:
 
     def _handle(self, frames: list[bytes]) -> None:
         try:
-            trigger = decode(frames, self._limits, time.monotonic())
+            trigger = decode(frames, self.settings.max_message_bytes)
         except Malformed as exc:
-            self.malformed += 1
             self._on_malformed(exc.reason)
             log.warning("events.malformed", reason=exc.reason, detail=exc.detail[:200],
-                        key=_printable(frames[0] if frames else b""))
+                        key=frames[0][:80].decode("ascii", errors="replace") if frames else "")
             return
         if trigger is None:
             self._on_event("other")
@@ -146,8 +129,6 @@ class EventStream:
         self._on_trigger(trigger)
 
     def _drain_monitor(self) -> None:
-        if self._monitor is None:
-            return
         while True:
             try:
                 message = recv_monitor_message(self._monitor, zmq.NOBLOCK)
@@ -156,15 +137,14 @@ class EventStream:
             event = message["event"]
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.connections += 1
-                was = self.connected
                 self.connected = True
                 self._on_state(True)
-                log.info("events.connected", endpoint=self.settings.endpoint,
-                         reconnect=self.connections > 1 or was)
+                log.info("events.connected", endpoint=self.endpoint,
+                         reconnect=self.connections > 1)
                 self._on_connected()
             elif event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CLOSED):
                 if self.connected:
-                    log.warning("events.disconnected", endpoint=self.settings.endpoint,
+                    log.warning("events.disconnected", endpoint=self.endpoint,
                                 hint="events published until reconnection are lost; a sweep "
                                      "follows the reconnection")
                 self.connected = False
@@ -173,8 +153,4 @@ class EventStream:
                 self._retried = True
             elif event in (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
                            zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
-                log.warning("events.handshake_failed", endpoint=self.settings.endpoint)
-
-
-def _printable(key: bytes) -> str:
-    return key[:80].decode("ascii", errors="replace")
+                log.warning("events.handshake_failed", endpoint=self.endpoint)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import base64
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hookd.intake import EchoFilter, Malformed, Trigger, decode, subscriptions
+from hookd.intake import SUBSCRIPTIONS, EchoFilter, Malformed, Trigger, decode
 from hookd.triggers import READY, Cause, Why
 from tests.shared_data import recorded_events
 
@@ -144,7 +143,7 @@ def test_arbitrary_frames_never_crash(frames: list[bytes]) -> None:
 
 
 def test_subscriptions_include_ready_and_template_calls() -> None:
-    subs = subscriptions()
+    subs = SUBSCRIPTIONS
     assert b"EVENT STATE IMAGE/READY/" in subs
     assert b"EVENT API one.template.update 1" in subs
     assert all(not s.endswith(b" ") for s in subs)
@@ -156,7 +155,7 @@ def test_echo_filter_recognises_our_own_update_once() -> None:
     payload = "<TEMPLATE><OS><ROOT>vda</ROOT></OS></TEMPLATE>"
     echo.expect("one.template.update", 5, payload)
     body = ("<HOOK_MESSAGE>...<VALUE>" + payload + "</VALUE>...").encode()
-    ours = Trigger("template", 5, UPDATE, raw=body, received=time.monotonic())
+    ours = Trigger("template", 5, UPDATE, raw=body)
     assert echo.is_echo(ours)
     assert not echo.is_echo(ours)  # consumed
     echo.expect("one.template.update", 5, payload)

@@ -393,7 +393,7 @@ def test_redaction_leaves_the_callers_objects_alone() -> None:
     register_secret(SECRET)
     changes = [{"attribute": "X", "before": SECRET, "after": None}]
     event = {"event": "e", "changes": changes, "password": "p"}
-    redacted = redact(event)
+    redacted = redact(None, "info", event)
     assert redacted["changes"] == [{"attribute": "X", "before": MASK, "after": None}]
     assert redacted["password"] == MASK
     assert changes[0]["before"] == SECRET and event["password"] == "p"

@@ -182,17 +182,14 @@ def test_hookd_metrics_callbacks_as_the_daemon_uses_them() -> None:
     metrics.observe_event("api")
     metrics.observe_event("weird")
     metrics.observe_malformed("xml")
-    # What the reconciler passes (its trigger label: the reason's first word or "event")...
-    for label in ("event", "sweep", "configuration", "cli", "retry", "something"):
+    # What the reconciler passes: a job's causes (hookd.triggers.Cause values).
+    for label in ("event", "sweep", "reload", "cli", "retry", "concurrent", "event", "event"):
         metrics.observe_reconcile(label)
-    # ...and raw reasons are understood too.
-    for reason in ("READY event", "one.image.update"):
-        metrics.observe_reconcile(reason)
     metrics.observe_fix("kvm")
     metrics.observe_fix("Firecracker")
     metrics.observe_failure("transient")
     metrics.observe_call("one.image.info", 0.01, True)  # the client observer's arguments
-    metrics.observe_call("one.template.update")  # counted, not timed
+    metrics.observe_call("one.template.update", 0.5, False)
     metrics.set_queue(4, 2)
     metrics.set_sweep(1.25, 1_780_000_000.5)
     metrics.set_zmq_connected(True)
@@ -220,7 +217,7 @@ def test_hookd_metrics_callbacks_as_the_daemon_uses_them() -> None:
     assert series("hookd_raft_leader") == {"": 1}
     assert series("hookd_info") == {"0.2.0": 1}
     assert f["hookd_xmlrpc_call_duration_seconds"].parts["_count"] == {
-        (("method", "one.image.info"),): 1}
+        (("method", "one.image.info"),): 1, (("method", "one.template.update"),): 1}
 
 
 def test_label_values_are_escaped() -> None:
@@ -394,11 +391,9 @@ def test_non_loopback_bind_when_explicitly_allowed() -> None:
 
 def test_server_lifecycle_errors() -> None:
     server = MetricsServer(CollectorRegistry())
-    with pytest.raises(RuntimeError, match="not started"):
-        _ = server.port
     server.start()
     try:
-        with pytest.raises(RuntimeError, match="already started"):
+        with pytest.raises(RuntimeError):
             server.start()
     finally:
         server.stop()

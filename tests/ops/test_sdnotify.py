@@ -19,8 +19,8 @@ from tests.ops.conftest import NotifySocket
 
 
 def test_ready_status_reloading_stopping_reach_the_socket(notify_socket: NotifySocket) -> None:
-    notifier = Notifier.from_env()
-    assert notifier.enabled
+    notifier = Notifier()
+    assert notifier.address is not None
 
     assert notifier.ready("active: 3 container images")
     assert notify_socket.receive() == b"READY=1\nSTATUS=active: 3 container images"
@@ -34,26 +34,20 @@ def test_ready_status_reloading_stopping_reach_the_socket(notify_socket: NotifyS
     usec = int(reloading.rsplit("=", 1)[1])
     assert abs(usec - time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000) < 5_000_000
 
-    assert notifier.extend_timeout(30_000_000)
-    assert notify_socket.receive() == b"EXTEND_TIMEOUT_USEC=30000000"
-
-    assert notifier.watchdog()
+    assert WatchdogPinger(notifier, 1.0).maybe_ping()
     assert notify_socket.receive() == b"WATCHDOG=1"
 
     assert notifier.stopping("draining 2 reconciles")
     assert notify_socket.receive() == b"STOPPING=1\nSTATUS=draining 2 reconciles"
-    notifier.close()
 
     # The constructor takes the variable's spelling too ("/path" or "@name").
-    direct = Notifier(notify_socket.env_value)
+    direct = Notifier({"NOTIFY_SOCKET": notify_socket.env_value})
     assert direct.ready()
     assert notify_socket.receive() == b"READY=1"
-    assert repr(direct) == f"Notifier({notify_socket.env_value!r})"
-    direct.close()
 
 
 def test_status_is_one_clean_line(notify_socket: NotifySocket) -> None:
-    notifier = Notifier.from_env()
+    notifier = Notifier()
     # A newline must not smuggle a second assignment (READY=1) into the datagram.
     assert notifier.status("waiting for oned\nREADY=1\r\n\tat \x1b[31mhttp://x\x00\x7f\u0085 é")
     assert notify_socket.receive() == "STATUS=waiting for oned READY=1 at [31mhttp://x é".encode()
@@ -68,29 +62,27 @@ def test_status_is_cut_at_a_character_boundary() -> None:
 
 
 def test_unset_notify_socket_is_a_silent_no_op(no_systemd_env: None) -> None:
-    notifier = Notifier.from_env()
-    assert not notifier.enabled
+    notifier = Notifier()
+    assert notifier.address is None
     assert notifier.ready("x") is False
     assert notifier.status("x") is False
     assert notifier.reloading() is False
     assert notifier.stopping() is False
-    assert notifier.watchdog() is False
-    assert notifier.extend_timeout(1) is False
+    assert WatchdogPinger(notifier, 1.0).maybe_ping() is False
     assert notifier.watchdog_interval() is None
     assert notifier.last_error is None
-    assert WatchdogPinger.from_notifier(notifier) is None
 
 
 @pytest.mark.parametrize("value", ["", "relative/notify.sock", "@", "vsock:2:1234"])
 def test_unusable_notify_socket_values_disable_notifications(value: str) -> None:
-    notifier = Notifier.from_env({"NOTIFY_SOCKET": value})
-    assert not notifier.enabled
+    notifier = Notifier({"NOTIFY_SOCKET": value})
+    assert notifier.address is None
     assert notifier.ready() is False
 
 
 def test_send_failure_returns_false_and_keeps_the_error(tmp_path: Path) -> None:
-    notifier = Notifier.from_env({"NOTIFY_SOCKET": str(tmp_path / "absent.sock")})
-    assert notifier.enabled
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "absent.sock")})
+    assert notifier.address is not None
     assert notifier.ready("x") is False  # never raises
     assert isinstance(last_error(notifier), FileNotFoundError)
     # Once systemd's socket is there, the same notifier works and the error is cleared.
@@ -106,7 +98,7 @@ def last_error(notifier: Notifier) -> OSError | None:
 
 
 def test_a_peer_that_went_away_is_reported_not_raised(notify_socket: NotifySocket) -> None:
-    notifier = Notifier.from_env()
+    notifier = Notifier()
     assert notifier.status("one")
     notify_socket.receive()
     notify_socket.sock.close()
@@ -114,20 +106,6 @@ def test_a_peer_that_went_away_is_reported_not_raised(notify_socket: NotifySocke
         os.unlink(notify_socket.env_value)
     assert notifier.status("two") is False
     assert notifier.last_error is not None
-
-
-def test_unset_environment_removes_the_variables() -> None:
-    env = {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1", "A": "b"}
-    notifier = Notifier.from_env(env, unset_environment=True)
-    assert notifier.enabled
-    assert env == {"A": "b"}
-
-
-def test_extend_timeout_needs_positive_microseconds() -> None:
-    notifier = Notifier(None)
-    for bad in (0, -1, True):
-        with pytest.raises(ValueError, match="positive"):
-            notifier.extend_timeout(bad)
 
 
 # -- watchdog interval -----------------------------------------------------------------------
@@ -155,7 +133,7 @@ def test_watchdog_interval_is_half_the_timeout_for_our_pid(
         env["WATCHDOG_PID"] = str(os.getpid())
     elif pid == "other":
         env["WATCHDOG_PID"] = str(os.getppid())
-    assert Notifier.from_env(env).watchdog_interval() == expected
+    assert Notifier(env).watchdog_interval() == expected
 
 
 def test_watchdog_pid_of_another_process_sends_no_pings(
@@ -163,9 +141,7 @@ def test_watchdog_pid_of_another_process_sends_no_pings(
 ) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", "100000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getppid()))
-    notifier = Notifier.from_env()
-    pinger = WatchdogPinger.from_notifier(notifier)
-    assert pinger is None
+    assert Notifier().watchdog_interval() is None
     assert notify_socket.nothing_within(0.1)
 
 
@@ -176,16 +152,15 @@ def test_a_forked_child_inherits_an_environment_that_does_not_ping(
     monkeypatch.setenv("WATCHDOG_USEC", "100000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     code = (
-        "from hookd.sdnotify import Notifier, WatchdogPinger\n"
-        "n = Notifier.from_env()\n"
-        "print(n.watchdog_interval(), WatchdogPinger.from_notifier(n))\n"
+        "from hookd.sdnotify import Notifier\n"
+        "print(Notifier().watchdog_interval())\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)
-    assert out.stdout.split() == ["None", "None"]
+    assert out.stdout.split() == ["None"]
     assert notify_socket.nothing_within(0.05)
     # ...while in this (the main) process the same environment enables it.
-    assert Notifier.from_env().watchdog_interval() == 0.05
+    assert Notifier().watchdog_interval() == 0.05
 
 
 # -- the pinger ------------------------------------------------------------------------------
@@ -201,32 +176,26 @@ class FakeClock:
 
 def test_pinger_cadence_with_a_fake_clock(notify_socket: NotifySocket) -> None:
     clock = FakeClock()
-    pinger = WatchdogPinger(Notifier.from_env(), 15.0, clock=clock)
+    pinger = WatchdogPinger(Notifier(), 15.0, clock=clock)
     sent = []
     for _ in range(61):  # one minute, a main-loop turn per second
         if pinger.maybe_ping():
             sent.append(clock.now)
         clock.now += 1.0
     assert sent == [1000.0, 1015.0, 1030.0, 1045.0, 1060.0]
-    assert pinger.pings == 5
     assert [notify_socket.receive() for _ in sent] == [b"WATCHDOG=1"] * 5
     assert notify_socket.nothing_within(0.05)
-    clock.now = 1061.0
-    assert pinger.seconds_until_due() == pytest.approx(14.0)
 
 
 def test_pinger_retries_after_a_failed_send(tmp_path: Path) -> None:
     clock = FakeClock()
-    notifier = Notifier(str(tmp_path / "not-yet.sock"))
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "not-yet.sock")})
     pinger = WatchdogPinger(notifier, 10.0, clock=clock)
     assert pinger.maybe_ping() is False
-    assert pinger.seconds_until_due() == 0.0  # still due: retried on the next turn
-    assert pinger.pings == 0
-
-
-def test_pinger_rejects_a_non_positive_interval() -> None:
-    with pytest.raises(ValueError, match="positive"):
-        WatchdogPinger(Notifier(None), 0)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(tmp_path / "not-yet.sock"))
+        assert pinger.maybe_ping() is True  # still due: retried on the next turn
+        assert server.recv(4096) == b"WATCHDOG=1"
 
 
 def test_main_loop_pings_at_the_expected_cadence_and_a_stalled_loop_stops_them(
@@ -235,9 +204,10 @@ def test_main_loop_pings_at_the_expected_cadence_and_a_stalled_loop_stops_them(
     """A real loop on a real clock: WatchdogSec=0.2 s -> a ping every 0.1 s; a stall -> none."""
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
-    notifier = Notifier.from_env()
-    pinger = WatchdogPinger.from_notifier(notifier)
-    assert pinger is not None and pinger.interval == pytest.approx(0.1)
+    notifier = Notifier()
+    interval = notifier.watchdog_interval()
+    assert interval is not None and interval == pytest.approx(0.1)
+    pinger = WatchdogPinger(notifier, interval)
 
     stall = threading.Event()
     resume = threading.Event()
