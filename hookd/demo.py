@@ -73,13 +73,6 @@ def _template_of(xml: str) -> Template:
     return documents.template(parse(xml).find("TEMPLATE"))
 
 
-def _show(value: str | None, width: int = 60) -> str:
-    if value is None:
-        return "(unset)"
-    text = value.replace("\n", "\\n")
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
 def diff(before_xml: str, after_xml: str) -> list[tuple[str, str | None, str | None]]:
     before, after = _flatten(_template_of(before_xml)), _flatten(_template_of(after_xml))
     keys = sorted(set(before) | set(after))
@@ -103,8 +96,9 @@ def run_demo(*, one_version: str = "6.8", verbose: bool = False,
              out: TextIO = sys.stdout) -> int:
     from hookd.config import from_mapping
     from hookd.daemon import Daemon
-    from hookd.history import run_history
+    from hookd.history import run_history, shorten
     from hookd.testing import Simulator
+    from hookd.testing.daemon_config import simulator_config
     from hookd.testing.registry import FakeRegistry, image_config
 
     started = time.monotonic()
@@ -116,21 +110,14 @@ def run_demo(*, one_version: str = "6.8", verbose: bool = False,
             **image_config("linux/amd64"), "config": cfg}})
     sim = Simulator(one_version=one_version, ready_delay=0.3, registry=registry.host)
     sim.start()
-    auth = work / "one_auth"
-    auth.write_text(sim.session + "\n")
-    auth.chmod(0o600)
     log_file = work / "hookd.log"
     is_7 = one_version.startswith("7")
-    config = from_mapping({
-        "one": {"xmlrpc": sim.xmlrpc_url, "zmq": sim.zmq_url, "auth_file": str(auth)},
-        "kernels": {"kvm": "kernel-kvm"} if is_7 else {"kvm": "kernel-kvm",
-                                                        "firecracker": "kernel-firecracker"},
-        "registries": {"mirrors": {"docker.io": [f"http://{registry.host}"]},
-                       "insecure": [registry.host], "cache_dir": str(work / "oci-cache")},
-        "events": {"heartbeat_interval": 1.0, "heartbeat_timeout": 3.0},
-        "log": {"file": str(log_file), "format": "json"},
-        "hypervisors": {"prefer": ["kvm", "firecracker", "lxc"]},
-    })
+    config = from_mapping(simulator_config(
+        work, xmlrpc=sim.xmlrpc_url, zmq=sim.zmq_url, session=sim.session, registry=registry,
+        kernels={"kvm": "kernel-kvm"} if is_7 else None,
+        events={"heartbeat_interval": 1.0, "heartbeat_timeout": 3.0},
+        log={"file": str(log_file), "format": "json"},
+        hypervisors={"prefer": ["kvm", "firecracker", "lxc"]}))
     console: TextIO = out if verbose else io.StringIO()
     daemon = Daemon(None, config=config, log_stream=console)
     thread = threading.Thread(target=daemon.run, name="hookd-demo", daemon=True)
@@ -202,7 +189,8 @@ def run_demo(*, one_version: str = "6.8", verbose: bool = False,
             else:
                 print(f"   VM template {template_id}, before -> after:", file=out)
             for key, old, new in changes:
-                print(f"     {key:32} {_show(old)}\n     {'':32} -> {_show(new)}", file=out)
+                print(f"     {key:32} {shorten(old, 60)}\n     {'':32} -> {shorten(new, 60)}",
+                      file=out)
                 if key.endswith("START_SCRIPT_BASE64") and new:
                     print(f"     {'':32}    ({script_summary(new)}: it starts the image's "
                           f"Entrypoint+Cmd as a service - hookd start-script --template "

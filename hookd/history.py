@@ -141,11 +141,11 @@ def _describe(entry: Entry) -> str:
             if attribute == "HOOKD_STATUS":
                 parts.append(f"status {before or '-'} -> {after}")
             continue
-        parts.append(f"{attribute} {_short(before)} -> {_short(after)}")
+        parts.append(f"{attribute} {shorten(before)} -> {shorten(after)}")
     return "; ".join(parts)
 
 
-def _short(value: object, limit: int = 40) -> str:
+def shorten(value: object, limit: int = 40) -> str:
     if value is None:
         return "(unset)"
     text = str(value).replace("\n", "\\n")
