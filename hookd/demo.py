@@ -23,31 +23,6 @@ from handlers.template import Template
 from hookd import documents
 from hookd.xmlsafe import parse
 
-# Image configs of the demo's Docker Hub images, as the real images carry them.
-NGINX = {
-    "Entrypoint": ["/docker-entrypoint.sh"],
-    "Cmd": ["nginx", "-g", "daemon off;"],
-    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "NGINX_VERSION=1.27.3"],
-    "StopSignal": "SIGQUIT",
-    "ExposedPorts": {"80/tcp": {}},
-}
-HTTPD = {
-    "Cmd": ["httpd-foreground"],
-    "Env": ["PATH=/usr/local/apache2/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
-            "/sbin:/bin", "HTTPD_PREFIX=/usr/local/apache2"],
-    "WorkingDir": "/usr/local/apache2",
-    "StopSignal": "SIGWINCH",
-}
-REDIS = {
-    "Entrypoint": ["docker-entrypoint.sh"],
-    "Cmd": ["redis-server"],
-    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "REDIS_VERSION=7.4.1"],
-    "WorkingDir": "/data",
-}
-
-
 # A template a person writes for an imported image, naming no hypervisor.
 _PERSONAL = 'NAME="debian-mine"\nCPU="1"\nMEMORY="512"\nDISK=[IMAGE_ID="{}"]\n'
 
@@ -99,15 +74,11 @@ def run_demo(*, one_version: str = "6.8", verbose: bool = False,
     from hookd.history import run_history, shorten
     from hookd.testing import Simulator
     from hookd.testing.daemon_config import simulator_config
-    from hookd.testing.registry import FakeRegistry, image_config
+    from hookd.testing.registry import seeded_registry
 
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="hookd-demo-"))
-    registry = FakeRegistry().start()
-    for repo, cfg in (("library/nginx", NGINX), ("library/redis", REDIS),
-                      ("library/httpd", HTTPD)):
-        registry.add_image(repo, "latest", {"linux/amd64": {
-            **image_config("linux/amd64"), "config": cfg}})
+    registry = seeded_registry()  # the Docker Hub apps' image configs
     sim = Simulator(one_version=one_version, ready_delay=0.3, registry=registry.host)
     sim.start()
     log_file = work / "hookd.log"
