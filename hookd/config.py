@@ -407,28 +407,25 @@ def _check_entries(sections: dict[str, Any], where: str) -> None:
                                   f"<numeric id>: <hypervisor>, got {key!r}: {hv!r}")
     mirrors_of: dict[str, tuple[str, ...]] = {}
     for host, given in registries.mirrors.items():
+        name = f"registries.mirrors.{host}"
         if not isinstance(given, (list, tuple)) or not all(isinstance(m, str) for m in given):
-            raise ConfigError(f"registries.mirrors.{host} in {where} must be a list of URLs")
+            raise ConfigError(f"{name} in {where} must be a list of URLs")
         for mirror in given:
             if (problem := _HTTP(mirror)) is not None:
-                raise ConfigError(f"registries.mirrors.{host} in {where}: {mirror!r} {problem}")
+                raise ConfigError(f"{name} in {where}: {mirror!r} {problem}")
         mirrors_of[str(host)] = tuple(given)
     for host, creds in registries.credentials.items():
+        name = f"registries.credentials.{host}"
         if not isinstance(creds, dict) or set(creds) != {"username", "password_file"}:
-            raise ConfigError(f"registries.credentials.{host} in {where} must be a mapping "
-                              f"with username and password_file")
+            raise ConfigError(f"{name} in {where} must be a mapping with username and "
+                              f"password_file")
         username, password_file = creds["username"], creds["password_file"]
         if not isinstance(username, str) or not username.strip():
-            raise ConfigError(f"registries.credentials.{host}.username in {where} must be a "
-                              f"user name")
+            raise ConfigError(f"{name}.username in {where} must be a user name")
         if not isinstance(password_file, str) or not password_file:
-            raise ConfigError(f"registries.credentials.{host}.password_file in {where} must "
-                              f"be a file name")
-        password = read_text_file(Path(password_file),
-                                  f"registries.credentials.{host}.password_file").strip()
-        if not password:
-            raise ConfigError(f"registries.credentials.{host}.password_file {password_file} "
-                              f"is empty")
+            raise ConfigError(f"{name}.password_file in {where} must be a file name")
+        if not read_text_file(Path(password_file), f"{name}.password_file").strip():
+            raise ConfigError(f"{name}.password_file {password_file} is empty")
     sections["registries"] = replace(registries, mirrors=mirrors_of)
 
 
@@ -445,31 +442,26 @@ def _dot_one(env: Environment, name: str) -> tuple[Path, Path]:
     return env.user_home() / ".one" / name, env.oneadmin_home / ".one" / name
 
 
-def resolve_endpoint(configured: str | None, env: Environment) -> tuple[str, str]:
-    if configured:
-        return configured, "hookd.conf one.xmlrpc"
-    if env.env.get("ONE_XMLRPC"):
-        return env.env["ONE_XMLRPC"], "$ONE_XMLRPC"
-    for candidate in _dot_one(env, "one_endpoint"):
+def _resolve(one: One, key: str, var: str, env: Environment, default: str,
+             file: str | None = None) -> tuple[str, str]:
+    """``one.<key>`` from the file, else ``$<var>``, else the first line of ``file`` in
+    ``~/.one`` or oneadmin's, else ``default``; and where the value came from."""
+    if configured := getattr(one, key):
+        return configured, f"hookd.conf one.{key}"
+    if env.env.get(var):
+        return env.env[var], f"${var}"
+    for candidate in _dot_one(env, file) if file else ():
         if value := _first_line(candidate):
             return value, str(candidate)
-    return DEFAULT_ENDPOINT, "default"
+    return default, "default"
 
 
-def resolve_auth_file(configured: str | None, env: Environment) -> Path | None:
+def _resolve_auth_file(configured: str | None, env: Environment) -> Path | None:
     if configured:
         return Path(configured)
     if env.env.get("ONE_AUTH"):
         return Path(env.env["ONE_AUTH"])
     return next((p for p in _dot_one(env, "one_auth") if p.exists()), None)
-
-
-def resolve_zmq(configured: str | None, env: Environment) -> tuple[str, str]:
-    if configured:
-        return configured, "hookd.conf one.zmq"
-    if env.env.get("ONE_ZMQ"):
-        return env.env["ONE_ZMQ"], "$ONE_ZMQ"
-    return DEFAULT_ZMQ, "default"
 
 
 def load(path: Path | None = None, *, env: Environment | None = None,
@@ -495,8 +487,9 @@ def _build(data: Mapping[str, Any], where: str, path: Path | None, env: Environm
            check_endpoints: bool) -> Config:
     sections = _validate(data, where)
     one: One = sections["one"]
-    endpoint, endpoint_origin = resolve_endpoint(one.xmlrpc, env)
-    zmq, zmq_origin = resolve_zmq(one.zmq, env)
+    endpoint, endpoint_origin = _resolve(one, "xmlrpc", "ONE_XMLRPC", env, DEFAULT_ENDPOINT,
+                                         "one_endpoint")
+    zmq, zmq_origin = _resolve(one, "zmq", "ONE_ZMQ", env, DEFAULT_ZMQ)
     if check_endpoints:
         if (problem := _HTTP(endpoint)) is not None:
             raise ConfigError(f"the XML-RPC endpoint {endpoint!r} (from {endpoint_origin}) "
@@ -504,7 +497,7 @@ def _build(data: Mapping[str, Any], where: str, path: Path | None, env: Environm
         if (problem := _ZMQ(zmq)) is not None:
             raise ConfigError(f"the event stream {zmq!r} (from {zmq_origin}) {problem}")
     return Config(path=path, **sections, xmlrpc=endpoint, xmlrpc_origin=endpoint_origin,
-                  auth_file=resolve_auth_file(one.auth_file, env), zmq=zmq,
+                  auth_file=_resolve_auth_file(one.auth_file, env), zmq=zmq,
                   zmq_origin=zmq_origin)
 
 
