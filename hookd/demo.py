@@ -1,10 +1,6 @@
-"""``hookd demo``: the whole job, on the built-in simulator, with nothing else installed.
-
-Starts the OpenNebula simulator (oned's XML-RPC API and hook-manager event stream on
-loopback) and an in-process registry that serves the image configs of the Docker Hub apps,
-runs the real hookd service against them, exports a Docker Hub, a TurnKey and a Linux
-Containers app (6.8; on 7.4 only Linux Containers exists) to KVM, Firecracker and LXC
-clusters, and prints each VM template before and after hookd fixed it.
+"""``hookd demo``: the whole job, with nothing else installed: the built-in simulator and an
+in-process registry, the real hookd service, container-image exports to KVM, Firecracker, LXC
+and mixed clusters, and each VM template before and after hookd fixed it.
 """
 
 from __future__ import annotations

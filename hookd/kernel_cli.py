@@ -135,12 +135,10 @@ def run_register(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point: ``python -m hookd.kernel_cli kernel check …``."""
-    parser = argparse.ArgumentParser(prog="hookd")
-    add_parser(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args = parser.parse_args(argv)
-    status: int = args.func(args)
-    return status
+    """Standalone entry point: ``python -m hookd.kernel_cli kernel …`` is ``hookd kernel …``."""
+    from hookd.cli import main as hookd_main
+
+    return hookd_main(argv)
 
 
 if __name__ == "__main__":
