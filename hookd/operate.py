@@ -39,8 +39,7 @@ def reconcile(config_path: Path | None, *, images: list[int], dry_run: bool,
         # A sweep builds the template index and tells which images need work.
         needing: list[int] = []
         c.engine.sweep(lambda image_id, _why: needing.append(image_id))
-        targets = images or needing
-        for image_id in dict.fromkeys(targets):
+        for image_id in dict.fromkeys(images or needing):
             try:
                 result = c.engine.reconcile_image(image_id, dry_run=dry_run, final=True,
                                                   trigger="cli")
