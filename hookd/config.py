@@ -295,8 +295,10 @@ class Environment:
     home: Path | None = None
     oneadmin_home: Path = ONEADMIN_HOME
 
-    def user_home(self) -> Path:
-        return self.home if self.home is not None else Path.home()
+    def dot_one(self, name: str) -> tuple[Path, Path]:
+        """``~/.one/<name>``, then oneadmin's."""
+        home = self.home if self.home is not None else Path.home()
+        return home / ".one" / name, self.oneadmin_home / ".one" / name
 
 
 def read_text_file(path: Path, what: str) -> str:
@@ -438,10 +440,6 @@ def _first_line(path: Path) -> str | None:
     return text.splitlines()[0].strip() if text else None
 
 
-def _dot_one(env: Environment, name: str) -> tuple[Path, Path]:
-    return env.user_home() / ".one" / name, env.oneadmin_home / ".one" / name
-
-
 def _resolve(one: One, key: str, var: str, env: Environment, default: str,
              file: str | None = None) -> tuple[str, str]:
     """``one.<key>`` from the file, else ``$<var>``, else the first line of ``file`` in
@@ -450,7 +448,7 @@ def _resolve(one: One, key: str, var: str, env: Environment, default: str,
         return configured, f"hookd.conf one.{key}"
     if env.env.get(var):
         return env.env[var], f"${var}"
-    for candidate in _dot_one(env, file) if file else ():
+    for candidate in env.dot_one(file) if file else ():
         if value := _first_line(candidate):
             return value, str(candidate)
     return default, "default"
@@ -461,7 +459,7 @@ def _resolve_auth_file(configured: str | None, env: Environment) -> Path | None:
         return Path(configured)
     if env.env.get("ONE_AUTH"):
         return Path(env.env["ONE_AUTH"])
-    return next((p for p in _dot_one(env, "one_auth") if p.exists()), None)
+    return next((p for p in env.dot_one("one_auth") if p.exists()), None)
 
 
 def load(path: Path | None = None, *, env: Environment | None = None,
@@ -507,9 +505,9 @@ def read_session(auth_file: Path | None) -> str:
         raise ConfigError("no ONE_AUTH file found: set one.auth_file in hookd.conf, $ONE_AUTH, "
                           "or create ~/.one/one_auth (user:password)")
     text = read_text_file(auth_file, "ONE_AUTH file").strip()
-    value = text.splitlines()[0].strip() if text else None
-    if value is None:
+    if not text:
         raise ConfigError(f"ONE_AUTH file {auth_file} is empty")
+    value = text.splitlines()[0].strip()
     if ":" not in value:
         raise ConfigError(f"ONE_AUTH file {auth_file} must hold user:password on one line")
     return value
