@@ -173,28 +173,27 @@ def _oned_checks(config: Config, emit: Callable[[Line], None]) -> None:
     except HookdError as exc:
         emit(Line(False, "oned version", exc.reason))
         return
-    markets = sorted({m.market_mad for m in c.world.snapshot.markets.values()})
-    vm_mads = sorted({h.vm_mad for h in c.world.snapshot.hosts})
+    snap = c.world.snapshot
+    markets = sorted({m.market_mad for m in snap.markets.values()})
+    vm_mads = sorted({h.vm_mad for h in snap.hosts})
     emit(Line(True, "oned version", f"{version}; marketplaces: {', '.join(markets) or 'none'}; "
               f"VM_MADs: {', '.join(vm_mads) or 'no hosts yet'}"))
     try:
         raft = c.client.raft()
-        role = (raft.state_name.lower() if raft.ha_enabled else "solo (HA off)")
+        role = raft.state_name.lower() if raft.ha_enabled else "solo (HA off)"
         note = "" if raft.may_act else "; hookd stands by until this oned becomes leader"
         emit(Line(True, "raft role", role + note))
     except HookdError as exc:
         emit(Line(False, "raft role", exc.reason))
-    snap = c.world.snapshot
+    file_datastore = any(d.type == DS_FILE for d in snap.datastores.values())
     for hv in ("kvm", "firecracker"):
-        needed = any(m in ((hv, "qemu") if hv == "kvm" else (hv,)) for m in vm_mads)
-        choice = snap.kernels.get(hv)
-        configured = config.kernels.refs()[hv] is not None
-        if not configured:
-            if needed:
+        if config.kernels.refs()[hv] is None:
+            if any(m in ((hv, "qemu") if hv == "kvm" else (hv,)) for m in vm_mads):
                 emit(Line(False, f"{hv} kernel", f"{hv} hosts exist but kernels.{hv} is not set",
                           f"register one with: hookd kernel register FILE --hypervisor {hv} "
                           f"--datastore <file datastore id>, then set kernels.{hv}"))
             continue
+        choice = snap.kernels.get(hv)
         if choice is None:
             emit(Line(False, f"{hv} kernel", snap.kernel_problems.get(hv, "not found")))
         elif not choice.usable:
@@ -204,12 +203,9 @@ def _oned_checks(config: Config, emit: Callable[[Line], None]) -> None:
             extra = f" ({'; '.join(choice.warnings)})" if choice.warnings else ""
             emit(Line(True, f"{hv} kernel", f"image {choice.image_id} ({choice.name}, owner "
                       f"{choice.owner}, datastore {choice.datastore}){extra}"))
-        ds_ok = any(d.type == DS_FILE for d in snap.datastores.values())
-        if not ds_ok:
+        if not file_datastore:
             emit(Line(False, f"{hv} kernel", "no file datastore (Kernels & Files) exists"))
-    docker_markets = [m for m in snap.markets.values()
-                      if m.market_mad in ("dockerhub", "docker_registry")]
-    if not docker_markets or not config.start_script.enabled:
+    if not config.start_script.enabled or not {"dockerhub", "docker_registry"} & set(markets):
         emit(Line(True, "registry", "no Docker marketplace on this front-end (or start "
                   "scripts disabled): no registry needed"))
         return

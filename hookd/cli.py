@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,8 +10,7 @@ from hookd import __version__
 
 
 def _config_path(args: argparse.Namespace) -> Path | None:
-    value = getattr(args, "config", None)
-    return Path(value) if value else None
+    return Path(args.config) if args.config else None  # --config "": the default file
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -118,7 +116,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

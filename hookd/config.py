@@ -1,28 +1,23 @@
 """hookd's configuration: a YAML file plus OpenNebula's own connection conventions.
 
-Default file: ``/etc/one/hookd.conf`` (``--config`` overrides it). Every key is optional.
-A key set in the file wins; otherwise OpenNebula's conventions apply, as the Ruby OCA
-implements them (src/oca/ruby/opennebula/client.rb):
-
-* endpoint: ``$ONE_XMLRPC``, ``~/.one/one_endpoint``, ``/var/lib/one/.one/one_endpoint``,
-  ``http://localhost:2633/RPC2``;
-* credentials: the file named by ``$ONE_AUTH``, ``~/.one/one_auth``,
-  ``/var/lib/one/.one/one_auth`` (one line ``user:password``);
-* event stream: ``$ONE_ZMQ``, ``tcp://localhost:2101``.
-
-An unknown key or a value of the wrong type is a :class:`ConfigError` that names
-the key and the file.
+Default file: ``/etc/one/hookd.conf`` (``--config`` overrides it); the README's
+"Configuration" section lists every key. A key set in the file wins; otherwise the endpoint,
+the credentials and the event stream follow OpenNebula's conventions as the Ruby OCA
+implements them (src/oca/ruby/opennebula/client.rb). Each section is a frozen dataclass: a
+field's type, with the check ``Annotated`` attaches to it, is what the file may hold there.
+A wrong key or value is a :class:`ConfigError` that names the key and the file.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, is_dataclass, replace
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
 from handlers.errors import PermanentError
@@ -37,48 +32,32 @@ DEFAULT_ENDPOINT = "http://localhost:2633/RPC2"
 DEFAULT_ZMQ = "tcp://localhost:2101"
 ONEADMIN_HOME = Path("/var/lib/one")
 
-
-# -- the schema ------------------------------------------------------------------------------
-def setting(types: tuple[type, ...], default: Any = None,
-            check: Callable[[Any], str | None] | None = None, doc: str = "") -> Any:
-    """A configuration key: the YAML types it takes, its default, an optional check that
-    returns a problem (or None), and what it is for. The dataclass field's annotation is
-    the value's type as the daemon uses it."""
-    metadata = {"types": types, "check": check, "doc": doc}
-    if isinstance(default, (list, dict)):
-        frozen = tuple(default) if isinstance(default, list) else dict(default)
-        return field(default_factory=lambda: frozen, metadata={**metadata, "default": default})
-    return field(default=default, metadata={**metadata, "default": default})
+#: A value's problem ("must be ..."), or None.
+Check = Callable[[Any], str | None]
 
 
-def _number(low: float, high: float, *, low_inclusive: bool = False
-            ) -> Callable[[Any], str | None]:
-    """A finite number in (low, high] (or [low, high]): ``.inf``, ``.nan`` and values whose
-    milliseconds overflow a C int (ZeroMQ options) never reach the daemon."""
-    def check(value: Any) -> str | None:
-        number = float(value)
-        above = number >= low if low_inclusive else number > low
-        if not math.isfinite(number) or not above or number > high:
-            bracket = "[" if low_inclusive else "("
-            return f"must be a number in {bracket}{low:g}, {high:g}]"
-        return None
-    return check
+# -- the checks: each runs on a value of the field's type --------------------------------------
+def _must(ok: Callable[[Any], object], problem: str) -> Check:
+    return lambda value: None if ok(value) else problem
 
 
-_SECONDS = _number(0, 86400)  # any duration: more than 0, at most a day
-_SHORT = _number(0, 3600)  # timeouts and intervals of a connection: at most an hour
+def _number(low: float, high: float) -> Check:
+    """A number in (low, high]: ``.inf``, ``.nan`` (no comparison holds for it) and values
+    whose milliseconds overflow a C int (ZeroMQ options) never reach the daemon."""
+    return _must(lambda value: low < value <= high, f"must be a number in ({low:g}, {high:g}]")
 
 
-def _count(low: int, high: int) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        return None if low <= value <= high else f"must be from {low} to {high}"
-    return check
+def _count(low: int, high: int) -> Check:
+    return _must(lambda value: low <= value <= high, f"must be from {low} to {high}")
 
 
-def _endpoint(*schemes: str) -> Callable[[Any], str | None]:
+def _choice(choices: tuple[str, ...]) -> Check:
+    return _must(lambda value: value in choices, f"must be one of {', '.join(choices)}")
+
+
+def _endpoint(*schemes: str) -> Check:
     """A URL with one of ``schemes``, a host and, if given, a port in 1..65535."""
-    def check(value: Any) -> str | None:
-        text = str(value)
+    def check(text: str) -> str | None:
         if not text.startswith(schemes):
             return f"must start with {' or '.join(schemes)}"
         if text.startswith("ipc://"):
@@ -96,200 +75,174 @@ def _endpoint(*schemes: str) -> Callable[[Any], str | None]:
     return check
 
 
-def _host_port(value: Any) -> str | None:
-    host, sep, port = str(value).rpartition(":")
+_HTTP = _endpoint("http://", "https://")
+_ZMQ = _endpoint("tcp://", "ipc://")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_HYPERVISORS = ("kvm", "qemu", "firecracker", "lxc", "lxd", "vcenter")
+
+_attribute_name = _must(lambda name: re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", name),
+                        "must be a template attribute name (letters, digits, _)")
+_platform = _must(lambda text: re.fullmatch(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?", text),
+                  "must be os/architecture[/variant]")
+_text_line = _must(lambda text: not _CONTROL.search(text), "must not contain control characters")
+_datastore_ids = _must(lambda ids: all(isinstance(ds, int) and not isinstance(ds, bool)
+                                       and ds >= 0 for ds in ids),
+                       "must list numeric datastore IDs")
+_hosts = _must(lambda hosts: all(isinstance(host, str) and host.strip() for host in hosts),
+               "must list registry hosts")
+
+
+def _host_port(text: str) -> str | None:
+    host, sep, port = text.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         return "must be host:port (e.g. 127.0.0.1:9925)"
     return None
 
 
-def _choice(*choices: str) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        return None if value in choices else f"must be one of {', '.join(choices)}"
-    return check
-
-
-def _attribute_name(value: Any) -> str | None:
-    ok = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", str(value))
-    return None if ok else "must be a template attribute name (letters, digits, _)"
-
-
-def _service_name(value: Any) -> str | None:
+def _service_name(name: str) -> str | None:
     from handlers.start_script import StartScriptError, StartScriptOptions
 
     try:
-        StartScriptOptions(name=str(value))
+        StartScriptOptions(name=name)
     except StartScriptError as exc:
         return f"is not usable: {exc.reason}"
     return None
 
 
-def _readable_file(value: Any) -> str | None:
-    problem = _file_problem(Path(str(value)))
-    return f"{value}: {problem}" if problem else None
+def _readable_file(name: str) -> str | None:
+    path = Path(name)
+    try:
+        if not path.is_file():
+            return f"{name}: {'is not a regular file' if path.exists() else 'does not exist'}"
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        return f"{name}: {exc.strerror or exc}"
+    return None
 
 
-def _tls_verify(value: Any) -> str | None:
+def _tls_verify(value: bool | str) -> str | None:
     return None if isinstance(value, bool) else _readable_file(value)
 
 
-def _platform(value: Any) -> str | None:
-    if re.fullmatch(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?", str(value)):
-        return None
-    return "must be os/architecture[/variant]"
+def _image_ref(ref: int | str) -> str | None:
+    if (isinstance(ref, int) and ref < 0) or (
+            isinstance(ref, str) and (not ref.strip() or _CONTROL.search(ref))):
+        return f"must be an image ID (0 or more) or a name, not {ref!r}"
+    return None
 
 
-def _text_line(value: Any) -> str | None:
-    return None if not _CONTROL.search(str(value)) else "must not contain control characters"
+Seconds = Annotated[float, _number(0, 86400)]  # any duration: more than 0, at most a day
+Short = Annotated[float, _number(0, 3600)]  # timeouts and intervals of a connection
+ImageRef = Annotated[int | str | None, _image_ref]
+Cmdline = Annotated[str, _text_line]
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
-_ID_OR_NAME = (int, str)
-
-_HYPERVISORS = ("kvm", "qemu", "firecracker", "lxc", "lxd", "vcenter")
-
-
+# -- the sections, in the order the README documents them --------------------------------------
 @dataclass(frozen=True)
 class One:
-    xmlrpc: str | None = setting((str,), None, _endpoint("http://", "https://"),
-                                 "XML-RPC endpoint")
-    auth_file: str | None = setting((str,), None, None, "file holding user:password")
-    zmq: str | None = setting((str,), None, _endpoint("tcp://", "ipc://"),
-                              "oned's event stream (one_hm PUB)")
-    connect_timeout: float = setting((int, float), 5.0, _number(0, 300))
-    timeout: float = setting((int, float), 30.0, _SHORT, "read timeout of every XML-RPC call")
-    tls_verify: bool | str = setting((bool, str), True, _tls_verify,
-                                     "true, false, or a CA bundle path")
-    page_size: int = setting((int,), 2000, _count(2, 100_000), "objects per pool page")
-
-
-@dataclass(frozen=True)
-class Kernels:
-    kvm: int | str | None = setting(_ID_OR_NAME, None, None, "KERNEL image (ID or name) for KVM")
-    firecracker: int | str | None = setting(_ID_OR_NAME, None, None,
-                                            "KERNEL image for Firecracker")
-    owner: int | str = setting(_ID_OR_NAME, "oneadmin", None,
-                               "a kernel or initrd given by name must belong to this user")
-
-    def refs(self) -> dict[str, int | str | None]:
-        """Hypervisor -> KERNEL image ID or name."""
-        return {"kvm": self.kvm, "firecracker": self.firecracker}
+    xmlrpc: Annotated[str | None, _HTTP] = None
+    auth_file: str | None = None
+    zmq: Annotated[str | None, _ZMQ] = None
+    connect_timeout: Annotated[float, _number(0, 300)] = 5.0
+    timeout: Short = 30.0
+    tls_verify: Annotated[bool | str, _tls_verify] = True
+    page_size: Annotated[int, _count(2, 100_000)] = 2000
 
 
 @dataclass(frozen=True)
 class Initrds:
-    kvm: int | str | None = setting(_ID_OR_NAME, None, None, "RAMDISK image for KVM")
-    firecracker: int | str | None = setting(_ID_OR_NAME, None, None,
-                                            "ignored by OpenNebula (#5382); warned")
+    kvm: ImageRef = None
+    firecracker: ImageRef = None
 
     def refs(self) -> dict[str, int | str | None]:
+        """Hypervisor -> image ID or name."""
         return {"kvm": self.kvm, "firecracker": self.firecracker}
 
 
 @dataclass(frozen=True)
+class Kernels(Initrds):
+    owner: Annotated[int | str, _image_ref] = "oneadmin"
+
+
+@dataclass(frozen=True)
 class KernelCmdline:
-    kvm: str = setting((str,), "rw console=tty0", _text_line)
-    firecracker: str = setting((str,), "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux "
-                                       "i8042.nomux i8042.nopnp i8042.dumbkbd", _text_line)
+    kvm: Cmdline = "rw console=tty0"
+    firecracker: Cmdline = ("console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux "
+                            "i8042.nopnp i8042.dumbkbd")
 
 
 @dataclass(frozen=True)
 class Hypervisors:
-    prefer: tuple[str, ...] = setting((list,), ["lxc", "firecracker", "kvm"])
-    pin: bool = setting((bool,), True)
-    retarget: bool = setting((bool,), True, None,
-                             "re-target the export's LXC template to KVM where only KVM runs")
-    datastores: Mapping[int, str] = setting((dict,), {}, None,
-                                            "datastore ID -> hypervisor override")
-    clusters: Mapping[int, str] = setting((dict,), {}, None, "cluster ID -> hypervisor override")
+    prefer: tuple[str, ...] = ("lxc", "firecracker", "kvm")
+    pin: bool = True
+    retarget: bool = True
+    datastores: Mapping[int, str] = field(default_factory=dict)
+    clusters: Mapping[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Scope:
-    datastores: tuple[int, ...] = setting((list,), [], None,
-                                          "only these image datastores (empty: all)")
-    opt_attribute: str = setting((str,), "HOOKD_MANAGE", _attribute_name)
+    datastores: Annotated[tuple[int, ...], _datastore_ids] = ()
+    opt_attribute: Annotated[str, _attribute_name] = "HOOKD_MANAGE"
 
 
 @dataclass(frozen=True)
 class StartScript:
-    enabled: bool = setting((bool,), True)
-    policy: Literal["keep", "append"] = setting((str,), "keep", _choice("keep", "append"))
-    context_env: bool = setting((bool,), False)
-    fallback: bool = setting((bool,), True, None,
-                             "start /one_entrypoint.sh when the registry fails")
-    service_name: str = setting((str,), "hookd-app", _service_name)
+    enabled: bool = True
+    policy: Literal["keep", "append"] = "keep"
+    context_env: bool = False
+    fallback: bool = True
+    service_name: Annotated[str, _service_name] = "hookd-app"
 
 
 @dataclass(frozen=True)
 class Registries:
-    platform: str = setting((str,), "linux/amd64", _platform)
-    mirrors: Mapping[str, tuple[str, ...]] = setting((dict,), {}, None,
-                                                     "registry host -> list of mirror URLs")
-    credentials: Mapping[str, Mapping[str, str]] = setting(
-        (dict,), {}, None, "registry host -> {username, password_file}")
-    insecure: tuple[str, ...] = setting((list,), [], None,
-                                        "registries spoken to over plain HTTP")
-    ca_bundle: str | None = setting((str,), None, _readable_file)
-    timeout: float = setting((int, float), 15.0, _number(0, 600))
-    cache_dir: str = setting((str,), "/var/lib/hookd/oci-cache")
-    docker_socket: str | None = setting((str,), None)
+    platform: Annotated[str, _platform] = "linux/amd64"
+    mirrors: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    credentials: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    insecure: Annotated[tuple[str, ...], _hosts] = ()
+    ca_bundle: Annotated[str | None, _readable_file] = None
+    timeout: Annotated[float, _number(0, 600)] = 15.0
+    cache_dir: str = "/var/lib/hookd/oci-cache"
+    docker_socket: str | None = None
 
 
 @dataclass(frozen=True)
 class Reconcile:
-    workers: int = setting((int,), 8, _count(1, 256))
-    sweep_interval: float = setting((int, float), 600, _number(0, 7 * 86400),
-                                    "seconds between full sweeps")
-    attempts: int = setting((int,), 8, _count(1, 1000),
-                            "attempts before a transient failure is an error")
-    backoff_initial: float = setting((int, float), 1.0, _SHORT)
-    backoff_max: float = setting((int, float), 300.0, _SECONDS)
-    shutdown_timeout: float = setting((int, float), 20.0, _SHORT)
+    workers: Annotated[int, _count(1, 256)] = 8
+    sweep_interval: Annotated[float, _number(0, 7 * 86400)] = 600
+    attempts: Annotated[int, _count(1, 1000)] = 8
+    backoff_initial: Short = 1.0
+    backoff_max: Seconds = 300.0
+    shutdown_timeout: Short = 20.0
 
 
 @dataclass(frozen=True)
 class Events:
-    heartbeat_interval: float = setting((int, float), 5.0, _SHORT)
-    heartbeat_timeout: float = setting((int, float), 15.0, _SHORT)
-    reconnect_initial: float = setting((int, float), 0.1, _SHORT)
-    reconnect_max: float = setting((int, float), 30.0, _SHORT)
-    max_message_bytes: int = setting((int,), 4 * 1024 * 1024, _count(4096, 256 * 1024 * 1024))
+    heartbeat_interval: Short = 5.0
+    heartbeat_timeout: Short = 15.0
+    reconnect_initial: Short = 0.1
+    reconnect_max: Short = 30.0
+    max_message_bytes: Annotated[int, _count(4096, 256 * 1024 * 1024)] = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Ha:
-    poll_interval: float = setting((int, float), 5.0, _SHORT)
+    poll_interval: Short = 5.0
 
 
 @dataclass(frozen=True)
 class Log:
-    level: Literal["debug", "info", "warning", "error"] = setting(
-        (str,), "info", _choice("debug", "info", "warning", "error"))
-    file: str | None = setting((str,), None, None, "JSON lines file, e.g. /var/log/one/hookd.log")
-    format: Literal["auto", "json", "console"] = setting((str,), "auto",
-                                                       _choice("auto", "json", "console"))
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    file: str | None = None
+    format: Literal["auto", "json", "console"] = "auto"
 
 
 @dataclass(frozen=True)
 class Metrics:
-    listen: str | None = setting((str,), None, _host_port,
-                                 "host:port of the Prometheus endpoint (loopback)")
-
-
-#: The file's sections, in the order the README documents them.
-SECTIONS: dict[str, type[Any]] = {
-    "one": One, "kernels": Kernels, "initrds": Initrds, "kernel_cmdline": KernelCmdline,
-    "hypervisors": Hypervisors, "scope": Scope, "start_script": StartScript,
-    "registries": Registries, "reconcile": Reconcile, "events": Events, "ha": Ha, "log": Log,
-    "metrics": Metrics,
-}
-
-
-def defaults(section: str) -> dict[str, Any]:
-    """A section's keys and their defaults, as the file would spell them."""
-    return {f.name: f.metadata["default"] for f in fields(SECTIONS[section])}
+    listen: Annotated[str | None, _host_port] = None
 
 
 # -- the result --------------------------------------------------------------------------------
@@ -323,6 +276,17 @@ class Config:
         return str(self.path) if self.path else "built-in defaults"
 
 
+#: The file's sections, in the order the README documents them.
+SECTIONS: dict[str, type[Any]] = {key: hint for key, hint in get_type_hints(Config).items()
+                                   if isinstance(hint, type) and is_dataclass(hint)}
+
+
+def defaults(section: str) -> dict[str, Any]:
+    """A section's keys and their defaults, as the file would spell them."""
+    values = vars(SECTIONS[section]())
+    return {key: list(v) if isinstance(v, tuple) else v for key, v in values.items()}
+
+
 @dataclass(frozen=True)
 class Environment:
     """What the conventions read; injectable for tests."""
@@ -331,20 +295,10 @@ class Environment:
     home: Path | None = None
     oneadmin_home: Path = ONEADMIN_HOME
 
-    def user_home(self) -> Path:
-        return self.home if self.home is not None else Path.home()
-
-
-def _file_problem(path: Path) -> str | None:
-    """Why ``path`` is not a readable regular file, or None."""
-    try:
-        if not path.is_file():
-            return "does not exist" if not path.exists() else "is not a regular file"
-        with path.open("rb"):
-            pass
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return None
+    def dot_one(self, name: str) -> tuple[Path, Path]:
+        """``~/.one/<name>``, then oneadmin's."""
+        home = self.home if self.home is not None else Path.home()
+        return home / ".one" / name, self.oneadmin_home / ".one" / name
 
 
 def read_text_file(path: Path, what: str) -> str:
@@ -378,10 +332,49 @@ def _load_yaml(path: Path, *, reload: bool = False) -> dict[str, Any]:
     return data
 
 
-def _type_names(types: tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true/false",
-             list: "a list", dict: "a mapping"}
-    return " or ".join(names.get(t, t.__name__) for t in types)
+# -- the loader --------------------------------------------------------------------------------
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true/false",
+               list: "a list", dict: "a mapping"}
+#: What YAML gives for a field's type (and its origin: tuple[int, ...] -> tuple) when not itself.
+_YAML_TYPES: dict[Any, tuple[type, ...]] = {float: (int, float), tuple: (list,),
+                                            Mapping: (dict,)}
+
+
+@cache
+def _schema(section: str) -> dict[str, tuple[tuple[type, ...], list[Check]]]:
+    """Each key of a section: the YAML types it takes and the checks of its value."""
+    schema = {}
+    for key, annotation in get_type_hints(SECTIONS[section], include_extras=True).items():
+        annotated = get_origin(annotation) is Annotated
+        hint, *checks = get_args(annotation) if annotated else (annotation,)
+        if get_origin(hint) is Literal:
+            hint, checks = str, [_choice(get_args(hint)), *checks]
+        members = [get_origin(t) or t for t in
+                   (get_args(hint) if isinstance(hint, UnionType) else (hint,))]
+        types = tuple(y for t in members if t is not NoneType for y in _YAML_TYPES.get(t, (t,)))
+        schema[key] = (types, checks)
+    return schema
+
+
+def _section(section: str, given: Mapping[str, Any], where: str) -> Any:
+    schema = _schema(section)
+    for key in given:
+        if key not in schema:
+            raise ConfigError(f"unknown key {section}.{key} in {where} (known: "
+                              f"{', '.join(sorted(schema))})")
+    values: dict[str, Any] = {}
+    for key, (types, checks) in schema.items():
+        value = given.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            names = " or ".join(_TYPE_NAMES[t] for t in types)
+            raise ConfigError(f"{section}.{key} in {where} must be {names}, not {value!r}")
+        for check in checks:
+            if problem := check(value):
+                raise ConfigError(f"{section}.{key} in {where} {problem}")
+        values[key] = tuple(value) if isinstance(value, list) else value
+    return SECTIONS[section](**values)
 
 
 def _validate(data: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -391,41 +384,18 @@ def _validate(data: Mapping[str, Any], where: str) -> dict[str, Any]:
             raise ConfigError(f"unknown section {section!r} in {where} (known: "
                               f"{', '.join(sorted(SECTIONS))})")
     out: dict[str, Any] = {}
-    for section, cls in SECTIONS.items():
+    for section in SECTIONS:
         given = data.get(section) or {}
         if not isinstance(given, dict):
             raise ConfigError(f"{section} in {where} must be a mapping")
-        out[section] = _section(section, cls, given, where)
-    _validate_semantics(out, where)
+        out[section] = _section(section, given, where)
+    _check_entries(out, where)
     return out
 
 
-def _section(section: str, cls: type[Any], given: Mapping[str, Any], where: str) -> Any:
-    known = {f.name: f for f in fields(cls)}
-    for key in given:
-        if key not in known:
-            raise ConfigError(f"unknown key {section}.{key} in {where} (known: "
-                              f"{', '.join(sorted(known))})")
-    values: dict[str, Any] = {}
-    for key, spec in known.items():
-        if key not in given or given[key] is None:
-            continue
-        value = given[key]
-        types: tuple[type, ...] = spec.metadata["types"]
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise ConfigError(f"{section}.{key} in {where} must be {_type_names(types)}, not "
-                              f"{value!r}")
-        check = spec.metadata["check"]
-        if check is not None and (problem := check(value)):
-            raise ConfigError(f"{section}.{key} in {where} {problem}")
-        values[key] = tuple(value) if isinstance(value, list) else value
-    return cls(**values)
-
-
-_HYPERVISORS = ("kvm", "qemu", "firecracker", "lxc", "lxd", "vcenter")
-
-
-def _validate_semantics(sections: dict[str, Any], where: str) -> None:
+def _check_entries(sections: dict[str, Any], where: str) -> None:
+    """Hypervisor names and the registries' mirrors and credentials, entry by entry; the
+    password files must hold a password."""
     hypervisors: Hypervisors = sections["hypervisors"]
     registries: Registries = sections["registries"]
     for hv in hypervisors.prefer:
@@ -433,113 +403,76 @@ def _validate_semantics(sections: dict[str, Any], where: str) -> None:
             raise ConfigError(f"hypervisors.prefer in {where}: unknown hypervisor {hv!r} "
                               f"(known: {', '.join(_HYPERVISORS)})")
     for kind in ("datastores", "clusters"):
-        mapping: Mapping[Any, Any] = getattr(hypervisors, kind)
-        for key, hv in mapping.items():
+        for key, hv in getattr(hypervisors, kind).items():
             if not isinstance(key, int) or hv not in _HYPERVISORS:
                 raise ConfigError(f"hypervisors.{kind} in {where}: entries must be "
                                   f"<numeric id>: <hypervisor>, got {key!r}: {hv!r}")
-    for ds in sections["scope"].datastores:
-        if not isinstance(ds, int) or isinstance(ds, bool) or ds < 0:
-            raise ConfigError(f"scope.datastores in {where} must list numeric datastore IDs")
-    for section in ("kernels", "initrds"):
-        for key, ref in vars(sections[section]).items():
-            if (isinstance(ref, int) and not isinstance(ref, bool) and ref < 0) or (
-                    isinstance(ref, str) and (not ref.strip() or _CONTROL.search(ref))):
-                raise ConfigError(f"{section}.{key} in {where} must be an image ID (0 or more) "
-                                  f"or a name, not {ref!r}")
-    check_url = _endpoint("http://", "https://")
     mirrors_of: dict[str, tuple[str, ...]] = {}
     for host, given in registries.mirrors.items():
-        raw: object = given  # from YAML: a list, we hope
-        if not isinstance(raw, (list, tuple)) or not all(isinstance(m, str) for m in raw):
-            raise ConfigError(f"registries.mirrors.{host} in {where} must be a list of URLs")
-        for mirror in raw:
-            if (problem := check_url(mirror)) is not None:
-                raise ConfigError(f"registries.mirrors.{host} in {where}: {mirror!r} {problem}")
-        mirrors_of[str(host)] = tuple(raw)
-    sections["registries"] = replace(registries, mirrors=mirrors_of)
-    for host in registries.insecure:
-        if not isinstance(host, str) or not host.strip():
-            raise ConfigError(f"registries.insecure in {where} must list registry hosts")
+        name = f"registries.mirrors.{host}"
+        if not isinstance(given, (list, tuple)) or not all(isinstance(m, str) for m in given):
+            raise ConfigError(f"{name} in {where} must be a list of URLs")
+        for mirror in given:
+            if (problem := _HTTP(mirror)) is not None:
+                raise ConfigError(f"{name} in {where}: {mirror!r} {problem}")
+        mirrors_of[str(host)] = tuple(given)
     for host, creds in registries.credentials.items():
+        name = f"registries.credentials.{host}"
         if not isinstance(creds, dict) or set(creds) != {"username", "password_file"}:
-            raise ConfigError(f"registries.credentials.{host} in {where} must be a mapping "
-                              f"with username and password_file")
+            raise ConfigError(f"{name} in {where} must be a mapping with username and "
+                              f"password_file")
         username, password_file = creds["username"], creds["password_file"]
         if not isinstance(username, str) or not username.strip():
-            raise ConfigError(f"registries.credentials.{host}.username in {where} must be a "
-                              f"user name")
+            raise ConfigError(f"{name}.username in {where} must be a user name")
         if not isinstance(password_file, str) or not password_file:
-            raise ConfigError(f"registries.credentials.{host}.password_file in {where} must "
-                              f"be a file name")
-        password = read_text_file(Path(password_file),
-                                  f"registries.credentials.{host}.password_file").strip()
-        if not password:
-            raise ConfigError(f"registries.credentials.{host}.password_file {password_file} "
-                              f"is empty")
+            raise ConfigError(f"{name}.password_file in {where} must be a file name")
+        if not read_text_file(Path(password_file), f"{name}.password_file").strip():
+            raise ConfigError(f"{name}.password_file {password_file} is empty")
+    sections["registries"] = replace(registries, mirrors=mirrors_of)
 
 
+# -- OpenNebula's conventions ----------------------------------------------------------------
 def _first_line(path: Path) -> str | None:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):
         return None
-    text = text.strip()
     return text.splitlines()[0].strip() if text else None
 
 
-def resolve_endpoint(configured: str | None, env: Environment) -> tuple[str, str]:
-    if configured:
-        return configured, "hookd.conf one.xmlrpc"
-    if env.env.get("ONE_XMLRPC"):
-        return env.env["ONE_XMLRPC"], "$ONE_XMLRPC"
-    for candidate in (env.user_home() / ".one" / "one_endpoint",
-                      env.oneadmin_home / ".one" / "one_endpoint"):
-        value = _first_line(candidate)
-        if value:
+def _resolve(one: One, key: str, var: str, env: Environment, default: str,
+             file: str | None = None) -> tuple[str, str]:
+    """``one.<key>`` from the file, else ``$<var>``, else the first line of ``file`` in
+    ``~/.one`` or oneadmin's, else ``default``; and where the value came from."""
+    if configured := getattr(one, key):
+        return configured, f"hookd.conf one.{key}"
+    if env.env.get(var):
+        return env.env[var], f"${var}"
+    for candidate in env.dot_one(file) if file else ():
+        if value := _first_line(candidate):
             return value, str(candidate)
-    return DEFAULT_ENDPOINT, "default"
+    return default, "default"
 
 
-def resolve_auth_file(configured: str | None, env: Environment) -> Path | None:
+def _resolve_auth_file(configured: str | None, env: Environment) -> Path | None:
     if configured:
         return Path(configured)
     if env.env.get("ONE_AUTH"):
         return Path(env.env["ONE_AUTH"])
-    for candidate in (env.user_home() / ".one" / "one_auth",
-                      env.oneadmin_home / ".one" / "one_auth"):
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def resolve_zmq(configured: str | None, env: Environment) -> tuple[str, str]:
-    if configured:
-        return configured, "hookd.conf one.zmq"
-    if env.env.get("ONE_ZMQ"):
-        return env.env["ONE_ZMQ"], "$ONE_ZMQ"
-    return DEFAULT_ZMQ, "default"
+    return next((p for p in env.dot_one("one_auth") if p.exists()), None)
 
 
 def load(path: Path | None = None, *, env: Environment | None = None,
-         required: bool = False, reload: bool = False) -> Config:
+         reload: bool = False) -> Config:
     """Load and validate. Without ``path`` the default file is read if it exists.
 
     ``reload``: the running daemon re-reads its file (SIGHUP); an empty file is refused.
     """
-    env = env or Environment()
-    data: dict[str, Any] = {}
-    used: Path | None = None
-    if path is not None:
-        data = _load_yaml(path, reload=reload)
-        used = path
-    elif DEFAULT_PATH.exists():
-        data = _load_yaml(DEFAULT_PATH, reload=reload)
-        used = DEFAULT_PATH
-    elif required:
-        raise ConfigError(f"configuration file {DEFAULT_PATH} does not exist")
-    where = str(used) if used else "the built-in defaults"
-    return _build(data, where, used, env, check_endpoints=True)
+    if path is None and DEFAULT_PATH.exists():
+        path = DEFAULT_PATH
+    data = _load_yaml(path, reload=reload) if path is not None else {}
+    where = str(path) if path is not None else "the built-in defaults"
+    return _build(data, where, path, env or Environment(), check_endpoints=True)
 
 
 def from_mapping(data: Mapping[str, Any], *, env: Environment | None = None) -> Config:
@@ -552,16 +485,17 @@ def _build(data: Mapping[str, Any], where: str, path: Path | None, env: Environm
            check_endpoints: bool) -> Config:
     sections = _validate(data, where)
     one: One = sections["one"]
-    endpoint, endpoint_origin = resolve_endpoint(one.xmlrpc, env)
-    zmq, zmq_origin = resolve_zmq(one.zmq, env)
+    endpoint, endpoint_origin = _resolve(one, "xmlrpc", "ONE_XMLRPC", env, DEFAULT_ENDPOINT,
+                                         "one_endpoint")
+    zmq, zmq_origin = _resolve(one, "zmq", "ONE_ZMQ", env, DEFAULT_ZMQ)
     if check_endpoints:
-        if (problem := _endpoint("http://", "https://")(endpoint)) is not None:
+        if (problem := _HTTP(endpoint)) is not None:
             raise ConfigError(f"the XML-RPC endpoint {endpoint!r} (from {endpoint_origin}) "
                               f"{problem}")
-        if (problem := _endpoint("tcp://", "ipc://")(zmq)) is not None:
+        if (problem := _ZMQ(zmq)) is not None:
             raise ConfigError(f"the event stream {zmq!r} (from {zmq_origin}) {problem}")
     return Config(path=path, **sections, xmlrpc=endpoint, xmlrpc_origin=endpoint_origin,
-                  auth_file=resolve_auth_file(one.auth_file, env), zmq=zmq,
+                  auth_file=_resolve_auth_file(one.auth_file, env), zmq=zmq,
                   zmq_origin=zmq_origin)
 
 
@@ -571,9 +505,9 @@ def read_session(auth_file: Path | None) -> str:
         raise ConfigError("no ONE_AUTH file found: set one.auth_file in hookd.conf, $ONE_AUTH, "
                           "or create ~/.one/one_auth (user:password)")
     text = read_text_file(auth_file, "ONE_AUTH file").strip()
-    value = text.splitlines()[0].strip() if text else None
-    if value is None:
+    if not text:
         raise ConfigError(f"ONE_AUTH file {auth_file} is empty")
+    value = text.splitlines()[0].strip()
     if ":" not in value:
         raise ConfigError(f"ONE_AUTH file {auth_file} must hold user:password on one line")
     return value

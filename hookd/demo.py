@@ -1,10 +1,6 @@
-"""``hookd demo``: the whole job, on the built-in simulator, with nothing else installed.
-
-Starts the OpenNebula simulator (oned's XML-RPC API and hook-manager event stream on
-loopback) and an in-process registry that serves the image configs of the Docker Hub apps,
-runs the real hookd service against them, exports a Docker Hub, a TurnKey and a Linux
-Containers app (6.8; on 7.4 only Linux Containers exists) to KVM, Firecracker and LXC
-clusters, and prints each VM template before and after hookd fixed it.
+"""``hookd demo``: the whole job, with nothing else installed: the built-in simulator and an
+in-process registry, the real hookd service, container-image exports to KVM, Firecracker, LXC
+and mixed clusters, and each VM template before and after hookd fixed it.
 """
 
 from __future__ import annotations
@@ -22,31 +18,6 @@ from handlers.plan import script_summary
 from handlers.template import Template
 from hookd import documents
 from hookd.xmlsafe import parse
-
-# Image configs of the demo's Docker Hub images, as the real images carry them.
-NGINX = {
-    "Entrypoint": ["/docker-entrypoint.sh"],
-    "Cmd": ["nginx", "-g", "daemon off;"],
-    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "NGINX_VERSION=1.27.3"],
-    "StopSignal": "SIGQUIT",
-    "ExposedPorts": {"80/tcp": {}},
-}
-HTTPD = {
-    "Cmd": ["httpd-foreground"],
-    "Env": ["PATH=/usr/local/apache2/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
-            "/sbin:/bin", "HTTPD_PREFIX=/usr/local/apache2"],
-    "WorkingDir": "/usr/local/apache2",
-    "StopSignal": "SIGWINCH",
-}
-REDIS = {
-    "Entrypoint": ["docker-entrypoint.sh"],
-    "Cmd": ["redis-server"],
-    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "REDIS_VERSION=7.4.1"],
-    "WorkingDir": "/data",
-}
-
 
 # A template a person writes for an imported image, naming no hypervisor.
 _PERSONAL = 'NAME="debian-mine"\nCPU="1"\nMEMORY="512"\nDISK=[IMAGE_ID="{}"]\n'
@@ -73,13 +44,6 @@ def _template_of(xml: str) -> Template:
     return documents.template(parse(xml).find("TEMPLATE"))
 
 
-def _show(value: str | None, width: int = 60) -> str:
-    if value is None:
-        return "(unset)"
-    text = value.replace("\n", "\\n")
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
 def diff(before_xml: str, after_xml: str) -> list[tuple[str, str | None, str | None]]:
     before, after = _flatten(_template_of(before_xml)), _flatten(_template_of(after_xml))
     keys = sorted(set(before) | set(after))
@@ -103,34 +67,24 @@ def run_demo(*, one_version: str = "6.8", verbose: bool = False,
              out: TextIO = sys.stdout) -> int:
     from hookd.config import from_mapping
     from hookd.daemon import Daemon
-    from hookd.history import run_history
+    from hookd.history import run_history, shorten
     from hookd.testing import Simulator
-    from hookd.testing.registry import FakeRegistry, image_config
+    from hookd.testing.daemon_config import simulator_config
+    from hookd.testing.registry import seeded_registry
 
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="hookd-demo-"))
-    registry = FakeRegistry().start()
-    for repo, cfg in (("library/nginx", NGINX), ("library/redis", REDIS),
-                      ("library/httpd", HTTPD)):
-        registry.add_image(repo, "latest", {"linux/amd64": {
-            **image_config("linux/amd64"), "config": cfg}})
+    registry = seeded_registry()  # the Docker Hub apps' image configs
     sim = Simulator(one_version=one_version, ready_delay=0.3, registry=registry.host)
     sim.start()
-    auth = work / "one_auth"
-    auth.write_text(sim.session + "\n")
-    auth.chmod(0o600)
     log_file = work / "hookd.log"
     is_7 = one_version.startswith("7")
-    config = from_mapping({
-        "one": {"xmlrpc": sim.xmlrpc_url, "zmq": sim.zmq_url, "auth_file": str(auth)},
-        "kernels": {"kvm": "kernel-kvm"} if is_7 else {"kvm": "kernel-kvm",
-                                                        "firecracker": "kernel-firecracker"},
-        "registries": {"mirrors": {"docker.io": [f"http://{registry.host}"]},
-                       "insecure": [registry.host], "cache_dir": str(work / "oci-cache")},
-        "events": {"heartbeat_interval": 1.0, "heartbeat_timeout": 3.0},
-        "log": {"file": str(log_file), "format": "json"},
-        "hypervisors": {"prefer": ["kvm", "firecracker", "lxc"]},
-    })
+    config = from_mapping(simulator_config(
+        work, xmlrpc=sim.xmlrpc_url, zmq=sim.zmq_url, session=sim.session, registry=registry,
+        kernels={"kvm": "kernel-kvm"} if is_7 else None,
+        events={"heartbeat_interval": 1.0, "heartbeat_timeout": 3.0},
+        log={"file": str(log_file), "format": "json"},
+        hypervisors={"prefer": ["kvm", "firecracker", "lxc"]}))
     console: TextIO = out if verbose else io.StringIO()
     daemon = Daemon(None, config=config, log_stream=console)
     thread = threading.Thread(target=daemon.run, name="hookd-demo", daemon=True)
@@ -202,7 +156,8 @@ def run_demo(*, one_version: str = "6.8", verbose: bool = False,
             else:
                 print(f"   VM template {template_id}, before -> after:", file=out)
             for key, old, new in changes:
-                print(f"     {key:32} {_show(old)}\n     {'':32} -> {_show(new)}", file=out)
+                print(f"     {key:32} {shorten(old, 60)}\n     {'':32} -> {shorten(new, 60)}",
+                      file=out)
                 if key.endswith("START_SCRIPT_BASE64") and new:
                     print(f"     {'':32}    ({script_summary(new)}: it starts the image's "
                           f"Entrypoint+Cmd as a service - hookd start-script --template "

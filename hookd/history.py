@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -21,9 +21,7 @@ from typing import Any, TextIO
 _PRIORITY = re.compile(r"^<\d>")
 _RELATIVE = re.compile(r"^\s*(\d+)\s*(s|sec|secs|m|min|mins|h|hour|hours|d|day|days|w|"
                        r"week|weeks)\s*(ago)?\s*$", re.IGNORECASE)
-_UNITS = {"s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60, "h": 3600,
-          "hour": 3600, "hours": 3600, "d": 86400, "day": 86400, "days": 86400,
-          "w": 604800, "week": 604800, "weeks": 604800}
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}  # by the unit's first letter
 
 
 class HistoryError(ValueError):
@@ -42,37 +40,25 @@ class Entry:
     reason: str
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "time": self.time.isoformat().replace("+00:00", "Z"),
-            "kind": self.kind,
-            "image_id": self.image_id,
-            "template_id": self.template_id,
-            "hypervisor": self.hypervisor,
-            "status": self.status,
-            "changes": list(self.changes),
-            "reason": self.reason,
-        }
+        return {**asdict(self), "time": self.time.isoformat().replace("+00:00", "Z")}
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
     now = now or datetime.now(UTC)
-    match = _RELATIVE.match(text)
-    if match:
+    if match := _RELATIVE.match(text):
+        seconds = int(match.group(1)) * _SECONDS[match.group(2)[0].lower()]
         try:
-            return now - timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2).lower()])
+            return now - timedelta(seconds=seconds)
         except OverflowError:
             # Further back than datetime goes (year 1): everything there is.
             return datetime.min.replace(tzinfo=UTC)
-    if text.strip().lower() == "today":
-        return now.replace(hour=0, minute=0, second=0, microsecond=0)
-    if text.strip().lower() == "yesterday":
-        return now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
-    try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
+    days_back = {"today": 0, "yesterday": 1}.get(text.strip().lower())
+    if days_back is not None:
+        return now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days_back)
+    if (value := _time(text.strip())) is None:
         raise HistoryError(f"cannot read --since {text!r}: use e.g. 2026-11-28, "
-                           f"'2026-11-28 10:00', 2h or 3d") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+                           f"'2026-11-28 10:00', 2h or 3d")
+    return value
 
 
 def _time(value: object) -> datetime | None:
@@ -123,9 +109,9 @@ def _read_source(config_path: Path | None, log_file: str | None) -> Iterator[str
     except Exception:  # noqa: BLE001 - history must work even with a broken config
         configured = None
     if configured and Path(configured).exists():
-        yield from _file_lines(Path(configured))
-        for rotated in sorted(Path(configured).parent.glob(Path(configured).name + ".1")):
-            yield from _file_lines(rotated)
+        for path in (Path(configured), Path(f"{configured}.1")):  # and the rotated one
+            if path.exists():
+                yield from _file_lines(path)
         return
     journalctl = shutil.which("journalctl")
     if journalctl is None:
@@ -155,11 +141,11 @@ def _describe(entry: Entry) -> str:
             if attribute == "HOOKD_STATUS":
                 parts.append(f"status {before or '-'} -> {after}")
             continue
-        parts.append(f"{attribute} {_short(before)} -> {_short(after)}")
+        parts.append(f"{attribute} {shorten(before)} -> {shorten(after)}")
     return "; ".join(parts)
 
 
-def _short(value: object, limit: int = 40) -> str:
+def shorten(value: object, limit: int = 40) -> str:
     if value is None:
         return "(unset)"
     text = str(value).replace("\n", "\\n")
@@ -169,22 +155,13 @@ def _short(value: object, limit: int = 40) -> str:
 
 
 def render_table(rows: list[Entry]) -> str:
-    header = ("TIME (UTC)", "IMAGE", "TEMPLATE", "HYPERVISOR", "CHANGES")
-    lines = [header]
-    for e in rows:
-        lines.append((
-            e.time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-            str(e.image_id),
-            str(e.template_id) if e.template_id is not None else "-",
-            e.hypervisor or "-",
-            _describe(e) or (f"status {e.status}" if e.status else ""),
-        ))
-    widths = [max(len(row[i]) for row in lines) for i in range(4)]
-    out = []
-    for row in lines:
-        out.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4]))
-                   + "  " + row[4])
-    return "\n".join(out)
+    table = [("TIME (UTC)", "IMAGE", "TEMPLATE", "HYPERVISOR", "CHANGES")]
+    table += [(e.time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"), str(e.image_id),
+               "-" if e.template_id is None else str(e.template_id), e.hypervisor or "-",
+               _describe(e) or (f"status {e.status}" if e.status else "")) for e in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    return "\n".join("  ".join([*(row[i].ljust(widths[i]) for i in range(4)), row[4]])
+                     for row in table)
 
 
 def run_history(config_path: Path | None, *, log_file: str | None = None,

@@ -1,16 +1,7 @@
-"""``hookd kernel …``: check a kernel image for a hypervisor, extract a vmlinux from a bzImage.
+"""``hookd kernel …``: check a kernel image for a hypervisor, extract a vmlinux from a bzImage,
+register a kernel with oned. ``python -m hookd.kernel_cli kernel …`` runs it standalone.
 
-Wiring (the main CLI builds the parser; each sub-command stores its handler in ``func``)::
-
-    from hookd import kernel_cli
-    kernel_cli.add_parser(subparsers)
-    args = parser.parse_args()
-    sys.exit(args.func(args))
-
-``python -m hookd.kernel_cli kernel check FILE --hypervisor kvm`` runs it standalone.
-
-Only ``argparse`` is imported at module level: ``hookd.kernels`` is imported by the handlers, so
-``hookd --help`` does not pay for it.
+Only ``argparse`` is imported at module level: ``hookd --help`` does not pay for ``hookd.kernels``.
 """
 
 from __future__ import annotations
@@ -23,70 +14,41 @@ from collections.abc import Sequence
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``kernel`` and its sub-commands on the main CLI's ``subparsers``."""
     kernel = subparsers.add_parser(
-        "kernel",
-        help="inspect, check and extract kernel images",
-        description=(
-            "Kernel images for Firecracker and KVM (PVH) direct kernel boot: check that one "
-            "boots, or extract the uncompressed vmlinux from a bzImage."
-        ),
-    )
+        "kernel", help="inspect, check and extract kernel images",
+        description="Kernel images for Firecracker and KVM (PVH) direct kernel boot: check that "
+                    "one boots, or extract the uncompressed vmlinux from a bzImage.")
     commands = kernel.add_subparsers(dest="kernel_command", metavar="COMMAND", required=True)
 
     check = commands.add_parser(
-        "check",
-        help="check that a kernel image can boot guests of a hypervisor",
-        description=(
-            "Inspect FILE and print one line per finding, then 'OK: usable for <hypervisor>' "
-            "(exit 0) or 'FAIL: <reason>' (exit 1)."
-        ),
-    )
+        "check", help="check that a kernel image can boot guests of a hypervisor",
+        description="Inspect FILE and print one line per finding, then 'OK: usable for "
+                    "<hypervisor>' (exit 0) or 'FAIL: <reason>' (exit 1).")
     check.add_argument("file", metavar="FILE", help="the kernel image (vmlinux, bzImage, Image)")
-    check.add_argument(
-        "--hypervisor",
-        required=True,
-        choices=("kvm", "firecracker"),
-        help="the hypervisor that will boot it",
-    )
-    check.add_argument(
-        "--config",
-        metavar="FILE",
-        help="the kernel's .config (default: config-<release> beside FILE, else embedded IKCONFIG)",
-    )
-    check.add_argument(
-        "--arch",
-        choices=("x86_64", "aarch64"),
-        default="x86_64",
-        help="host architecture (default: x86_64)",
-    )
-    check.add_argument(
-        "--strict",
-        action="store_true",
-        help="fail, instead of warning, when the config shows the root disk cannot be mounted",
-    )
+    check.add_argument("--hypervisor", required=True, choices=("kvm", "firecracker"),
+                       help="the hypervisor that will boot it")
+    check.add_argument("--config", metavar="FILE", help="the kernel's .config (default: "
+                       "config-<release> beside FILE, else embedded IKCONFIG)")
+    check.add_argument("--arch", choices=("x86_64", "aarch64"), default="x86_64",
+                       help="host architecture (default: x86_64)")
+    check.add_argument("--strict", action="store_true", help="fail, instead of warning, when "
+                       "the config shows the root disk cannot be mounted")
     check.set_defaults(func=run_check)
 
     extract = commands.add_parser(
-        "extract",
-        help="extract the uncompressed ELF vmlinux from a bzImage",
-        description=(
-            "Decompress the vmlinux inside BZIMAGE (gzip, xz, bzip2, lzma, lz4, zstd, lzo "
-            "payloads; lz4/zstd/lzop need their programs) and write it atomically to OUT."
-        ),
-    )
+        "extract", help="extract the uncompressed ELF vmlinux from a bzImage",
+        description="Decompress the vmlinux inside BZIMAGE (gzip, xz, bzip2, lzma, lz4, zstd, "
+                    "lzo payloads; lz4/zstd/lzop need their programs) and write it atomically "
+                    "to OUT.")
     extract.add_argument("bzimage", metavar="BZIMAGE", help="the compressed kernel (vmlinuz)")
     extract.add_argument("out", metavar="OUT", help="where to write the vmlinux")
     extract.set_defaults(func=run_extract)
 
     register = commands.add_parser(
-        "register",
-        help="check a kernel, then create it as a KERNEL image in a file datastore",
-        description=(
-            "Check FILE for the hypervisor (as 'kernel check' does) and, if usable, create a "
-            "KERNEL image from it in the file datastore DATASTORE (oned copies the file, which "
-            "must be readable on the front-end). Prints the new image ID to put in hookd.conf "
-            "under kernels:."
-        ),
-    )
+        "register", help="check a kernel, then create it as a KERNEL image in a file datastore",
+        description="Check FILE for the hypervisor (as 'kernel check' does) and, if usable, "
+                    "create a KERNEL image from it in the file datastore DATASTORE (oned copies "
+                    "the file, which must be readable on the front-end). Prints the new image ID "
+                    "to put in hookd.conf under kernels:.")
     register.add_argument("file", metavar="FILE", help="the kernel image (vmlinux or Image)")
     register.add_argument("--hypervisor", required=True, choices=("kvm", "firecracker"))
     register.add_argument("--datastore", required=True, type=int, metavar="ID",
@@ -173,12 +135,10 @@ def run_register(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point: ``python -m hookd.kernel_cli kernel check …``."""
-    parser = argparse.ArgumentParser(prog="hookd")
-    add_parser(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args = parser.parse_args(argv)
-    status: int = args.func(args)
-    return status
+    """Standalone entry point: ``python -m hookd.kernel_cli kernel …`` is ``hookd kernel …``."""
+    from hookd.cli import main as hookd_main
+
+    return hookd_main(argv)
 
 
 if __name__ == "__main__":

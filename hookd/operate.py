@@ -19,22 +19,17 @@ def _components(config_path: Path | None) -> Components:
     from hookd.logs import configure_logging
 
     config = load(config_path)
-    configure_logging(level="warning", stream=sys.stderr,
-                      fmt=config.log.format)
+    configure_logging(level="warning", stream=sys.stderr, fmt=config.log.format)
     return build(config)
 
 
 def reconcile(config_path: Path | None, *, images: list[int], dry_run: bool,
               out: TextIO = sys.stdout) -> int:
     """Fix the given images (or every image, through a sweep). Exit 1 if any failed."""
-    try:
-        c = _components(config_path)
-    except HookdError as exc:
-        print(f"hookd: {exc.reason}", file=sys.stderr)
-        return 1
     failures = 0
     plans: list[ImagePlan] = []
     try:
+        c = _components(config_path)
         c.world.refresh()
         raft = c.client.raft()
         if not raft.may_act and not dry_run:
@@ -44,8 +39,7 @@ def reconcile(config_path: Path | None, *, images: list[int], dry_run: bool,
         # A sweep builds the template index and tells which images need work.
         needing: list[int] = []
         c.engine.sweep(lambda image_id, _why: needing.append(image_id))
-        targets = images or needing
-        for image_id in dict.fromkeys(targets):
+        for image_id in dict.fromkeys(images or needing):
             try:
                 result = c.engine.reconcile_image(image_id, dry_run=dry_run, final=True,
                                                   trigger="cli")

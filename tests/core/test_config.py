@@ -51,6 +51,8 @@ def test_environment_then_files(tmp_path: Path) -> None:
     ("one:\n  timeout: fast\n", "one.timeout in"),
     ("reconcile:\n  workers: 0\n", "reconcile.workers in"),
     ("reconcile:\n  workers: true\n", "reconcile.workers in"),
+    # An integer beyond any float: the range error, not an OverflowError.
+    ("reconcile:\n  backoff_max: 1" + "0" * 400 + "\n", "reconcile.backoff_max in"),
     ("one:\n  xmlrpc: localhost:2633\n", "must start with http://"),
     ("hypervisors:\n  prefer: [kvm, xen]\n", "unknown hypervisor 'xen'"),
     ("start_script:\n  policy: replace\n", "must be one of keep, append"),
