@@ -57,29 +57,6 @@ from importlib import resources
 
 from handlers.errors import PermanentError
 
-__all__ = [
-    "DEFAULT_PATH",
-    "MAX_ARGV_ITEMS",
-    "MAX_ARG_BYTES",
-    "MAX_CONFIG_DOCUMENT_BYTES",
-    "MAX_ENV_ENTRIES",
-    "MAX_START_SCRIPT_BYTES",
-    "MAX_TOTAL_EXEC_BYTES",
-    "OciProcess",
-    "StartScriptError",
-    "StartScriptOptions",
-    "build_fallback_script",
-    "build_start_script",
-    "compose_with_user_script",
-    "load_oci_config",
-    "parse_oci_config",
-    "readable_fallback_script",
-    "readable_script",
-    "readable_start_script",
-    "shell_source",
-    "strip_shell",
-]
-
 #: PATH that ``docker run`` gives a process whose image does not set one.
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
