@@ -10,7 +10,6 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Final
 
 from hookd.kernels.model import KernelInspectionError
@@ -64,12 +63,7 @@ class KernelFile:
     def __enter__(self) -> KernelFile:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self.close()
 
     def _pread(self, offset: int, length: int) -> bytes:
@@ -121,3 +115,12 @@ class KernelFile:
                 raise KernelInspectionError(f"{self.path} shrank while it was being read.")
             yield position, data
             position += len(data)
+
+    def windows(self, start: int, overlap: int) -> Iterator[tuple[int, bytes]]:
+        """``(offset, data)`` chunks of ``[start, size of file)``, each led by the last ``overlap``
+        bytes of the one before, so that a pattern across a chunk boundary is seen whole."""
+        carry = b""
+        for offset, chunk in self.chunks(start, self.size):
+            buffer = carry + chunk
+            yield offset - len(carry), buffer
+            carry = buffer[-overlap:]

@@ -14,6 +14,7 @@ import bz2
 import contextlib
 import lzma
 import os
+import re
 import select
 import shutil
 import signal
@@ -34,6 +35,7 @@ from hookd.kernels.bootimg import (
     identify_compression,
     is_bzimage,
     parse_bzimage,
+    protected_mode_offset,
 )
 from hookd.kernels.elf import ELF_MAGIC
 from hookd.kernels.inspection import inspect_as
@@ -60,6 +62,9 @@ TOOLS: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
 _READ_CHUNK: Final = 1 << 20
 _OUTPUT_STEP: Final = 4 << 20
 _MAX_CANDIDATES: Final = 64
+_ANY_MAGIC: Final = re.compile(b"|".join(re.escape(magic) for _, magic in COMPRESSION_MAGICS))
+#: Enough for the longest magic and the byte after it (bzip2's block size digit).
+_MAGIC_OVERLAP: Final = max(len(magic) for _, magic in COMPRESSION_MAGICS) + 1
 #: lib/lz4: legacy frames hold 8 MiB blocks; LZ4_COMPRESSBOUND(8 MiB) = 8 MiB + 8 MiB/255 + 16.
 _LZ4_LEGACY_MAGIC: Final = 0x184C2102
 _LZ4_MAX_BLOCK: Final = (8 << 20) + (8 << 20) // 255 + 16
@@ -246,7 +251,7 @@ def _candidates(f: KernelFile, head: bytes) -> Iterator[_Candidate]:
     header_offset: int | None = None
     if is_bzimage(head):
         bz = parse_bzimage(f)
-        scan_from = bz.protected_mode_offset
+        scan_from = protected_mode_offset(head)
         if (
             bz.payload_offset is not None
             and bz.payload_length is not None
@@ -266,23 +271,17 @@ def _candidates(f: KernelFile, head: bytes) -> Iterator[_Candidate]:
 
 
 def _scan_magics(f: KernelFile, start: int) -> Iterator[tuple[int, str]]:
-    longest = max(len(magic) for _, magic in COMPRESSION_MAGICS) + 1
-    carry = b""
+    """``(offset, compression)`` of each compression magic in the file from ``start`` on."""
     last = -1
-    for offset, chunk in f.chunks(start, f.size):
-        buffer = carry + chunk
-        base = offset - len(carry)
-        hits: list[tuple[int, str]] = []
-        for name, magic in COMPRESSION_MAGICS:
-            hit = buffer.find(magic)
-            while hit >= 0:
-                if base + hit > last and identify_compression(buffer[hit : hit + 8]) == name:
-                    hits.append((base + hit, name))
-                hit = buffer.find(magic, hit + 1)
-        for position, name in sorted(hits):
-            last = max(last, position)
-            yield position, name
-        carry = buffer[-longest:]
+    for base, buffer in f.windows(start, _MAGIC_OVERLAP):
+        hit = _ANY_MAGIC.search(buffer)
+        while hit is not None:
+            name = identify_compression(buffer[hit.start() : hit.start() + 8])
+            if name is not None and base + hit.start() > last:
+                last = base + hit.start()
+                yield last, name
+            # Not finditer: a magic can begin inside the last one (zstd's last byte is xz's first).
+            hit = _ANY_MAGIC.search(buffer, hit.start() + 1)
 
 
 def _decompress(

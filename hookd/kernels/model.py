@@ -100,11 +100,9 @@ class PvhEntry:
 
 @dataclass(frozen=True)
 class LoadSegment:
-    """A PT_LOAD program header (file range and physical/virtual placement)."""
+    """A PT_LOAD program header's physical placement."""
 
-    offset: int
     paddr: int
-    vaddr: int
     filesz: int
     memsz: int
 
