@@ -76,6 +76,21 @@ _KVM_CONTEXT: Final = (
 #: 6.8.3 and 7.4.0 deployment files.
 _KVM_CD_CONTROLLERS: Final = (("ATA_PIIX", "OpenNebula 6.x (pc machine, IDE CD-ROM)"),
                               ("SATA_AHCI", "OpenNebula 7.x (q35 machine, SATA CD-ROM)"))
+#: The console hookd's KERNEL_CMD names and what is lost when its driver is not built in.
+#: OpenNebula's KVM driver writes no serial device, only the graphics (VNC) console:
+#: hookd's KERNEL_CMD says console=tty0 (src/vmm/LibVirtDriverKVM.cc; measured).
+_CONSOLE: Final[dict[Hypervisor, tuple[str, str]]] = {
+    "kvm": ("VT_CONSOLE", "console=tty0 stays silent, so boot failures cannot be read on the "
+            "VM's VNC console"),
+    "firecracker": ("SERIAL_8250_CONSOLE", "console=ttyS0 stays silent, so boot failures cannot "
+                    "be read from the VM's serial log"),
+}
+#: Why /dev stays unmounted without CONFIG_DEVTMPFS_MOUNT.
+_DEV_UNMOUNTED: Final[dict[Hypervisor, str]] = {
+    "kvm": "booted without an initrd, the kernel leaves /dev unmounted",
+    "firecracker": "Firecracker guests boot without an initrd (OpenNebula/one#5382), so /dev "
+                   "stays unmounted",
+}
 
 
 def check_kernel(
@@ -364,40 +379,24 @@ def _config_findings(
             fatal = fatal or message
 
     if hypervisor == "kvm":
-        absent = [name for name, _ in _KVM_CD_CONTROLLERS if config.state(name) == "absent"]
-        for name, where in _KVM_CD_CONTROLLERS:
-            if name in absent:
-                warnings.append(
-                    f"CONFIG_{name} is not set: on {where} the kernel cannot read the context "
-                    "CD, so contextualization would not run there.")
+        absent = [(name, where) for name, where in _KVM_CD_CONTROLLERS
+                  if config.state(name) == "absent"]
+        for name, where in absent:
+            warnings.append(
+                f"CONFIG_{name} is not set: on {where} the kernel cannot read the context "
+                "CD, so contextualization would not run there.")
         if len(absent) == len(_KVM_CD_CONTROLLERS):
             fatal = fatal or warnings[-1]
-        # OpenNebula's KVM driver writes no serial device, only the graphics (VNC) console:
-        # hookd's KERNEL_CMD says console=tty0 (src/vmm/LibVirtDriverKVM.cc; measured).
-        if config.state("VT_CONSOLE") != "y":
-            warnings.append(
-                "CONFIG_VT_CONSOLE is not built in: console=tty0 stays silent, so boot failures "
-                "cannot be read on the VM's VNC console.")
-    elif config.state("SERIAL_8250_CONSOLE") != "y":
-        warnings.append(
-            "CONFIG_SERIAL_8250_CONSOLE is not built in: console=ttyS0 stays silent, so boot "
-            "failures cannot be read from the VM's serial log."
-        )
+    console, unread = _CONSOLE[hypervisor]
+    if config.state(console) != "y":
+        warnings.append(f"CONFIG_{console} is not built in: {unread}.")
     if config.state("DEVTMPFS") != "y":
         warnings.append(
             "CONFIG_DEVTMPFS is not built in: a container rootfs gets no device nodes in /dev."
         )
     elif config.state("DEVTMPFS_MOUNT") != "y":
-        if hypervisor == "firecracker":
-            warnings.append(
-                "CONFIG_DEVTMPFS_MOUNT is not set: Firecracker guests boot without an initrd "
-                "(OpenNebula/one#5382), so /dev stays unmounted unless the image's init mounts "
-                "devtmpfs itself (systemd does, a plain container entrypoint does not)."
-            )
-        else:
-            warnings.append(
-                "CONFIG_DEVTMPFS_MOUNT is not set: booted without an initrd, the kernel leaves "
-                "/dev unmounted unless the image's init mounts devtmpfs itself (systemd does, a "
-                "plain container entrypoint does not)."
-            )
+        warnings.append(
+            f"CONFIG_DEVTMPFS_MOUNT is not set: {_DEV_UNMOUNTED[hypervisor]} unless the image's "
+            "init mounts devtmpfs itself (systemd does, a plain container entrypoint does not)."
+        )
     return warnings, fatal
