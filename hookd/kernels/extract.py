@@ -24,10 +24,10 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final, Protocol
+from typing import BinaryIO, Final
 
 from hookd.kernels._reader import KernelFile, describe_oserror
 from hookd.kernels.bootimg import (
@@ -86,16 +86,6 @@ class _Candidate:
     from_header: bool
 
 
-class _Decompressor(Protocol):
-    @property
-    def eof(self) -> bool: ...
-
-    @property
-    def needs_input(self) -> bool: ...
-
-    def decompress(self, data: bytes, max_length: int = -1) -> bytes: ...
-
-
 class _Gunzip:
     """``zlib.decompressobj`` behind the ``lzma``/``bz2`` decompressor interface."""
 
@@ -115,16 +105,14 @@ class _Gunzip:
         return self._inflater.decompress(pending, max(max_length, 0))
 
 
-def _python_decompressor(compression: str) -> _Decompressor | None:
-    if compression == "gzip":
-        return _Gunzip()
-    if compression == "xz":
-        return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-    if compression == "lzma":
-        return lzma.LZMADecompressor(format=lzma.FORMAT_ALONE)
-    if compression == "bzip2":
-        return bz2.BZ2Decompressor()
-    return None
+_Decompressor = _Gunzip | lzma.LZMADecompressor | bz2.BZ2Decompressor
+#: The compressions Python decompresses itself (the others need TOOLS).
+_IN_PROCESS: Final[dict[str, Callable[[], _Decompressor]]] = {
+    "gzip": _Gunzip,
+    "xz": lambda: lzma.LZMADecompressor(format=lzma.FORMAT_XZ),
+    "lzma": lambda: lzma.LZMADecompressor(format=lzma.FORMAT_ALONE),
+    "bzip2": bz2.BZ2Decompressor,
+}
 
 
 def extract_vmlinux(
@@ -165,15 +153,7 @@ def extract_vmlinux(
         temp_path = Path(temporary)
         try:
             with os.fdopen(fd, "w+b") as sink:
-                report = _extract_into(
-                    f,
-                    head,
-                    sink,
-                    temp_path=temp_path,
-                    out=out,
-                    max_output=max_output,
-                    deadline=deadline,
-                )
+                report = _extract_into(f, head, sink, temp_path, out, max_output, deadline)
                 sink.flush()
                 os.fchmod(sink.fileno(), 0o644)
                 os.fsync(sink.fileno())
@@ -195,12 +175,12 @@ def _extract_into(
     f: KernelFile,
     head: bytes,
     sink: BinaryIO,
-    *,
     temp_path: Path,
     out: Path,
     max_output: int,
     deadline: float,
 ) -> KernelReport:
+    """Decompress candidates into ``sink`` (``temp_path``) until one is a vmlinux: its report."""
     failures: list[str] = []
     header_failure: str | None = None
     for tried, candidate in enumerate(_candidates(f, head)):
@@ -209,7 +189,7 @@ def _extract_into(
         sink.seek(0)
         sink.truncate()
         try:
-            written = _decompress(f, candidate, sink, max_output, deadline)
+            written = _decompress(f, candidate, _Output(sink, max_output, deadline))
             expected = candidate.expected_size
             if expected is not None and written % (1 << 32) != expected:
                 raise _Failed(
@@ -284,30 +264,24 @@ def _scan_magics(f: KernelFile, start: int) -> Iterator[tuple[int, str]]:
             hit = _ANY_MAGIC.search(buffer, hit.start() + 1)
 
 
-def _decompress(
-    f: KernelFile, candidate: _Candidate, sink: BinaryIO, max_output: int, deadline: float
-) -> int:
-    decompressor = _python_decompressor(candidate.compression)
-    if decompressor is not None:
-        return _decompress_in_process(
-            f, candidate, decompressor, sink, max_output=max_output, deadline=deadline
-        )
+def _decompress(f: KernelFile, candidate: _Candidate, output: _Output) -> int:
+    if candidate.compression in _IN_PROCESS:
+        return _decompress_in_process(f, candidate, _IN_PROCESS[candidate.compression](), output)
     end = candidate.end
     if candidate.compression == "lz4":
         end = _lz4_legacy_end(f, candidate.offset, candidate.end)
     elif candidate.compression == "zstd":
         end = _zstd_frame_end(f, candidate.offset, candidate.end)
-    return _decompress_with_tool(
-        f, candidate, sink, end=end, max_output=max_output, deadline=deadline
-    )
+    return _decompress_with_tool(f, candidate, end, output)
 
 
 class _Output:
-    """Counts, caps and checks the decompressed bytes as they are written."""
+    """Counts, caps and checks the decompressed bytes as they are written; holds the deadline."""
 
-    def __init__(self, sink: BinaryIO, max_output: int) -> None:
+    def __init__(self, sink: BinaryIO, max_output: int, deadline: float) -> None:
         self.sink = sink
         self.max_output = max_output
+        self.deadline = deadline
         self.written = 0
         self.head = b""
 
@@ -330,20 +304,13 @@ class _Output:
 
 
 def _decompress_in_process(
-    f: KernelFile,
-    candidate: _Candidate,
-    decompressor: _Decompressor,
-    sink: BinaryIO,
-    *,
-    max_output: int,
-    deadline: float,
+    f: KernelFile, candidate: _Candidate, decompressor: _Decompressor, output: _Output
 ) -> int:
-    output = _Output(sink, max_output)
     try:
         for _, chunk in f.chunks(candidate.offset, candidate.end, _READ_CHUNK):
             data = chunk
             while not decompressor.eof:
-                if time.monotonic() > deadline:
+                if time.monotonic() > output.deadline:
                     raise _Failed("decompression timed out")
                 piece = decompressor.decompress(data, _OUTPUT_STEP)
                 data = b""
@@ -408,15 +375,7 @@ def _zstd_frame_end(f: KernelFile, offset: int, end: int) -> int:
     return position
 
 
-def _decompress_with_tool(
-    f: KernelFile,
-    candidate: _Candidate,
-    sink: BinaryIO,
-    *,
-    end: int,
-    max_output: int,
-    deadline: float,
-) -> int:
+def _decompress_with_tool(f: KernelFile, candidate: _Candidate, end: int, output: _Output) -> int:
     program, package, arguments = TOOLS[candidate.compression]
     executable = shutil.which(program)
     if executable is None:
@@ -424,7 +383,6 @@ def _decompress_with_tool(
             f"decompressing it needs the {program} program, which is not installed (Debian "
             f"package {package})"
         )
-    output = _Output(sink, max_output)
     environment = {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C"}
     with tempfile.TemporaryFile() as errors:
         try:
@@ -447,7 +405,7 @@ def _decompress_with_tool(
         try:
             descriptor = stdout.fileno()
             while True:
-                remaining = deadline - time.monotonic()
+                remaining = output.deadline - time.monotonic()
                 if remaining <= 0:
                     raise _Failed(f"{program} timed out")
                 ready, _, _ = select.select([descriptor], [], [], min(remaining, 1.0))
@@ -458,7 +416,7 @@ def _decompress_with_tool(
                     break
                 output.write(data)
             try:
-                status = process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+                status = process.wait(timeout=max(output.deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
                 raise _Failed(f"{program} timed out") from None
         finally:

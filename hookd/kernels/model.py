@@ -5,7 +5,7 @@ Everything here is a frozen dataclass or a constant: no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, Literal
 
 from handlers.errors import PermanentError
@@ -92,11 +92,6 @@ class PvhEntry:
     descriptor_size: int
     descriptor: int
 
-    @property
-    def high_bits_set(self) -> bool:
-        """True when an 8-byte descriptor does not hold a 32-bit physical address."""
-        return self.descriptor >> 32 != 0
-
 
 @dataclass(frozen=True)
 class LoadSegment:
@@ -124,10 +119,7 @@ class KernelConfig:
 
     def state(self, option: str) -> ConfigState:
         """State of ``option`` (without ``CONFIG_``); options hookd does not track are "absent"."""
-        for name, state in self.options:
-            if name == option:
-                return state
-        return "absent"
+        return dict(self.options).get(option, "absent")
 
 
 @dataclass(frozen=True)
@@ -166,7 +158,7 @@ class KernelReport:
 
     config: KernelConfig | None = None
     #: Observations that are not findings about the kernel (e.g. an unreadable sibling config).
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
     @property
     def elf_machine_name(self) -> str | None:

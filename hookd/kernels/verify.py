@@ -265,7 +265,7 @@ def _check_x86_elf(
                 "QEMU refuses it with 'Error loading uncompressed kernel without PVH ELF Note': "
                 "use a kernel built with CONFIG_PVH=y."
             ), ""
-        if pvh.high_bits_set:
+        if pvh.descriptor >> 32:  # an 8-byte descriptor that is not a 32-bit physical address
             return (
                 f"{path} has a PVH entry ({pvh.descriptor:#x}) that is not a 32-bit physical "
                 "address."
