@@ -7,13 +7,8 @@ upload them), so hookd inspects a kernel before attaching it (``OS/KERNEL_DS``):
 >>> verdict = check_kernel(report, "kvm")                              # doctest: +SKIP
 >>> verdict.usable, verdict.reason, verdict.warnings                   # doctest: +SKIP
 
-- ``inspect_kernel(path, *, config_path=None) -> KernelReport``: format, ELF header, PVH note,
-  bzImage header, kernel config findings. Reads headers and notes by offset with caps; raises
-  ``KernelInspectionError`` (a ``PermanentError``) for missing, empty, huge, truncated or
-  malformed files.
-- ``check_kernel(report, hypervisor, *, arch="x86_64", strict=False) -> KernelVerdict``.
-- ``verify_kernel(path, hypervisor, ...)``: both, with inspection errors folded into the verdict.
-- ``extract_vmlinux(bzimage_path, out_path) -> KernelReport``: the vmlinux inside a bzImage.
+``verify_kernel(path, hypervisor)`` does both, with inspection errors folded into the verdict;
+``extract_vmlinux(bzimage_path, out_path)`` writes the vmlinux inside a bzImage.
 
 The module does no logging and no I/O besides reading the files it is given (and, for
 ``extract_vmlinux``, writing its output and running ``lz4``/``zstd``/``lzop`` when needed).

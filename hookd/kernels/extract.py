@@ -38,7 +38,7 @@ from hookd.kernels.bootimg import (
     protected_mode_offset,
 )
 from hookd.kernels.elf import ELF_MAGIC
-from hookd.kernels.inspection import inspect_as
+from hookd.kernels.inspection import inspect_kernel
 from hookd.kernels.model import (
     EXTRACT_TIMEOUT_SECONDS,
     MAX_KERNEL_SIZE,
@@ -198,7 +198,7 @@ def _extract_into(
                 )
             sink.flush()
             try:
-                return inspect_as(temp_path, out, config_path=None, max_size=max_output)
+                return inspect_kernel(temp_path, max_size=max_output, name=out)
             except KernelInspectionError as error:
                 raise _Failed(f"the result is not a well-formed ELF ({error.reason})") from None
         except _Failed as failure:

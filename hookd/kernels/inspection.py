@@ -44,6 +44,7 @@ def inspect_kernel(
     *,
     config_path: str | os.PathLike[str] | None = None,
     max_size: int = MAX_KERNEL_SIZE,
+    name: Path | None = None,
 ) -> KernelReport:
     """Identify the kernel at ``path`` and report its format, headers, PVH note and config.
 
@@ -52,25 +53,15 @@ def inspect_kernel(
 
     The config comes from ``config_path`` if given (errors reading it raise), else from a
     ``config-<release>`` file beside the kernel, else from an embedded IKCONFIG (errors with
-    those two become ``report.notes``).
+    those two become ``report.notes``). ``name``, if given, is the path reported and looked
+    beside instead of ``path``: ``extract_vmlinux`` checks its temporary file before renaming it.
 
     Raises ``KernelInspectionError`` (a ``PermanentError``) when the file is missing, not a
     regular file, empty, larger than ``max_size``, truncated or malformed. A readable file in no
     kernel format is reported as ``format="unknown"``; ``check_kernel`` rejects it.
     """
     kernel = Path(path)
-    return inspect_as(kernel, kernel, config_path=config_path, max_size=max_size)
-
-
-def inspect_as(
-    kernel: Path,
-    name: Path,
-    *,
-    config_path: str | os.PathLike[str] | None,
-    max_size: int,
-) -> KernelReport:
-    """Inspect ``kernel`` as if it were at ``name`` (which decides the sibling-config lookup and
-    the reported path): ``extract_vmlinux`` checks its temporary file before renaming it."""
+    name = kernel if name is None else name
     with KernelFile(kernel, max_size=max_size) as f:
         report = _identify(f)
         if report.format in ("elf", "arm64-image"):
