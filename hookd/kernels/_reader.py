@@ -28,7 +28,6 @@ class KernelFile:
 
     def __init__(self, path: Path, *, max_size: int, what: str = "kernel image") -> None:
         self.path = path
-        self.what = what
         # O_NONBLOCK: opening a FIFO must not hang waiting for a writer; fstat() then refuses it.
         flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
         try:
@@ -105,22 +104,23 @@ class KernelFile:
             return b""
         return self._pread(offset, min(length, self.size - offset, MAX_SINGLE_READ))
 
-    def chunks(self, start: int, end: int, size: int = SCAN_CHUNK) -> Iterator[tuple[int, bytes]]:
-        """``(offset, data)`` pieces of ``[start, min(end, size of file))``, ``size`` at a time."""
+    def chunks(self, start: int, end: int) -> Iterator[bytes]:
+        """``[start, min(end, size of file))`` in pieces of at most ``SCAN_CHUNK`` bytes."""
         end = min(end, self.size)
         position = start
         while position < end:
-            data = self._pread(position, min(size, end - position))
+            data = self._pread(position, min(SCAN_CHUNK, end - position))
             if not data:
                 raise KernelInspectionError(f"{self.path} shrank while it was being read.")
-            yield position, data
+            yield data
             position += len(data)
 
     def windows(self, start: int, overlap: int) -> Iterator[tuple[int, bytes]]:
         """``(offset, data)`` chunks of ``[start, size of file)``, each led by the last ``overlap``
         bytes of the one before, so that a pattern across a chunk boundary is seen whole."""
-        carry = b""
-        for offset, chunk in self.chunks(start, self.size):
+        carry, position = b"", start
+        for chunk in self.chunks(start, self.size):
             buffer = carry + chunk
-            yield offset - len(carry), buffer
+            yield position - len(carry), buffer
+            position += len(chunk)
             carry = buffer[-overlap:]

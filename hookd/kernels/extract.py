@@ -307,7 +307,7 @@ def _decompress_in_process(
     f: KernelFile, candidate: _Candidate, decompressor: _Decompressor, output: _Output
 ) -> int:
     try:
-        for _, chunk in f.chunks(candidate.offset, candidate.end, _READ_CHUNK):
+        for chunk in f.chunks(candidate.offset, candidate.end):
             data = chunk
             while not decompressor.eof:
                 if time.monotonic() > output.deadline:
@@ -438,7 +438,7 @@ def _decompress_with_tool(f: KernelFile, candidate: _Candidate, end: int, output
 def _feed(f: KernelFile, start: int, end: int, pipe: BinaryIO) -> None:
     """Write ``[start, end)`` of the file to the tool's stdin (runs in a thread)."""
     try:
-        for _, chunk in f.chunks(start, end, _READ_CHUNK):
+        for chunk in f.chunks(start, end):
             pipe.write(chunk)
     except (OSError, ValueError, KernelInspectionError):
         pass  # the tool exited or was killed: its exit status reports the problem

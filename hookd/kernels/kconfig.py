@@ -87,7 +87,7 @@ def parse_config(text: bytes, *, source: str, origin: ConfigOrigin) -> KernelCon
 def read_config_file(path: Path, origin: ConfigOrigin) -> KernelConfig:
     try:
         with KernelFile(path, max_size=MAX_CONFIG_BYTES, what="kernel config") as f:
-            text = b"".join(chunk for _, chunk in f.chunks(0, f.size))
+            text = b"".join(f.chunks(0, f.size))
     except KernelInspectionError as error:
         raise ConfigUnreadable(error.reason.rstrip(".")) from None
     return parse_config(text, source=str(path), origin=origin)
@@ -117,8 +117,7 @@ def config_beside(kernel: Path) -> Path | None:
 def read_ikconfig(f: KernelFile, marker_offset: int) -> bytes:
     """The config text stored after ``IKCFG_ST`` at ``marker_offset`` (bounded gzip inflate)."""
     start = marker_offset + len(IKCFG_START)
-    end = start + MAX_IKCONFIG_COMPRESSED_BYTES + 64
-    data = b"".join(chunk for _, chunk in f.chunks(start, end))
+    data = b"".join(f.chunks(start, start + MAX_IKCONFIG_COMPRESSED_BYTES + 64))
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
         text = inflater.decompress(data, MAX_CONFIG_BYTES + 1)
