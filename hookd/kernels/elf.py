@@ -55,7 +55,8 @@ def parse_elf(f: KernelFile) -> KernelReport:
     if e_version != 1:
         raise KernelInspectionError(f"{f.path} is malformed: ELF header version {e_version}.")
 
-    phdr_size = 56 if elf_class == 64 else 32
+    phdr_format = e + ("IIQQQQQQ" if elf_class == 64 else "IIIIIIII")
+    phdr_size = struct.calcsize(phdr_format)
     if e_phnum == PN_XNUM:
         raise KernelInspectionError(
             f"{f.path} uses extended program header numbering (e_phnum=0xffff), which no kernel "
@@ -97,15 +98,11 @@ def parse_elf(f: KernelFile) -> KernelReport:
     loads: list[LoadSegment] = []
     has_interpreter = False
     note_segments: list[tuple[int, int, int, int]] = []  # index, offset, filesz, align
-    for index in range(e_phnum):
+    for index, fields in enumerate(struct.iter_unpack(phdr_format, table)):
         if elf_class == 64:
-            p_type, _flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align = (
-                struct.unpack_from(e + "IIQQQQQQ", table, index * phdr_size)
-            )
+            p_type, _, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align = fields
         else:
-            p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, _flags, p_align = (
-                struct.unpack_from(e + "IIIIIIII", table, index * phdr_size)
-            )
+            p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, _, p_align = fields
         if p_filesz and p_offset + p_filesz > f.size:
             raise KernelInspectionError(
                 f"{f.path} is truncated or malformed: program header {index} (type {p_type:#x}) "

@@ -64,12 +64,10 @@ def inspect_kernel(
     name = kernel if name is None else name
     with KernelFile(kernel, max_size=max_size) as f:
         report = _identify(f)
-        if report.format in ("elf", "arm64-image"):
+        ikconfig_at = None
+        if report.format in ("elf", "arm64-image"):  # their release is in the banner
             ikconfig_at, banner = _scan(f)
-            if banner is not None and report.version is None:
-                report = replace(report, version=banner)
-        else:
-            ikconfig_at = None
+            report = replace(report, version=banner)
         config, notes = _find_config(f, name, config_path, ikconfig_at)
     return replace(report, path=str(name), config=config, notes=report.notes + tuple(notes))
 

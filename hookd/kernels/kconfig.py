@@ -96,20 +96,18 @@ def read_config_file(path: Path, origin: ConfigOrigin) -> KernelConfig:
 def config_beside(kernel: Path) -> Path | None:
     """``config-<suffix>`` beside ``vmlinuz-<suffix>`` (or ``vmlinux``/``bzImage``/…-<suffix>),
     or ``.config`` beside a ``vmlinux`` in a build tree; symlinks are followed as a second try."""
-    candidates = [kernel]
     try:
         resolved = kernel.resolve(strict=False)
     except (OSError, RuntimeError):
         resolved = kernel
-    if resolved != kernel:
-        candidates.append(resolved)
-    for path in candidates:
-        found: Path | None = None
+    for path in (kernel, resolved):
         if m := _KERNEL_NAME.match(path.name):
             found = path.with_name("config-" + m.group("suffix"))
         elif path.name == "vmlinux":
             found = path.with_name(".config")
-        if found is not None and found.is_file():
+        else:
+            continue
+        if found.is_file():
             return found
     return None
 

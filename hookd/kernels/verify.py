@@ -45,10 +45,6 @@ ET_EXEC: Final = 2
 FIRECRACKER_HIMEM_START: Final = 0x100000
 
 _LABEL: Final[dict[Hypervisor, str]] = {"kvm": "KVM", "firecracker": "Firecracker"}
-_EXTRACT_HINT: Final = (
-    "extract the vmlinux with `hookd kernel extract {path} vmlinux` (or the kernel tree's "
-    "scripts/extract-vmlinux), or build one with `make vmlinux`"
-)
 _ELF_TYPE_REASONS: Final[dict[int, str]] = {
     0: "an ELF file of no type (ET_NONE)",
     1: "a relocatable object (ET_REL) such as a .o file or a .ko module",
@@ -185,7 +181,9 @@ def _format_failure(report: KernelReport, hypervisor: Hypervisor, arch: Arch) ->
         )
         return (
             f"{path} is a compressed bzImage (Linux boot protocol {report.boot_protocol}"
-            f"{payload}), but {needs}: {_EXTRACT_HINT.format(path=path)}."
+            f"{payload}), but {needs}: extract the vmlinux with `hookd kernel extract {path} "
+            "vmlinux` (or the kernel tree's scripts/extract-vmlinux), or build one with "
+            "`make vmlinux`."
         )
     if report.format == "pe":
         if report.compression is not None:
