@@ -36,13 +36,8 @@ _DESCRIPTION = re.compile(rb"^# (Linux/\S+ \S+ Kernel Configuration)\s*$")
 _KERNEL_NAME = re.compile(r"^(?:vmlinuz|vmlinux|bzImage|Image|zImage|kernel)-(?P<suffix>.+)$")
 #: CONFIG_<ARCH>=y lines that name the architecture a config was made for.
 _ARCH_OPTIONS: Final[dict[str, str]] = {
-    "X86_64": "x86_64",
-    "X86_32": "i386",
-    "ARM64": "arm64",
-    "ARM": "arm",
-    "RISCV": "riscv",
-    "PPC64": "ppc64",
-    "S390": "s390",
+    "X86_64": "x86_64", "X86_32": "i386", "ARM64": "arm64", "ARM": "arm", "RISCV": "riscv",
+    "PPC64": "ppc64", "S390": "s390",
 }
 
 

@@ -26,19 +26,8 @@ ARCHES: Final[tuple[Arch, ...]] = ("x86_64", "aarch64")
 #: (KVM's VNC) and the 8250 serial console (Firecracker), devtmpfs; PVH for the QEMU entry
 #: point).
 CHECKED_OPTIONS: Final[tuple[str, ...]] = (
-    "PVH",
-    "VIRTIO_PCI",
-    "VIRTIO_MMIO",
-    "VIRTIO_BLK",
-    "EXT4_FS",
-    "ISO9660_FS",
-    "BLK_DEV_SR",
-    "ATA_PIIX",
-    "SATA_AHCI",
-    "VT_CONSOLE",
-    "SERIAL_8250_CONSOLE",
-    "DEVTMPFS",
-    "DEVTMPFS_MOUNT",
+    "PVH", "VIRTIO_PCI", "VIRTIO_MMIO", "VIRTIO_BLK", "EXT4_FS", "ISO9660_FS", "BLK_DEV_SR",
+    "ATA_PIIX", "SATA_AHCI", "VT_CONSOLE", "SERIAL_8250_CONSOLE", "DEVTMPFS", "DEVTMPFS_MOUNT",
 )
 
 # --- limits on untrusted input --------------------------------------------------------------
@@ -214,32 +203,12 @@ class KernelVerdict:
     warnings: tuple[str, ...] = ()
 
 
-ELF_MACHINES: Final[dict[int, str]] = {
-    3: "i386",
-    8: "MIPS",
-    20: "PowerPC",
-    21: "PowerPC64",
-    22: "s390",
-    40: "ARM (32-bit)",
-    43: "SPARC v9",
-    62: "x86-64",
-    183: "AArch64",
-    243: "RISC-V",
-    258: "LoongArch",
+ELF_MACHINES: Final = {
+    3: "i386", 8: "MIPS", 20: "PowerPC", 21: "PowerPC64", 22: "s390", 40: "ARM (32-bit)",
+    43: "SPARC v9", 62: "x86-64", 183: "AArch64", 243: "RISC-V", 258: "LoongArch",
 }
-ELF_TYPES: Final[dict[int, str]] = {
-    0: "NONE",
-    1: "REL",
-    2: "EXEC",
-    3: "DYN",
-    4: "CORE",
-}
-PE_MACHINES: Final[dict[int, str]] = {
-    0x14C: "i386",
-    0x8664: "x86-64",
-    0xAA64: "arm64",
-    0x1C4: "ARM",
-}
+ELF_TYPES: Final = {0: "NONE", 1: "REL", 2: "EXEC", 3: "DYN", 4: "CORE"}
+PE_MACHINES: Final = {0x14C: "i386", 0x8664: "x86-64", 0xAA64: "arm64", 0x1C4: "ARM"}
 
 
 def _format_detail(report: KernelReport) -> str:
