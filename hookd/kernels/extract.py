@@ -406,11 +406,8 @@ def _decompress_with_tool(f: KernelFile, candidate: _Candidate, end: int, output
             descriptor = stdout.fileno()
             while True:
                 remaining = output.deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or not select.select([descriptor], [], [], remaining)[0]:
                     raise _Failed(f"{program} timed out")
-                ready, _, _ = select.select([descriptor], [], [], min(remaining, 1.0))
-                if not ready:
-                    continue
                 data = os.read(descriptor, _READ_CHUNK)
                 if not data:
                     break

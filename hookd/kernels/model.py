@@ -57,10 +57,7 @@ XEN_ELFNOTE_PHYS32_ENTRY: Final = 18
 
 class KernelInspectionError(PermanentError):
     """The file cannot be inspected: missing, unreadable, not a regular file, too big, truncated or
-    structurally malformed (headers or notes pointing outside the file, sizes that overflow).
-
-    ``reason`` is one sentence naming the file and what is wrong with it.
-    """
+    structurally malformed. ``reason`` is one sentence naming the file and what is wrong."""
 
 
 class KernelExtractionError(KernelInspectionError):
@@ -70,11 +67,8 @@ class KernelExtractionError(KernelInspectionError):
 
 @dataclass(frozen=True)
 class PvhEntry:
-    """The first ``XEN_ELFNOTE_PHYS32_ENTRY`` note, as QEMU would use it.
-
-    ``address`` is the entry point: the low 32 bits of the descriptor (Linux writes an 8-byte
-    ``_ASM_PTR`` on x86-64; the ABI says 32-bit; qemu-boot-facts.md: accept 4 or 8 bytes).
-    """
+    """The ``XEN_ELFNOTE_PHYS32_ENTRY`` note QEMU would use: ``address`` is the entry point,
+    the low 32 bits of the 4- or 8-byte ``descriptor``."""
 
     address: int
     owner: str
