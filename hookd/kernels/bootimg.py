@@ -35,9 +35,6 @@ COMPRESSION_MAGICS: Final[tuple[tuple[str, bytes], ...]] = (
     ("lz4", b"\x02\x21\x4c\x18"),  # LZ4 legacy frame, what the kernel's lz4 -l produces
     ("zstd", b"\x28\xb5\x2f\xfd"),
 )
-ARM64_MAGIC: Final = b"ARM\x64"
-ARM64_MAGIC_OFFSET: Final = 0x38
-HDRS_OFFSET: Final = 0x202
 BZIMAGE_HEADER_END: Final = 0x268  # through init_size (0x260) and handover_offset (0x264)
 
 
@@ -54,7 +51,7 @@ def identify_compression(data: bytes) -> str | None:
 def is_bzimage(head: bytes) -> bool:
     # QEMU checks for "HdrS" first too (hw/i386/x86-common.c x86_load_linux): with it, the file
     # takes the Linux boot protocol path whatever else it looks like (an EFI stub also starts "MZ").
-    return head[HDRS_OFFSET : HDRS_OFFSET + 4] == b"HdrS"
+    return head[0x202:0x206] == b"HdrS"
 
 
 def protected_mode_offset(head: bytes) -> int:
@@ -126,7 +123,7 @@ def parse_bzimage(f: KernelFile) -> KernelReport:
 
 
 def is_arm64_image(head: bytes) -> bool:
-    return head[ARM64_MAGIC_OFFSET : ARM64_MAGIC_OFFSET + 4] == ARM64_MAGIC
+    return head[0x38:0x3C] == b"ARM\x64"
 
 
 def parse_arm64(f: KernelFile, head: bytes) -> KernelReport:

@@ -121,7 +121,6 @@ def extract_vmlinux(
     *,
     max_output: int = MAX_VMLINUX_SIZE,
     timeout: float = EXTRACT_TIMEOUT_SECONDS,
-    max_input: int = MAX_KERNEL_SIZE,
 ) -> KernelReport:
     """Decompress the vmlinux out of ``bzimage_path`` into ``out_path`` and return its report.
 
@@ -133,7 +132,7 @@ def extract_vmlinux(
     source = Path(bzimage_path)
     out = Path(out_path)
     deadline = time.monotonic() + timeout
-    with KernelFile(source, max_size=max_input, what="bzImage") as f:
+    with KernelFile(source, max_size=MAX_KERNEL_SIZE, what="bzImage") as f:
         head = f.read_upto(0, 4096)
         if head.startswith(ELF_MAGIC):
             raise KernelExtractionError(
@@ -356,20 +355,18 @@ def _zstd_frame_end(f: KernelFile, offset: int, end: int) -> int:
     single_segment = bool(descriptor & 0x20)
     fcs_size = (1 if single_segment else 0, 2, 4, 8)[descriptor >> 6]
     dictionary_size = (0, 1, 2, 4)[descriptor & 0x03]
-    has_checksum = bool(descriptor & 0x04)
     position = offset + 5 + (0 if single_segment else 1) + dictionary_size + fcs_size
     while True:
         if position + 3 > end:
             raise _Failed("its zstd frame is truncated")
-        raw = f.read_at(position, 3, what="zstd block header")
-        block = raw[0] | raw[1] << 8 | raw[2] << 16
+        block = int.from_bytes(f.read_at(position, 3, what="zstd block header"), "little")
         last, kind, size = block & 1, (block >> 1) & 3, block >> 3
         if kind == 3 or size > _ZSTD_MAX_BLOCK:
             raise _Failed("its zstd frame has an invalid block header")
         position += 3 + (1 if kind == 1 else size)
         if last:
             break
-    position += 4 if has_checksum else 0
+    position += 4 if descriptor & 0x04 else 0  # Content_Checksum
     if position > end:
         raise _Failed("its zstd frame is truncated")
     return position

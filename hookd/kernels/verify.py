@@ -28,7 +28,6 @@ from hookd.kernels.inspection import inspect_kernel
 from hookd.kernels.model import (
     ARCHES,
     HYPERVISORS,
-    MAX_KERNEL_SIZE,
     PE_MACHINES,
     Arch,
     ConfigState,
@@ -142,11 +141,10 @@ def verify_kernel(
     arch: Arch = "x86_64",
     config_path: str | os.PathLike[str] | None = None,
     strict: bool = False,
-    max_size: int = MAX_KERNEL_SIZE,
 ) -> KernelVerdict:
     """``inspect_kernel`` + ``check_kernel``, with inspection errors folded into the verdict."""
     try:
-        report = inspect_kernel(path, config_path=config_path, max_size=max_size)
+        report = inspect_kernel(path, config_path=config_path)
     except KernelInspectionError as error:
         return KernelVerdict(False, error.reason, ())
     return check_kernel(report, hypervisor, arch=arch, strict=strict)
