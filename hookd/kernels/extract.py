@@ -231,11 +231,7 @@ def _candidates(f: KernelFile, head: bytes) -> Iterator[_Candidate]:
     if is_bzimage(head):
         bz = parse_bzimage(f)
         scan_from = protected_mode_offset(head)
-        if (
-            bz.payload_offset is not None
-            and bz.payload_length is not None
-            and bz.compression is not None
-        ):
+        if bz.compression and bz.payload_offset is not None and bz.payload_length:
             end = bz.payload_offset + bz.payload_length
             expected: int | None = None
             if bz.compression != "gzip" and bz.payload_length > 4:
