@@ -54,16 +54,11 @@ class KernelFile:
             raise
         self.size: int = info.st_size
 
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
     def __enter__(self) -> KernelFile:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.close()
+        os.close(self._fd)
 
     def _pread(self, offset: int, length: int) -> bytes:
         parts: list[bytes] = []
