@@ -7,13 +7,8 @@ upload them), so hookd inspects a kernel before attaching it (``OS/KERNEL_DS``):
 >>> verdict = check_kernel(report, "kvm")                              # doctest: +SKIP
 >>> verdict.usable, verdict.reason, verdict.warnings                   # doctest: +SKIP
 
-- ``inspect_kernel(path, *, config_path=None) -> KernelReport``: format, ELF header, PVH note,
-  bzImage header, kernel config findings. Reads headers and notes by offset with caps; raises
-  ``KernelInspectionError`` (a ``PermanentError``) for missing, empty, huge, truncated or
-  malformed files.
-- ``check_kernel(report, hypervisor, *, arch="x86_64", strict=False) -> KernelVerdict``.
-- ``verify_kernel(path, hypervisor, ...)``: both, with inspection errors folded into the verdict.
-- ``extract_vmlinux(bzimage_path, out_path) -> KernelReport``: the vmlinux inside a bzImage.
+``verify_kernel(path, hypervisor)`` does both, with inspection errors folded into the verdict;
+``extract_vmlinux(bzimage_path, out_path)`` writes the vmlinux inside a bzImage.
 
 The module does no logging and no I/O besides reading the files it is given (and, for
 ``extract_vmlinux``, writing its output and running ``lz4``/``zstd``/``lzop`` when needed).
@@ -24,48 +19,20 @@ from __future__ import annotations
 from hookd.kernels.extract import extract_vmlinux
 from hookd.kernels.inspection import inspect_kernel
 from hookd.kernels.model import (
-    ARCHES,
     CHECKED_OPTIONS,
-    EXTRACT_TIMEOUT_SECONDS,
-    HYPERVISORS,
-    MAX_KERNEL_SIZE,
-    MAX_VMLINUX_SIZE,
-    XEN_ELFNOTE_PHYS32_ENTRY,
-    Arch,
-    ConfigOrigin,
-    ConfigState,
-    Hypervisor,
-    KernelConfig,
     KernelExtractionError,
-    KernelFormat,
     KernelInspectionError,
     KernelReport,
     KernelVerdict,
-    LoadSegment,
-    PvhEntry,
 )
 from hookd.kernels.verify import check_kernel, verify_kernel
 
 __all__ = [
-    "ARCHES",
     "CHECKED_OPTIONS",
-    "EXTRACT_TIMEOUT_SECONDS",
-    "HYPERVISORS",
-    "MAX_KERNEL_SIZE",
-    "MAX_VMLINUX_SIZE",
-    "XEN_ELFNOTE_PHYS32_ENTRY",
-    "Arch",
-    "ConfigOrigin",
-    "ConfigState",
-    "Hypervisor",
-    "KernelConfig",
     "KernelExtractionError",
-    "KernelFormat",
     "KernelInspectionError",
     "KernelReport",
     "KernelVerdict",
-    "LoadSegment",
-    "PvhEntry",
     "check_kernel",
     "extract_vmlinux",
     "inspect_kernel",

@@ -10,7 +10,6 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Final
 
 from hookd.kernels.model import KernelInspectionError
@@ -29,7 +28,6 @@ class KernelFile:
 
     def __init__(self, path: Path, *, max_size: int, what: str = "kernel image") -> None:
         self.path = path
-        self.what = what
         # O_NONBLOCK: opening a FIFO must not hang waiting for a writer; fstat() then refuses it.
         flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
         try:
@@ -56,21 +54,11 @@ class KernelFile:
             raise
         self.size: int = info.st_size
 
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
     def __enter__(self) -> KernelFile:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def __exit__(self, *_: object) -> None:
+        os.close(self._fd)
 
     def _pread(self, offset: int, length: int) -> bytes:
         parts: list[bytes] = []
@@ -111,13 +99,23 @@ class KernelFile:
             return b""
         return self._pread(offset, min(length, self.size - offset, MAX_SINGLE_READ))
 
-    def chunks(self, start: int, end: int, size: int = SCAN_CHUNK) -> Iterator[tuple[int, bytes]]:
-        """``(offset, data)`` pieces of ``[start, min(end, size of file))``, ``size`` at a time."""
+    def chunks(self, start: int, end: int) -> Iterator[bytes]:
+        """``[start, min(end, size of file))`` in pieces of at most ``SCAN_CHUNK`` bytes."""
         end = min(end, self.size)
         position = start
         while position < end:
-            data = self._pread(position, min(size, end - position))
+            data = self._pread(position, min(SCAN_CHUNK, end - position))
             if not data:
                 raise KernelInspectionError(f"{self.path} shrank while it was being read.")
-            yield position, data
+            yield data
             position += len(data)
+
+    def windows(self, start: int, overlap: int) -> Iterator[tuple[int, bytes]]:
+        """``(offset, data)`` chunks of ``[start, size of file)``, each led by the last ``overlap``
+        bytes of the one before, so that a pattern across a chunk boundary is seen whole."""
+        carry, position = b"", start
+        for chunk in self.chunks(start, self.size):
+            buffer = carry + chunk
+            yield position - len(carry), buffer
+            position += len(chunk)
+            carry = buffer[-overlap:]

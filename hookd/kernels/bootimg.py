@@ -20,11 +20,10 @@ References:
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Final
 
 from hookd.kernels._reader import KernelFile
-from hookd.kernels.model import KernelInspectionError
+from hookd.kernels.model import KernelInspectionError, KernelReport
 
 #: (name, magic) in the order ``scripts/extract-vmlinux`` tries them.
 COMPRESSION_MAGICS: Final[tuple[tuple[str, bytes], ...]] = (
@@ -36,9 +35,6 @@ COMPRESSION_MAGICS: Final[tuple[tuple[str, bytes], ...]] = (
     ("lz4", b"\x02\x21\x4c\x18"),  # LZ4 legacy frame, what the kernel's lz4 -l produces
     ("zstd", b"\x28\xb5\x2f\xfd"),
 )
-ARM64_MAGIC: Final = b"ARM\x64"
-ARM64_MAGIC_OFFSET: Final = 0x38
-HDRS_OFFSET: Final = 0x202
 BZIMAGE_HEADER_END: Final = 0x268  # through init_size (0x260) and handover_offset (0x264)
 
 
@@ -52,26 +48,18 @@ def identify_compression(data: bytes) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class BzImageInfo:
-    protocol: str
-    protocol_raw: int
-    setup_sects: int
-    protected_mode_offset: int
-    payload_offset: int | None
-    payload_length: int | None
-    compression: str | None
-    version: str | None
-    problems: tuple[str, ...]
-
-
 def is_bzimage(head: bytes) -> bool:
     # QEMU checks for "HdrS" first too (hw/i386/x86-common.c x86_load_linux): with it, the file
     # takes the Linux boot protocol path whatever else it looks like (an EFI stub also starts "MZ").
-    return head[HDRS_OFFSET : HDRS_OFFSET + 4] == b"HdrS"
+    return head[0x202:0x206] == b"HdrS"
 
 
-def parse_bzimage(f: KernelFile) -> BzImageInfo:
+def protected_mode_offset(head: bytes) -> int:
+    """Where the protected-mode code starts, after ``setup_sects`` 512-byte sectors (0 means 4)."""
+    return ((head[0x1F1] or 4) + 1) * 512
+
+
+def parse_bzimage(f: KernelFile) -> KernelReport:
     head = f.read_upto(0, BZIMAGE_HEADER_END)
     if len(head) < 0x210:
         raise KernelInspectionError(
@@ -79,13 +67,12 @@ def parse_bzimage(f: KernelFile) -> BzImageInfo:
         )
     problems: list[str] = []
     setup_sects = head[0x1F1] or 4
-    protected_mode_offset = (setup_sects + 1) * 512
+    protected_offset = protected_mode_offset(head)
     (boot_flag,) = struct.unpack_from("<H", head, 0x1FE)
     if boot_flag != 0xAA55:
         problems.append(f"boot_flag is {boot_flag:#06x} instead of 0xaa55")
     (protocol_raw,) = struct.unpack_from("<H", head, 0x206)
-    protocol = f"{protocol_raw >> 8}.{protocol_raw & 0xFF:02d}"
-    if protected_mode_offset > f.size:
+    if protected_offset > f.size:
         raise KernelInspectionError(
             f"{f.path} is truncated: its {setup_sects} setup sectors end past the end of the file."
         )
@@ -93,10 +80,10 @@ def parse_bzimage(f: KernelFile) -> BzImageInfo:
         (syssize,) = struct.unpack_from("<I", head, 0x1F4)
         # arch/x86/boot/tools/build.c pads the image to exactly syssize paragraphs; signing tools
         # (sbsign) append to the file, so a larger file is fine, a shorter one is truncated.
-        if protected_mode_offset + syssize * 16 > f.size + 15:
+        if protected_offset + syssize * 16 > f.size + 15:
             raise KernelInspectionError(
                 f"{f.path} is truncated: its boot header says the kernel is "
-                f"{protected_mode_offset + syssize * 16} bytes, the file has {f.size}."
+                f"{protected_offset + syssize * 16} bytes, the file has {f.size}."
             )
 
     version = None
@@ -107,58 +94,50 @@ def parse_bzimage(f: KernelFile) -> BzImageInfo:
         if token and all(0x21 <= c < 0x7F for c in token):
             version = token.decode("ascii")
 
+    compression: str | None = None
     payload_offset: int | None = None
     payload_length: int | None = None
-    compression: str | None = None
     if protocol_raw >= 0x208 and len(head) >= 0x250:
         relative, length = struct.unpack_from("<II", head, 0x248)
         if length:
-            start = protected_mode_offset + int(relative)
-            if start + int(length) > f.size:
+            payload_offset, payload_length = protected_offset + relative, length
+            if payload_offset + length > f.size:
                 raise KernelInspectionError(
-                    f"{f.path} is truncated: its compressed payload (bytes {start}-"
-                    f"{start + int(length)}) ends past the end of the file ({f.size} bytes)."
+                    f"{f.path} is truncated: its compressed payload (bytes {payload_offset}-"
+                    f"{payload_offset + length}) ends past the end of the file ({f.size} bytes)."
                 )
-            payload_offset, payload_length = start, int(length)
-            compression = identify_compression(f.read_upto(start, 16))
+            compression = identify_compression(f.read_upto(payload_offset, 16))
             if compression is None:
                 problems.append("the payload starts with no known compression magic")
-    return BzImageInfo(
-        protocol=protocol,
-        protocol_raw=protocol_raw,
-        setup_sects=setup_sects,
-        protected_mode_offset=protected_mode_offset,
+    return KernelReport(
+        path=str(f.path),
+        size=f.size,
+        format="bzimage",
+        version=version,
+        boot_protocol=f"{protocol_raw >> 8}.{protocol_raw & 0xFF:02d}",
+        compression=compression,
         payload_offset=payload_offset,
         payload_length=payload_length,
-        compression=compression,
-        version=version,
-        problems=tuple(problems),
+        notes=tuple(problems),
     )
 
 
-@dataclass(frozen=True)
-class Arm64Info:
-    text_offset: int
-    image_size: int
-    big_endian: bool
-
-
 def is_arm64_image(head: bytes) -> bool:
-    return head[ARM64_MAGIC_OFFSET : ARM64_MAGIC_OFFSET + 4] == ARM64_MAGIC
+    return head[0x38:0x3C] == b"ARM\x64"
 
 
-def parse_arm64(head: bytes) -> Arm64Info:
-    text_offset, image_size, flags = struct.unpack_from("<QQQ", head, 8)
-    return Arm64Info(int(text_offset), int(image_size), bool(flags & 1))
+def parse_arm64(f: KernelFile, head: bytes) -> KernelReport:
+    image_size, flags = struct.unpack_from("<QQ", head, 16)
+    return KernelReport(
+        path=str(f.path),
+        size=f.size,
+        format="arm64-image",
+        arm64_big_endian=bool(flags & 1),
+        arm64_image_size=image_size,
+    )
 
 
-@dataclass(frozen=True)
-class PeInfo:
-    machine: int
-    zboot_compression: str | None
-
-
-def parse_pe(f: KernelFile, head: bytes) -> PeInfo | None:
+def parse_pe(f: KernelFile, head: bytes) -> KernelReport | None:
     """A PE image ("MZ" and a "PE\\0\\0" header inside the file), or None for plain MZ data."""
     if len(head) < 0x40:
         return None
@@ -168,7 +147,7 @@ def parse_pe(f: KernelFile, head: bytes) -> PeInfo | None:
         return None
     machine, sections = struct.unpack_from("<HH", pe_header, 4)
     (optional_size,) = struct.unpack_from("<H", pe_header, 20)
-    tables_end = pe_offset + 24 + int(optional_size) + 40 * int(sections)
+    tables_end = pe_offset + 24 + optional_size + 40 * sections
     if tables_end > f.size:
         raise KernelInspectionError(
             f"{f.path} is truncated: its PE section table ends at byte {tables_end}, past the end "
@@ -177,4 +156,6 @@ def parse_pe(f: KernelFile, head: bytes) -> PeInfo | None:
     compression = None
     if head[4:8] == b"zimg":
         compression = head[0x18:0x38].split(b"\0", 1)[0].decode("ascii", "replace") or "unknown"
-    return PeInfo(machine=int(machine), zboot_compression=compression)
+    return KernelReport(
+        path=str(f.path), size=f.size, format="pe", pe_machine=machine, compression=compression
+    )

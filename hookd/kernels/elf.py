@@ -8,7 +8,7 @@ Every offset and size is checked against the file before it is used; anything in
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Final, Literal
 
 from hookd.kernels._reader import KernelFile
@@ -19,43 +19,20 @@ from hookd.kernels.model import (
     MAX_PROGRAM_HEADERS,
     XEN_ELFNOTE_PHYS32_ENTRY,
     KernelInspectionError,
+    KernelReport,
     LoadSegment,
     PvhEntry,
 )
 
 ELF_MAGIC: Final = b"\x7fELF"
 PT_LOAD: Final = 1
-PT_DYNAMIC: Final = 2
 PT_INTERP: Final = 3
 PT_NOTE: Final = 4
 PN_XNUM: Final = 0xFFFF
 _MAX_OWNERS: Final = 32
 
 
-@dataclass(frozen=True)
-class ElfInfo:
-    elf_class: Literal[32, 64]
-    endian: Literal["little", "big"]
-    machine: int
-    type: int
-    entry: int
-    has_interpreter: bool
-    loads: tuple[LoadSegment, ...]
-    note_owners: tuple[str, ...]
-    pvh: PvhEntry | None
-    pvh_problem: str | None
-
-
-@dataclass
-class _NoteScan:
-    owners: list[str]
-    pvh: PvhEntry | None = None
-    pvh_problem: str | None = None
-    notes_seen: int = 0
-    bytes_read: int = 0
-
-
-def parse_elf(f: KernelFile) -> ElfInfo:
+def parse_elf(f: KernelFile) -> KernelReport:
     """Parse ``f``, which starts with the ELF magic."""
     ident = f.read_at(0, 16, what="ELF identification")
     ei_class, ei_data, ei_version = ident[4], ident[5], ident[6]
@@ -72,25 +49,14 @@ def parse_elf(f: KernelFile) -> ElfInfo:
     header_size = 64 if elf_class == 64 else 52
     raw = f.read_at(0, header_size, what="ELF header")
     fmt = e + ("HHIQQQIHHHHHH" if elf_class == 64 else "HHIIIIIHHHHHH")
-    (
-        e_type,
-        e_machine,
-        e_version,
-        e_entry,
-        e_phoff,
-        e_shoff,
-        _e_flags,
-        _e_ehsize,
-        e_phentsize,
-        e_phnum,
-        e_shentsize,
-        e_shnum,
-        _e_shstrndx,
-    ) = (int(v) for v in struct.unpack_from(fmt, raw, 16))
+    fields = struct.unpack_from(fmt, raw, 16)
+    e_type, e_machine, e_version, e_entry, e_phoff, e_shoff = fields[:6]
+    e_phentsize, e_phnum, e_shentsize, e_shnum = fields[8:12]
     if e_version != 1:
         raise KernelInspectionError(f"{f.path} is malformed: ELF header version {e_version}.")
 
-    phdr_size = 56 if elf_class == 64 else 32
+    phdr_format = e + ("IIQQQQQQ" if elf_class == 64 else "IIIIIIII")
+    phdr_size = struct.calcsize(phdr_format)
     if e_phnum == PN_XNUM:
         raise KernelInspectionError(
             f"{f.path} uses extended program header numbering (e_phnum=0xffff), which no kernel "
@@ -131,17 +97,12 @@ def parse_elf(f: KernelFile) -> ElfInfo:
     address_limit = 1 << elf_class
     loads: list[LoadSegment] = []
     has_interpreter = False
-    scan = _NoteScan(owners=[])
     note_segments: list[tuple[int, int, int, int]] = []  # index, offset, filesz, align
-    for index in range(e_phnum):
+    for index, fields in enumerate(struct.iter_unpack(phdr_format, table)):
         if elf_class == 64:
-            p_type, _flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align = (
-                int(v) for v in struct.unpack_from(e + "IIQQQQQQ", table, index * phdr_size)
-            )
+            p_type, _, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align = fields
         else:
-            p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, _flags, p_align = (
-                int(v) for v in struct.unpack_from(e + "IIIIIIII", table, index * phdr_size)
-            )
+            p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, _, p_align = fields
         if p_filesz and p_offset + p_filesz > f.size:
             raise KernelInspectionError(
                 f"{f.path} is truncated or malformed: program header {index} (type {p_type:#x}) "
@@ -159,26 +120,34 @@ def parse_elf(f: KernelFile) -> ElfInfo:
                     f"{f.path} is malformed: loadable segment {index} wraps around the "
                     f"{elf_class}-bit address space."
                 )
-            loads.append(LoadSegment(p_offset, p_paddr, p_vaddr, p_filesz, p_memsz))
+            loads.append(LoadSegment(p_paddr, p_filesz, p_memsz))
         elif p_type == PT_INTERP:
             has_interpreter = True
         elif p_type == PT_NOTE and p_filesz:
             note_segments.append((index, p_offset, p_filesz, p_align))
 
-    for index, p_offset, p_filesz, p_align in note_segments:
-        _scan_note_segment(f, scan, e, index=index, offset=p_offset, size=p_filesz, p_align=p_align)
-
-    return ElfInfo(
+    owners: list[str] = []
+    pvh_notes: list[tuple[str, bytes]] = []
+    for owner, n_type, desc in _notes(f, e, note_segments):
+        if owner not in owners and len(owners) < _MAX_OWNERS:
+            owners.append(owner)
+        if n_type == XEN_ELFNOTE_PHYS32_ENTRY:
+            pvh_notes.append((owner, desc))
+    pvh, pvh_problem = _pvh(pvh_notes, endian)
+    return KernelReport(
+        path=str(f.path),
+        size=f.size,
+        format="elf",
         elf_class=elf_class,
-        endian=endian,
-        machine=e_machine,
-        type=e_type,
-        entry=e_entry,
+        elf_endian=endian,
+        elf_machine=e_machine,
+        elf_type=e_type,
+        elf_entry=e_entry,
         has_interpreter=has_interpreter,
-        loads=tuple(loads),
-        note_owners=tuple(scan.owners),
-        pvh=scan.pvh,
-        pvh_problem=scan.pvh_problem,
+        load_segments=tuple(loads),
+        note_owners=tuple(owners),
+        pvh=pvh,
+        pvh_problem=pvh_problem,
     )
 
 
@@ -186,88 +155,86 @@ def _align(value: int, alignment: int) -> int:
     return (value + alignment - 1) & ~(alignment - 1)
 
 
-def _scan_note_segment(
-    f: KernelFile, scan: _NoteScan, e: str, *, index: int, offset: int, size: int, p_align: int
-) -> None:
-    if size > MAX_NOTE_SEGMENT_BYTES:
-        raise KernelInspectionError(
-            f"{f.path} is malformed: note segment {index} is {size} bytes, more than the "
-            f"{MAX_NOTE_SEGMENT_BYTES}-byte limit."
-        )
-    scan.bytes_read += size
-    if scan.bytes_read > MAX_NOTE_BYTES_TOTAL:
-        raise KernelInspectionError(
-            f"{f.path} is malformed: its note segments add up to more than "
-            f"{MAX_NOTE_BYTES_TOTAL} bytes."
-        )
-    data = f.read_at(offset, size, what=f"note segment {index}")
-    # Notes are 4-byte aligned; binutils (readelf) uses 8 when the segment says p_align == 8.
-    # (QEMU's get_elf_note_type aligns to p_align; Linux emits p_align 4, where both agree.)
-    alignment = 8 if p_align == 8 else 4
-    position = 0
-    while position < size:
-        if size - position < 12:
-            if any(data[position:]):
+def _notes(
+    f: KernelFile, e: str, segments: list[tuple[int, int, int, int]]
+) -> Iterator[tuple[str, int, bytes]]:
+    """``(owner, n_type, descriptor)`` of every note in the PT_NOTE ``segments``."""
+    bytes_read = notes_seen = 0
+    for index, offset, size, p_align in segments:
+        if size > MAX_NOTE_SEGMENT_BYTES:
+            raise KernelInspectionError(
+                f"{f.path} is malformed: note segment {index} is {size} bytes, more than the "
+                f"{MAX_NOTE_SEGMENT_BYTES}-byte limit."
+            )
+        bytes_read += size
+        if bytes_read > MAX_NOTE_BYTES_TOTAL:
+            raise KernelInspectionError(
+                f"{f.path} is malformed: its note segments add up to more than "
+                f"{MAX_NOTE_BYTES_TOTAL} bytes."
+            )
+        data = f.read_at(offset, size, what=f"note segment {index}")
+        # Notes are 4-byte aligned; binutils (readelf) uses 8 when the segment says p_align == 8.
+        # (QEMU's get_elf_note_type aligns to p_align; Linux emits p_align 4, where both agree.)
+        alignment = 8 if p_align == 8 else 4
+        position = 0
+        while size - position >= 12:
+            notes_seen += 1
+            if notes_seen > MAX_NOTES:
                 raise KernelInspectionError(
-                    f"{f.path} is malformed: note segment {index} ends with "
-                    f"{size - position} stray bytes."
+                    f"{f.path} is malformed: it has more than {MAX_NOTES} ELF notes."
                 )
-            return
-        scan.notes_seen += 1
-        if scan.notes_seen > MAX_NOTES:
-            raise KernelInspectionError(
-                f"{f.path} is malformed: it has more than {MAX_NOTES} ELF notes."
+            namesz, descsz, n_type = struct.unpack_from(e + "III", data, position)
+            # The descriptor starts at the next aligned offset after the 12-byte header and the
+            # name (with 4-byte alignment this is the classic "name padded to 4").
+            desc_start = position + _align(12 + namesz, alignment)
+            if desc_start + descsz > size:
+                raise KernelInspectionError(
+                    f"{f.path} is malformed: the ELF note at byte {position} of note segment "
+                    f"{index} claims namesz={namesz} and descsz={descsz}, which overrun the "
+                    f"segment ({size} bytes)."
+                )
+            name = data[position + 12 : position + 12 + namesz].rstrip(b"\0")
+            yield (
+                name.decode("ascii", "backslashreplace")[:64],
+                n_type,
+                data[desc_start : desc_start + descsz],
             )
-        namesz, descsz, n_type = (int(v) for v in struct.unpack_from(e + "III", data, position))
-        name_start = position + 12
-        # The descriptor starts at the next aligned offset after the 12-byte header and the name
-        # (with 4-byte alignment this is the classic "name padded to 4").
-        desc_start = position + _align(12 + namesz, alignment)
-        desc_end = desc_start + descsz
-        if desc_end > size:
+            position = desc_start + _align(descsz, alignment)
+        if any(data[position:]):
             raise KernelInspectionError(
-                f"{f.path} is malformed: the ELF note at byte {position} of note segment {index} "
-                f"claims namesz={namesz} and descsz={descsz}, which overrun the segment "
-                f"({size} bytes)."
+                f"{f.path} is malformed: note segment {index} ends with "
+                f"{size - position} stray bytes."
             )
-        owner = (
-            data[name_start : name_start + namesz]
-            .rstrip(b"\0")
-            .decode("ascii", "backslashreplace")[:64]
-        )
-        if owner not in scan.owners and len(scan.owners) < _MAX_OWNERS:
-            scan.owners.append(owner)
-        if n_type == XEN_ELFNOTE_PHYS32_ENTRY:
-            _take_pvh_note(scan, e, owner, data[desc_start:desc_end])
-        position = desc_start + _align(descsz, alignment)
 
 
-def _take_pvh_note(scan: _NoteScan, e: str, owner: str, desc: bytes) -> None:
-    # QEMU (hw/i386/x86-common.c read_pvh_start_addr via include/hw/elf_ops.h.inc
-    # get_elf_note_type) matches n_type only, not the owner; the PHYS32 entry is 32-bit, Linux
-    # stores it as an 8-byte _ASM_PTR on x86-64: take the low 32 bits of a 4- or 8-byte descriptor.
-    if len(desc) == 4:
-        value = int(struct.unpack(e + "I", desc)[0])
-    elif len(desc) == 8:
-        value = int(struct.unpack(e + "Q", desc)[0])
-    else:
-        if scan.pvh is None and scan.pvh_problem is None:
-            scan.pvh_problem = (
-                f"the XEN_ELFNOTE_PHYS32_ENTRY note has a {len(desc)}-byte descriptor instead of "
-                "4 or 8 bytes"
+def _pvh(
+    notes: list[tuple[str, bytes]], endian: Literal["little", "big"]
+) -> tuple[PvhEntry | None, str | None]:
+    """The PVH entry of the XEN_ELFNOTE_PHYS32_ENTRY ``(owner, descriptor)`` notes, or why none.
+
+    QEMU (hw/i386/x86-common.c read_pvh_start_addr via include/hw/elf_ops.h.inc
+    get_elf_note_type) matches n_type only, not the owner; the PHYS32 entry is 32-bit, Linux
+    stores it as an 8-byte _ASM_PTR on x86-64: take the low 32 bits of a 4- or 8-byte descriptor.
+    """
+    first: PvhEntry | None = None
+    for owner, desc in notes:
+        if len(desc) not in (4, 8):
+            if first is None:
+                return None, (
+                    f"the XEN_ELFNOTE_PHYS32_ENTRY note has a {len(desc)}-byte descriptor "
+                    "instead of 4 or 8 bytes"
+                )
+            continue
+        value = int.from_bytes(desc, endian)
+        entry = PvhEntry(value & 0xFFFFFFFF, owner, len(desc), value)
+        if first is None:
+            first = entry
+        elif entry.address != first.address:
+            # QEMU calls the note callback once per PT_NOTE segment (the last one wins),
+            # Firecracker takes the first: a kernel whose notes disagree boots differently in
+            # each. Refuse it.
+            return None, (
+                f"two XEN_ELFNOTE_PHYS32_ENTRY notes disagree ({first.address:#x} and "
+                f"{entry.address:#x})"
             )
-        return
-    entry = PvhEntry(
-        address=value & 0xFFFFFFFF, owner=owner, descriptor_size=len(desc), descriptor=value
-    )
-    if scan.pvh is None:
-        if scan.pvh_problem is None:
-            scan.pvh = entry
-    elif scan.pvh.address != entry.address:
-        # QEMU calls the note callback once per PT_NOTE segment (the last one wins), Firecracker
-        # takes the first: a kernel whose notes disagree boots differently in each. Refuse it.
-        scan.pvh_problem = (
-            f"two XEN_ELFNOTE_PHYS32_ENTRY notes disagree ({scan.pvh.address:#x} and "
-            f"{entry.address:#x})"
-        )
-        scan.pvh = None
+    return first, None

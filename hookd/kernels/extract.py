@@ -14,6 +14,7 @@ import bz2
 import contextlib
 import lzma
 import os
+import re
 import select
 import shutil
 import signal
@@ -23,10 +24,10 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final, Protocol
+from typing import BinaryIO, Final
 
 from hookd.kernels._reader import KernelFile, describe_oserror
 from hookd.kernels.bootimg import (
@@ -34,9 +35,10 @@ from hookd.kernels.bootimg import (
     identify_compression,
     is_bzimage,
     parse_bzimage,
+    protected_mode_offset,
 )
 from hookd.kernels.elf import ELF_MAGIC
-from hookd.kernels.inspection import inspect_as
+from hookd.kernels.inspection import inspect_kernel
 from hookd.kernels.model import (
     EXTRACT_TIMEOUT_SECONDS,
     MAX_KERNEL_SIZE,
@@ -60,6 +62,9 @@ TOOLS: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
 _READ_CHUNK: Final = 1 << 20
 _OUTPUT_STEP: Final = 4 << 20
 _MAX_CANDIDATES: Final = 64
+_ANY_MAGIC: Final = re.compile(b"|".join(re.escape(magic) for _, magic in COMPRESSION_MAGICS))
+#: Enough for the longest magic and the byte after it (bzip2's block size digit).
+_MAGIC_OVERLAP: Final = max(len(magic) for _, magic in COMPRESSION_MAGICS) + 1
 #: lib/lz4: legacy frames hold 8 MiB blocks; LZ4_COMPRESSBOUND(8 MiB) = 8 MiB + 8 MiB/255 + 16.
 _LZ4_LEGACY_MAGIC: Final = 0x184C2102
 _LZ4_MAX_BLOCK: Final = (8 << 20) + (8 << 20) // 255 + 16
@@ -81,16 +86,6 @@ class _Candidate:
     from_header: bool
 
 
-class _Decompressor(Protocol):
-    @property
-    def eof(self) -> bool: ...
-
-    @property
-    def needs_input(self) -> bool: ...
-
-    def decompress(self, data: bytes, max_length: int = -1) -> bytes: ...
-
-
 class _Gunzip:
     """``zlib.decompressobj`` behind the ``lzma``/``bz2`` decompressor interface."""
 
@@ -110,16 +105,14 @@ class _Gunzip:
         return self._inflater.decompress(pending, max(max_length, 0))
 
 
-def _python_decompressor(compression: str) -> _Decompressor | None:
-    if compression == "gzip":
-        return _Gunzip()
-    if compression == "xz":
-        return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-    if compression == "lzma":
-        return lzma.LZMADecompressor(format=lzma.FORMAT_ALONE)
-    if compression == "bzip2":
-        return bz2.BZ2Decompressor()
-    return None
+_Decompressor = _Gunzip | lzma.LZMADecompressor | bz2.BZ2Decompressor
+#: The compressions Python decompresses itself (the others need TOOLS).
+_IN_PROCESS: Final[dict[str, Callable[[], _Decompressor]]] = {
+    "gzip": _Gunzip,
+    "xz": lambda: lzma.LZMADecompressor(format=lzma.FORMAT_XZ),
+    "lzma": lambda: lzma.LZMADecompressor(format=lzma.FORMAT_ALONE),
+    "bzip2": bz2.BZ2Decompressor,
+}
 
 
 def extract_vmlinux(
@@ -128,7 +121,6 @@ def extract_vmlinux(
     *,
     max_output: int = MAX_VMLINUX_SIZE,
     timeout: float = EXTRACT_TIMEOUT_SECONDS,
-    max_input: int = MAX_KERNEL_SIZE,
 ) -> KernelReport:
     """Decompress the vmlinux out of ``bzimage_path`` into ``out_path`` and return its report.
 
@@ -140,7 +132,7 @@ def extract_vmlinux(
     source = Path(bzimage_path)
     out = Path(out_path)
     deadline = time.monotonic() + timeout
-    with KernelFile(source, max_size=max_input, what="bzImage") as f:
+    with KernelFile(source, max_size=MAX_KERNEL_SIZE, what="bzImage") as f:
         head = f.read_upto(0, 4096)
         if head.startswith(ELF_MAGIC):
             raise KernelExtractionError(
@@ -160,15 +152,7 @@ def extract_vmlinux(
         temp_path = Path(temporary)
         try:
             with os.fdopen(fd, "w+b") as sink:
-                report = _extract_into(
-                    f,
-                    head,
-                    sink,
-                    temp_path=temp_path,
-                    out=out,
-                    max_output=max_output,
-                    deadline=deadline,
-                )
+                report = _extract_into(f, head, sink, temp_path, out, max_output, deadline)
                 sink.flush()
                 os.fchmod(sink.fileno(), 0o644)
                 os.fsync(sink.fileno())
@@ -190,12 +174,12 @@ def _extract_into(
     f: KernelFile,
     head: bytes,
     sink: BinaryIO,
-    *,
     temp_path: Path,
     out: Path,
     max_output: int,
     deadline: float,
 ) -> KernelReport:
+    """Decompress candidates into ``sink`` (``temp_path``) until one is a vmlinux: its report."""
     failures: list[str] = []
     header_failure: str | None = None
     for tried, candidate in enumerate(_candidates(f, head)):
@@ -204,7 +188,7 @@ def _extract_into(
         sink.seek(0)
         sink.truncate()
         try:
-            written = _decompress(f, candidate, sink, max_output, deadline)
+            written = _decompress(f, candidate, _Output(sink, max_output, deadline))
             expected = candidate.expected_size
             if expected is not None and written % (1 << 32) != expected:
                 raise _Failed(
@@ -213,7 +197,7 @@ def _extract_into(
                 )
             sink.flush()
             try:
-                return inspect_as(temp_path, out, config_path=None, max_size=max_output)
+                return inspect_kernel(temp_path, max_size=max_output, name=out)
             except KernelInspectionError as error:
                 raise _Failed(f"the result is not a well-formed ELF ({error.reason})") from None
         except _Failed as failure:
@@ -246,12 +230,8 @@ def _candidates(f: KernelFile, head: bytes) -> Iterator[_Candidate]:
     header_offset: int | None = None
     if is_bzimage(head):
         bz = parse_bzimage(f)
-        scan_from = bz.protected_mode_offset
-        if (
-            bz.payload_offset is not None
-            and bz.payload_length is not None
-            and bz.compression is not None
-        ):
+        scan_from = protected_mode_offset(head)
+        if bz.compression and bz.payload_offset is not None and bz.payload_length:
             end = bz.payload_offset + bz.payload_length
             expected: int | None = None
             if bz.compression != "gzip" and bz.payload_length > 4:
@@ -266,49 +246,37 @@ def _candidates(f: KernelFile, head: bytes) -> Iterator[_Candidate]:
 
 
 def _scan_magics(f: KernelFile, start: int) -> Iterator[tuple[int, str]]:
-    longest = max(len(magic) for _, magic in COMPRESSION_MAGICS) + 1
-    carry = b""
+    """``(offset, compression)`` of each compression magic in the file from ``start`` on."""
     last = -1
-    for offset, chunk in f.chunks(start, f.size):
-        buffer = carry + chunk
-        base = offset - len(carry)
-        hits: list[tuple[int, str]] = []
-        for name, magic in COMPRESSION_MAGICS:
-            hit = buffer.find(magic)
-            while hit >= 0:
-                if base + hit > last and identify_compression(buffer[hit : hit + 8]) == name:
-                    hits.append((base + hit, name))
-                hit = buffer.find(magic, hit + 1)
-        for position, name in sorted(hits):
-            last = max(last, position)
-            yield position, name
-        carry = buffer[-longest:]
+    for base, buffer in f.windows(start, _MAGIC_OVERLAP):
+        hit = _ANY_MAGIC.search(buffer)
+        while hit is not None:
+            name = identify_compression(buffer[hit.start() : hit.start() + 8])
+            if name is not None and base + hit.start() > last:
+                last = base + hit.start()
+                yield last, name
+            # Not finditer: a magic can begin inside the last one (zstd's last byte is xz's first).
+            hit = _ANY_MAGIC.search(buffer, hit.start() + 1)
 
 
-def _decompress(
-    f: KernelFile, candidate: _Candidate, sink: BinaryIO, max_output: int, deadline: float
-) -> int:
-    decompressor = _python_decompressor(candidate.compression)
-    if decompressor is not None:
-        return _decompress_in_process(
-            f, candidate, decompressor, sink, max_output=max_output, deadline=deadline
-        )
+def _decompress(f: KernelFile, candidate: _Candidate, output: _Output) -> int:
+    if candidate.compression in _IN_PROCESS:
+        return _decompress_in_process(f, candidate, _IN_PROCESS[candidate.compression](), output)
     end = candidate.end
     if candidate.compression == "lz4":
         end = _lz4_legacy_end(f, candidate.offset, candidate.end)
     elif candidate.compression == "zstd":
         end = _zstd_frame_end(f, candidate.offset, candidate.end)
-    return _decompress_with_tool(
-        f, candidate, sink, end=end, max_output=max_output, deadline=deadline
-    )
+    return _decompress_with_tool(f, candidate, end, output)
 
 
 class _Output:
-    """Counts, caps and checks the decompressed bytes as they are written."""
+    """Counts, caps and checks the decompressed bytes as they are written; holds the deadline."""
 
-    def __init__(self, sink: BinaryIO, max_output: int) -> None:
+    def __init__(self, sink: BinaryIO, max_output: int, deadline: float) -> None:
         self.sink = sink
         self.max_output = max_output
+        self.deadline = deadline
         self.written = 0
         self.head = b""
 
@@ -331,20 +299,13 @@ class _Output:
 
 
 def _decompress_in_process(
-    f: KernelFile,
-    candidate: _Candidate,
-    decompressor: _Decompressor,
-    sink: BinaryIO,
-    *,
-    max_output: int,
-    deadline: float,
+    f: KernelFile, candidate: _Candidate, decompressor: _Decompressor, output: _Output
 ) -> int:
-    output = _Output(sink, max_output)
     try:
-        for _, chunk in f.chunks(candidate.offset, candidate.end, _READ_CHUNK):
+        for chunk in f.chunks(candidate.offset, candidate.end):
             data = chunk
             while not decompressor.eof:
-                if time.monotonic() > deadline:
+                if time.monotonic() > output.deadline:
                     raise _Failed("decompression timed out")
                 piece = decompressor.decompress(data, _OUTPUT_STEP)
                 data = b""
@@ -390,34 +351,24 @@ def _zstd_frame_end(f: KernelFile, offset: int, end: int) -> int:
     single_segment = bool(descriptor & 0x20)
     fcs_size = (1 if single_segment else 0, 2, 4, 8)[descriptor >> 6]
     dictionary_size = (0, 1, 2, 4)[descriptor & 0x03]
-    has_checksum = bool(descriptor & 0x04)
     position = offset + 5 + (0 if single_segment else 1) + dictionary_size + fcs_size
     while True:
         if position + 3 > end:
             raise _Failed("its zstd frame is truncated")
-        raw = f.read_at(position, 3, what="zstd block header")
-        block = raw[0] | raw[1] << 8 | raw[2] << 16
+        block = int.from_bytes(f.read_at(position, 3, what="zstd block header"), "little")
         last, kind, size = block & 1, (block >> 1) & 3, block >> 3
         if kind == 3 or size > _ZSTD_MAX_BLOCK:
             raise _Failed("its zstd frame has an invalid block header")
         position += 3 + (1 if kind == 1 else size)
         if last:
             break
-    position += 4 if has_checksum else 0
+    position += 4 if descriptor & 0x04 else 0  # Content_Checksum
     if position > end:
         raise _Failed("its zstd frame is truncated")
     return position
 
 
-def _decompress_with_tool(
-    f: KernelFile,
-    candidate: _Candidate,
-    sink: BinaryIO,
-    *,
-    end: int,
-    max_output: int,
-    deadline: float,
-) -> int:
+def _decompress_with_tool(f: KernelFile, candidate: _Candidate, end: int, output: _Output) -> int:
     program, package, arguments = TOOLS[candidate.compression]
     executable = shutil.which(program)
     if executable is None:
@@ -425,7 +376,6 @@ def _decompress_with_tool(
             f"decompressing it needs the {program} program, which is not installed (Debian "
             f"package {package})"
         )
-    output = _Output(sink, max_output)
     environment = {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C"}
     with tempfile.TemporaryFile() as errors:
         try:
@@ -448,18 +398,15 @@ def _decompress_with_tool(
         try:
             descriptor = stdout.fileno()
             while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                remaining = output.deadline - time.monotonic()
+                if remaining <= 0 or not select.select([descriptor], [], [], remaining)[0]:
                     raise _Failed(f"{program} timed out")
-                ready, _, _ = select.select([descriptor], [], [], min(remaining, 1.0))
-                if not ready:
-                    continue
                 data = os.read(descriptor, _READ_CHUNK)
                 if not data:
                     break
                 output.write(data)
             try:
-                status = process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+                status = process.wait(timeout=max(output.deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
                 raise _Failed(f"{program} timed out") from None
         finally:
@@ -481,7 +428,7 @@ def _decompress_with_tool(
 def _feed(f: KernelFile, start: int, end: int, pipe: BinaryIO) -> None:
     """Write ``[start, end)`` of the file to the tool's stdin (runs in a thread)."""
     try:
-        for _, chunk in f.chunks(start, end, _READ_CHUNK):
+        for chunk in f.chunks(start, end):
             pipe.write(chunk)
     except (OSError, ValueError, KernelInspectionError):
         pass  # the tool exited or was killed: its exit status reports the problem

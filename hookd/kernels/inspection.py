@@ -36,7 +36,6 @@ from hookd.kernels.model import (
 
 #: ``init/version.c``: ``linux_banner[] = "Linux version " UTS_RELEASE " (" LINUX_COMPILE_BY ...``
 _BANNER: Final = re.compile(rb"Linux version (\d+\.\d+[0-9A-Za-z.+_~-]{0,64}) \(")
-_BANNER_PREFIX: Final = b"Linux version "
 _SCAN_OVERLAP: Final = 128
 
 
@@ -45,6 +44,7 @@ def inspect_kernel(
     *,
     config_path: str | os.PathLike[str] | None = None,
     max_size: int = MAX_KERNEL_SIZE,
+    name: Path | None = None,
 ) -> KernelReport:
     """Identify the kernel at ``path`` and report its format, headers, PVH note and config.
 
@@ -53,91 +53,37 @@ def inspect_kernel(
 
     The config comes from ``config_path`` if given (errors reading it raise), else from a
     ``config-<release>`` file beside the kernel, else from an embedded IKCONFIG (errors with
-    those two become ``report.notes``).
+    those two become ``report.notes``). ``name``, if given, is the path reported and looked
+    beside instead of ``path``: ``extract_vmlinux`` checks its temporary file before renaming it.
 
     Raises ``KernelInspectionError`` (a ``PermanentError``) when the file is missing, not a
     regular file, empty, larger than ``max_size``, truncated or malformed. A readable file in no
     kernel format is reported as ``format="unknown"``; ``check_kernel`` rejects it.
     """
     kernel = Path(path)
-    return inspect_as(kernel, kernel, config_path=config_path, max_size=max_size)
-
-
-def inspect_as(
-    kernel: Path,
-    name: Path,
-    *,
-    config_path: str | os.PathLike[str] | None,
-    max_size: int,
-) -> KernelReport:
-    """Inspect ``kernel`` as if it were at ``name`` (which decides the sibling-config lookup and
-    the reported path): ``extract_vmlinux`` checks its temporary file before renaming it."""
+    name = kernel if name is None else name
     with KernelFile(kernel, max_size=max_size) as f:
         report = _identify(f)
-        if report.format in ("elf", "arm64-image"):
+        ikconfig_at = None
+        if report.format in ("elf", "arm64-image"):  # their release is in the banner
             ikconfig_at, banner = _scan(f)
-            if banner is not None and report.version is None:
-                report = replace(report, version=banner)
-        else:
-            ikconfig_at = None
+            report = replace(report, version=banner)
         config, notes = _find_config(f, name, config_path, ikconfig_at)
     return replace(report, path=str(name), config=config, notes=report.notes + tuple(notes))
 
 
 def _identify(f: KernelFile) -> KernelReport:
     head = f.read_upto(0, 4096)
-    path, size = str(f.path), f.size
     if is_bzimage(head):
-        bz = parse_bzimage(f)
-        return KernelReport(
-            path=path,
-            size=size,
-            format="bzimage",
-            version=bz.version,
-            boot_protocol=bz.protocol,
-            compression=bz.compression,
-            payload_offset=bz.payload_offset,
-            payload_length=bz.payload_length,
-            notes=bz.problems,
-        )
+        return parse_bzimage(f)
     if head.startswith(ELF_MAGIC):
-        elf = parse_elf(f)
-        return KernelReport(
-            path=path,
-            size=size,
-            format="elf",
-            elf_class=elf.elf_class,
-            elf_endian=elf.endian,
-            elf_machine=elf.machine,
-            elf_type=elf.type,
-            elf_entry=elf.entry,
-            has_interpreter=elf.has_interpreter,
-            load_segments=elf.loads,
-            note_owners=elf.note_owners,
-            pvh=elf.pvh,
-            pvh_problem=elf.pvh_problem,
-        )
+        return parse_elf(f)
     if len(head) >= 64 and is_arm64_image(head):
-        arm = parse_arm64(head)
-        return KernelReport(
-            path=path,
-            size=size,
-            format="arm64-image",
-            arm64_big_endian=arm.big_endian,
-            arm64_image_size=arm.image_size,
-        )
-    if head.startswith(b"MZ"):
-        pe = parse_pe(f, head)
-        if pe is not None:
-            return KernelReport(
-                path=path,
-                size=size,
-                format="pe",
-                pe_machine=pe.machine,
-                compression=pe.zboot_compression,
-            )
+        return parse_arm64(f, head)
+    if head.startswith(b"MZ") and (pe := parse_pe(f, head)) is not None:
+        return pe
     return KernelReport(
-        path=path, size=size, format="unknown", compression=identify_compression(head)
+        path=str(f.path), size=f.size, format="unknown", compression=identify_compression(head)
     )
 
 
@@ -146,27 +92,13 @@ def _scan(f: KernelFile) -> tuple[int | None, str | None]:
     release in the first ``Linux version`` banner."""
     ikconfig_at: int | None = None
     banner: str | None = None
-    carry = b""
-    for offset, chunk in f.chunks(0, f.size):
-        buffer = carry + chunk
-        base = offset - len(carry)
-        if ikconfig_at is None:
-            hit = buffer.find(IKCFG_START)
-            while hit >= 0:
-                if buffer[hit + 8 : hit + 11] == GZIP_MAGIC:
-                    ikconfig_at = base + hit
-                    break
-                hit = buffer.find(IKCFG_START, hit + 1)
-        if banner is None:
-            hit = buffer.find(_BANNER_PREFIX)
-            while hit >= 0:
-                if m := _BANNER.match(buffer, hit):
-                    banner = m.group(1).decode("ascii")
-                    break
-                hit = buffer.find(_BANNER_PREFIX, hit + 1)
+    for base, buffer in f.windows(0, _SCAN_OVERLAP):
+        if ikconfig_at is None and (hit := buffer.find(IKCFG_START + GZIP_MAGIC)) >= 0:
+            ikconfig_at = base + hit
+        if banner is None and (m := _BANNER.search(buffer)):
+            banner = m.group(1).decode("ascii")
         if ikconfig_at is not None and banner is not None:
             break
-        carry = buffer[-_SCAN_OVERLAP:]
     return ikconfig_at, banner
 
 

@@ -35,15 +35,10 @@ _NOT_SET = re.compile(rb"^# CONFIG_([A-Za-z0-9_]+) is not set\s*$")
 _DESCRIPTION = re.compile(rb"^# (Linux/\S+ \S+ Kernel Configuration)\s*$")
 _KERNEL_NAME = re.compile(r"^(?:vmlinuz|vmlinux|bzImage|Image|zImage|kernel)-(?P<suffix>.+)$")
 #: CONFIG_<ARCH>=y lines that name the architecture a config was made for.
-_ARCH_OPTIONS: Final[tuple[tuple[str, str], ...]] = (
-    ("X86_64", "x86_64"),
-    ("X86_32", "i386"),
-    ("ARM64", "arm64"),
-    ("ARM", "arm"),
-    ("RISCV", "riscv"),
-    ("PPC64", "ppc64"),
-    ("S390", "s390"),
-)
+_ARCH_OPTIONS: Final[dict[str, str]] = {
+    "X86_64": "x86_64", "X86_32": "i386", "ARM64": "arm64", "ARM": "arm", "RISCV": "riscv",
+    "PPC64": "ppc64", "S390": "s390",
+}
 
 
 class ConfigUnreadable(Exception):
@@ -52,7 +47,6 @@ class ConfigUnreadable(Exception):
 
 def parse_config(text: bytes, *, source: str, origin: ConfigOrigin) -> KernelConfig:
     wanted = set(CHECKED_OPTIONS)
-    arch_names = dict(_ARCH_OPTIONS)
     states: dict[str, ConfigState] = {}
     arch: str | None = None
     description: str | None = None
@@ -67,8 +61,8 @@ def parse_config(text: bytes, *, source: str, origin: ConfigOrigin) -> KernelCon
             value = m.group(2)
             if name in wanted:
                 states[name] = "y" if value == b"y" else "m" if value == b"m" else "absent"
-            if value == b"y" and name in arch_names and arch is None:
-                arch = arch_names[name]
+            if value == b"y" and name in _ARCH_OPTIONS and arch is None:
+                arch = _ARCH_OPTIONS[name]
         elif m := _NOT_SET.match(line):
             config_lines += 1
             name = m.group(1).decode("ascii")
@@ -88,7 +82,7 @@ def parse_config(text: bytes, *, source: str, origin: ConfigOrigin) -> KernelCon
 def read_config_file(path: Path, origin: ConfigOrigin) -> KernelConfig:
     try:
         with KernelFile(path, max_size=MAX_CONFIG_BYTES, what="kernel config") as f:
-            text = b"".join(chunk for _, chunk in f.chunks(0, f.size))
+            text = b"".join(f.chunks(0, f.size))
     except KernelInspectionError as error:
         raise ConfigUnreadable(error.reason.rstrip(".")) from None
     return parse_config(text, source=str(path), origin=origin)
@@ -97,20 +91,18 @@ def read_config_file(path: Path, origin: ConfigOrigin) -> KernelConfig:
 def config_beside(kernel: Path) -> Path | None:
     """``config-<suffix>`` beside ``vmlinuz-<suffix>`` (or ``vmlinux``/``bzImage``/…-<suffix>),
     or ``.config`` beside a ``vmlinux`` in a build tree; symlinks are followed as a second try."""
-    candidates = [kernel]
     try:
         resolved = kernel.resolve(strict=False)
     except (OSError, RuntimeError):
         resolved = kernel
-    if resolved != kernel:
-        candidates.append(resolved)
-    for path in candidates:
-        found: Path | None = None
+    for path in (kernel, resolved):
         if m := _KERNEL_NAME.match(path.name):
             found = path.with_name("config-" + m.group("suffix"))
         elif path.name == "vmlinux":
             found = path.with_name(".config")
-        if found is not None and found.is_file():
+        else:
+            continue
+        if found.is_file():
             return found
     return None
 
@@ -118,38 +110,22 @@ def config_beside(kernel: Path) -> Path | None:
 def read_ikconfig(f: KernelFile, marker_offset: int) -> bytes:
     """The config text stored after ``IKCFG_ST`` at ``marker_offset`` (bounded gzip inflate)."""
     start = marker_offset + len(IKCFG_START)
+    data = b"".join(f.chunks(start, start + MAX_IKCONFIG_COMPRESSED_BYTES + 64))
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    text = bytearray()
-    consumed = 0
-    tail = b""
-    finished = False
     try:
-        for _, chunk in f.chunks(start, start + MAX_IKCONFIG_COMPRESSED_BYTES + 64, 64 << 10):
-            if finished:
-                tail += chunk
-            else:
-                consumed += len(chunk)
-                data = chunk
-                while data and not finished:
-                    text += inflater.decompress(data, MAX_CONFIG_BYTES + 1 - len(text))
-                    if len(text) > MAX_CONFIG_BYTES:
-                        raise ConfigUnreadable(
-                            f"the embedded IKCONFIG inflates to more than {MAX_CONFIG_BYTES} bytes"
-                        )
-                    data = inflater.unconsumed_tail
-                    finished = inflater.eof
-                if finished:
-                    tail = inflater.unused_data
-                elif consumed > MAX_IKCONFIG_COMPRESSED_BYTES:
-                    raise ConfigUnreadable(
-                        f"the embedded IKCONFIG is more than {MAX_IKCONFIG_COMPRESSED_BYTES} bytes"
-                    )
-            if finished and len(tail) >= len(IKCFG_END):
-                break
+        text = inflater.decompress(data, MAX_CONFIG_BYTES + 1)
     except zlib.error as error:
         raise ConfigUnreadable(f"the embedded IKCONFIG is not valid gzip ({error})") from None
-    if not finished:
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigUnreadable(
+            f"the embedded IKCONFIG inflates to more than {MAX_CONFIG_BYTES} bytes"
+        )
+    if not inflater.eof:
+        if len(data) > MAX_IKCONFIG_COMPRESSED_BYTES:
+            raise ConfigUnreadable(
+                f"the embedded IKCONFIG is more than {MAX_IKCONFIG_COMPRESSED_BYTES} bytes"
+            )
         raise ConfigUnreadable("the embedded IKCONFIG gzip stream is truncated")
-    if not tail.startswith(IKCFG_END):
+    if not inflater.unused_data.startswith(IKCFG_END):
         raise ConfigUnreadable("the embedded IKCONFIG is not followed by its IKCFG_ED marker")
-    return bytes(text)
+    return text

@@ -5,7 +5,7 @@ Everything here is a frozen dataclass or a constant: no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, Literal
 
 from handlers.errors import PermanentError
@@ -26,19 +26,8 @@ ARCHES: Final[tuple[Arch, ...]] = ("x86_64", "aarch64")
 #: (KVM's VNC) and the 8250 serial console (Firecracker), devtmpfs; PVH for the QEMU entry
 #: point).
 CHECKED_OPTIONS: Final[tuple[str, ...]] = (
-    "PVH",
-    "VIRTIO_PCI",
-    "VIRTIO_MMIO",
-    "VIRTIO_BLK",
-    "EXT4_FS",
-    "ISO9660_FS",
-    "BLK_DEV_SR",
-    "ATA_PIIX",
-    "SATA_AHCI",
-    "VT_CONSOLE",
-    "SERIAL_8250_CONSOLE",
-    "DEVTMPFS",
-    "DEVTMPFS_MOUNT",
+    "PVH", "VIRTIO_PCI", "VIRTIO_MMIO", "VIRTIO_BLK", "EXT4_FS", "ISO9660_FS", "BLK_DEV_SR",
+    "ATA_PIIX", "SATA_AHCI", "VT_CONSOLE", "SERIAL_8250_CONSOLE", "DEVTMPFS", "DEVTMPFS_MOUNT",
 )
 
 # --- limits on untrusted input --------------------------------------------------------------
@@ -68,10 +57,7 @@ XEN_ELFNOTE_PHYS32_ENTRY: Final = 18
 
 class KernelInspectionError(PermanentError):
     """The file cannot be inspected: missing, unreadable, not a regular file, too big, truncated or
-    structurally malformed (headers or notes pointing outside the file, sizes that overflow).
-
-    ``reason`` is one sentence naming the file and what is wrong with it.
-    """
+    structurally malformed. ``reason`` is one sentence naming the file and what is wrong."""
 
 
 class KernelExtractionError(KernelInspectionError):
@@ -81,30 +67,20 @@ class KernelExtractionError(KernelInspectionError):
 
 @dataclass(frozen=True)
 class PvhEntry:
-    """The first ``XEN_ELFNOTE_PHYS32_ENTRY`` note, as QEMU would use it.
-
-    ``address`` is the entry point: the low 32 bits of the descriptor (Linux writes an 8-byte
-    ``_ASM_PTR`` on x86-64; the ABI says 32-bit; qemu-boot-facts.md: accept 4 or 8 bytes).
-    """
+    """The ``XEN_ELFNOTE_PHYS32_ENTRY`` note QEMU would use: ``address`` is the entry point,
+    the low 32 bits of the 4- or 8-byte ``descriptor``."""
 
     address: int
     owner: str
     descriptor_size: int
     descriptor: int
 
-    @property
-    def high_bits_set(self) -> bool:
-        """True when an 8-byte descriptor does not hold a 32-bit physical address."""
-        return self.descriptor >> 32 != 0
-
 
 @dataclass(frozen=True)
 class LoadSegment:
-    """A PT_LOAD program header (file range and physical/virtual placement)."""
+    """A PT_LOAD program header's physical placement."""
 
-    offset: int
     paddr: int
-    vaddr: int
     filesz: int
     memsz: int
 
@@ -126,10 +102,7 @@ class KernelConfig:
 
     def state(self, option: str) -> ConfigState:
         """State of ``option`` (without ``CONFIG_``); options hookd does not track are "absent"."""
-        for name, state in self.options:
-            if name == option:
-                return state
-        return "absent"
+        return dict(self.options).get(option, "absent")
 
 
 @dataclass(frozen=True)
@@ -168,7 +141,7 @@ class KernelReport:
 
     config: KernelConfig | None = None
     #: Observations that are not findings about the kernel (e.g. an unreadable sibling config).
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
     @property
     def elf_machine_name(self) -> str | None:
@@ -224,32 +197,12 @@ class KernelVerdict:
     warnings: tuple[str, ...] = ()
 
 
-ELF_MACHINES: Final[dict[int, str]] = {
-    3: "i386",
-    8: "MIPS",
-    20: "PowerPC",
-    21: "PowerPC64",
-    22: "s390",
-    40: "ARM (32-bit)",
-    43: "SPARC v9",
-    62: "x86-64",
-    183: "AArch64",
-    243: "RISC-V",
-    258: "LoongArch",
+ELF_MACHINES: Final = {
+    3: "i386", 8: "MIPS", 20: "PowerPC", 21: "PowerPC64", 22: "s390", 40: "ARM (32-bit)",
+    43: "SPARC v9", 62: "x86-64", 183: "AArch64", 243: "RISC-V", 258: "LoongArch",
 }
-ELF_TYPES: Final[dict[int, str]] = {
-    0: "NONE",
-    1: "REL",
-    2: "EXEC",
-    3: "DYN",
-    4: "CORE",
-}
-PE_MACHINES: Final[dict[int, str]] = {
-    0x14C: "i386",
-    0x8664: "x86-64",
-    0xAA64: "arm64",
-    0x1C4: "ARM",
-}
+ELF_TYPES: Final = {0: "NONE", 1: "REL", 2: "EXEC", 3: "DYN", 4: "CORE"}
+PE_MACHINES: Final = {0x14C: "i386", 0x8664: "x86-64", 0xAA64: "arm64", 0x1C4: "ARM"}
 
 
 def _format_detail(report: KernelReport) -> str:

@@ -28,7 +28,6 @@ from hookd.kernels.inspection import inspect_kernel
 from hookd.kernels.model import (
     ARCHES,
     HYPERVISORS,
-    MAX_KERNEL_SIZE,
     PE_MACHINES,
     Arch,
     ConfigState,
@@ -45,10 +44,6 @@ ET_EXEC: Final = 2
 FIRECRACKER_HIMEM_START: Final = 0x100000
 
 _LABEL: Final[dict[Hypervisor, str]] = {"kvm": "KVM", "firecracker": "Firecracker"}
-_EXTRACT_HINT: Final = (
-    "extract the vmlinux with `hookd kernel extract {path} vmlinux` (or the kernel tree's "
-    "scripts/extract-vmlinux), or build one with `make vmlinux`"
-)
 _ELF_TYPE_REASONS: Final[dict[int, str]] = {
     0: "an ELF file of no type (ET_NONE)",
     1: "a relocatable object (ET_REL) such as a .o file or a .ko module",
@@ -76,6 +71,21 @@ _KVM_CONTEXT: Final = (
 #: 6.8.3 and 7.4.0 deployment files.
 _KVM_CD_CONTROLLERS: Final = (("ATA_PIIX", "OpenNebula 6.x (pc machine, IDE CD-ROM)"),
                               ("SATA_AHCI", "OpenNebula 7.x (q35 machine, SATA CD-ROM)"))
+#: The console hookd's KERNEL_CMD names and what is lost when its driver is not built in.
+#: OpenNebula's KVM driver writes no serial device, only the graphics (VNC) console:
+#: hookd's KERNEL_CMD says console=tty0 (src/vmm/LibVirtDriverKVM.cc; measured).
+_CONSOLE: Final[dict[Hypervisor, tuple[str, str]]] = {
+    "kvm": ("VT_CONSOLE", "console=tty0 stays silent, so boot failures cannot be read on the "
+            "VM's VNC console"),
+    "firecracker": ("SERIAL_8250_CONSOLE", "console=ttyS0 stays silent, so boot failures cannot "
+                    "be read from the VM's serial log"),
+}
+#: Why /dev stays unmounted without CONFIG_DEVTMPFS_MOUNT.
+_DEV_UNMOUNTED: Final[dict[Hypervisor, str]] = {
+    "kvm": "booted without an initrd, the kernel leaves /dev unmounted",
+    "firecracker": "Firecracker guests boot without an initrd (OpenNebula/one#5382), so /dev "
+                   "stays unmounted",
+}
 
 
 def check_kernel(
@@ -131,11 +141,10 @@ def verify_kernel(
     arch: Arch = "x86_64",
     config_path: str | os.PathLike[str] | None = None,
     strict: bool = False,
-    max_size: int = MAX_KERNEL_SIZE,
 ) -> KernelVerdict:
     """``inspect_kernel`` + ``check_kernel``, with inspection errors folded into the verdict."""
     try:
-        report = inspect_kernel(path, config_path=config_path, max_size=max_size)
+        report = inspect_kernel(path, config_path=config_path)
     except KernelInspectionError as error:
         return KernelVerdict(False, error.reason, ())
     return check_kernel(report, hypervisor, arch=arch, strict=strict)
@@ -170,7 +179,9 @@ def _format_failure(report: KernelReport, hypervisor: Hypervisor, arch: Arch) ->
         )
         return (
             f"{path} is a compressed bzImage (Linux boot protocol {report.boot_protocol}"
-            f"{payload}), but {needs}: {_EXTRACT_HINT.format(path=path)}."
+            f"{payload}), but {needs}: extract the vmlinux with `hookd kernel extract {path} "
+            "vmlinux` (or the kernel tree's scripts/extract-vmlinux), or build one with "
+            "`make vmlinux`."
         )
     if report.format == "pe":
         if report.compression is not None:
@@ -250,7 +261,7 @@ def _check_x86_elf(
                 "QEMU refuses it with 'Error loading uncompressed kernel without PVH ELF Note': "
                 "use a kernel built with CONFIG_PVH=y."
             ), ""
-        if pvh.high_bits_set:
+        if pvh.descriptor >> 32:  # an 8-byte descriptor that is not a 32-bit physical address
             return (
                 f"{path} has a PVH entry ({pvh.descriptor:#x}) that is not a 32-bit physical "
                 "address."
@@ -364,40 +375,24 @@ def _config_findings(
             fatal = fatal or message
 
     if hypervisor == "kvm":
-        absent = [name for name, _ in _KVM_CD_CONTROLLERS if config.state(name) == "absent"]
-        for name, where in _KVM_CD_CONTROLLERS:
-            if name in absent:
-                warnings.append(
-                    f"CONFIG_{name} is not set: on {where} the kernel cannot read the context "
-                    "CD, so contextualization would not run there.")
+        absent = [(name, where) for name, where in _KVM_CD_CONTROLLERS
+                  if config.state(name) == "absent"]
+        for name, where in absent:
+            warnings.append(
+                f"CONFIG_{name} is not set: on {where} the kernel cannot read the context "
+                "CD, so contextualization would not run there.")
         if len(absent) == len(_KVM_CD_CONTROLLERS):
             fatal = fatal or warnings[-1]
-        # OpenNebula's KVM driver writes no serial device, only the graphics (VNC) console:
-        # hookd's KERNEL_CMD says console=tty0 (src/vmm/LibVirtDriverKVM.cc; measured).
-        if config.state("VT_CONSOLE") != "y":
-            warnings.append(
-                "CONFIG_VT_CONSOLE is not built in: console=tty0 stays silent, so boot failures "
-                "cannot be read on the VM's VNC console.")
-    elif config.state("SERIAL_8250_CONSOLE") != "y":
-        warnings.append(
-            "CONFIG_SERIAL_8250_CONSOLE is not built in: console=ttyS0 stays silent, so boot "
-            "failures cannot be read from the VM's serial log."
-        )
+    console, unread = _CONSOLE[hypervisor]
+    if config.state(console) != "y":
+        warnings.append(f"CONFIG_{console} is not built in: {unread}.")
     if config.state("DEVTMPFS") != "y":
         warnings.append(
             "CONFIG_DEVTMPFS is not built in: a container rootfs gets no device nodes in /dev."
         )
     elif config.state("DEVTMPFS_MOUNT") != "y":
-        if hypervisor == "firecracker":
-            warnings.append(
-                "CONFIG_DEVTMPFS_MOUNT is not set: Firecracker guests boot without an initrd "
-                "(OpenNebula/one#5382), so /dev stays unmounted unless the image's init mounts "
-                "devtmpfs itself (systemd does, a plain container entrypoint does not)."
-            )
-        else:
-            warnings.append(
-                "CONFIG_DEVTMPFS_MOUNT is not set: booted without an initrd, the kernel leaves "
-                "/dev unmounted unless the image's init mounts devtmpfs itself (systemd does, a "
-                "plain container entrypoint does not)."
-            )
+        warnings.append(
+            f"CONFIG_DEVTMPFS_MOUNT is not set: {_DEV_UNMOUNTED[hypervisor]} unless the image's "
+            "init mounts devtmpfs itself (systemd does, a plain container entrypoint does not)."
+        )
     return warnings, fatal
