@@ -13,7 +13,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 
 from lxml import etree
@@ -46,37 +46,19 @@ OciResolver = Callable[[ImageFacts, bool], OciFacts]
 
 
 class _LockTable:
-    """Per-template locks so two images sharing a template never interleave their writes."""
+    """Locks by template so two images sharing a template never interleave their writes: a
+    fixed set of stripes, taken in order (no deadlock), never growing with the pool."""
 
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: dict[int, tuple[threading.Lock, int]] = {}
+    def __init__(self, stripes: int = 64) -> None:
+        self._stripes = [threading.Lock() for _ in range(stripes)]
 
     @contextmanager
     def hold(self, ids: Iterable[int]) -> Iterator[None]:
-        ordered = sorted(set(ids))
-        locks: list[threading.Lock] = []
-        with self._guard:
-            for ident in ordered:
-                lock, users = self._locks.get(ident, (threading.Lock(), 0))
-                self._locks[ident] = (lock, users + 1)
-                locks.append(lock)
-        held: list[threading.Lock] = []
-        try:
+        locks = [self._stripes[n] for n in sorted({i % len(self._stripes) for i in ids})]
+        with ExitStack() as stack:
             for lock in locks:
-                lock.acquire()
-                held.append(lock)
+                stack.enter_context(lock)
             yield
-        finally:
-            for lock in reversed(held):
-                lock.release()
-            with self._guard:
-                for ident in ordered:
-                    lock, users = self._locks[ident]
-                    if users <= 1:
-                        del self._locks[ident]
-                    else:
-                        self._locks[ident] = (lock, users - 1)
 
 
 _STATUS_NAMES = frozenset(IMAGE_STATUS_ATTRS)

@@ -146,15 +146,9 @@ class TemplateIndex:
     def disk_image_ids(self, template_ids: Iterable[int]) -> set[int]:
         """The images the templates' disks use, as last seen (by ID, or by name for images
         the index knows)."""
-        out: set[int] = set()
         with self._lock:
-            for template_id in template_ids:
-                for key in self._refs.get(template_id, ()):
-                    if key[0] == "i":
-                        out.add(int(key[1]))
-                    elif key in self._names:
-                        out.add(self._names[key])
-        return out
+            refs = [key for tid in template_ids for key in self._refs.get(tid, ())]
+        return set(self.resolve(refs))
 
     def __len__(self) -> int:
         with self._lock:
