@@ -27,8 +27,9 @@ class InvalidReference(PermanentError):
     """The image reference (from the image's PATH and URL_ARGS) is not one we can fetch."""
 
 
-class NotFound(PermanentError):
-    """The registry (or the local engine) does not know the repository, manifest or blob."""
+class ImageNotFound(PermanentError):
+    """The registry (or the local engine) does not have the image: no such repository, manifest
+    or blob (HTTP 404)."""
 
 
 class AuthenticationFailed(PermanentError):

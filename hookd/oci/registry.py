@@ -33,13 +33,13 @@ from hookd.http import Proxies
 from hookd.oci.cache import ContentCache
 from hookd.oci.challenge import Challenge, parse_www_authenticate
 from hookd.oci.digest import compute_digest, is_digest, split_digest, verify_digest
-from hookd.oci.engine import EngineClient
+from hookd.oci.docker_engine import EngineClient
 from hookd.oci.errors import (
     AuthenticationFailed,
+    ImageNotFound,
     IntegrityError,
     InvalidReference,
     InvalidResponse,
-    NotFound,
     RegistryUnavailable,
     ResponseTooLarge,
     UnexpectedStatus,
@@ -93,7 +93,7 @@ def _raise_for_status(response: HttpResponse, what: str) -> None:
     code = response.error_code
     detail = f" ({code})" if code else ""
     if status == 404:
-        raise NotFound(f"{host} does not have {what}{detail}", code=404)
+        raise ImageNotFound(f"{host} does not have {what}{detail}", code=404)
     if status in (408, 429) or status >= 500:
         raise RegistryUnavailable(
             f"{host} answered HTTP {status}{detail} for {what}; retrying later",

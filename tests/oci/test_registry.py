@@ -21,11 +21,11 @@ from hookd.http import DIRECT
 from hookd.oci import (
     AuthenticationFailed,
     Credentials,
+    ImageNotFound,
     ImageReference,
     IntegrityError,
     InvalidResponse,
     NoMatchingPlatform,
-    NotFound,
     RedirectRefused,
     RegistryClient,
     RegistrySettings,
@@ -659,7 +659,7 @@ def test_client_errors_are_permanent(
 
 def test_unknown_tag_is_permanent(fake: FakeRegistry, make_client: ClientFactory) -> None:
     fake.add_image("app", "v1", MULTI)
-    with pytest.raises(NotFound) as caught:
+    with pytest.raises(ImageNotFound) as caught:
         make_client(fake.host).fetch_config(ref(fake, "app:nope"))
     assert isinstance(caught.value, PermanentError)
     assert caught.value.code == 404
@@ -674,7 +674,7 @@ def test_unknown_blob_is_permanent(fake: FakeRegistry, make_client: ClientFactor
         "layers": [],
     }
     fake.add_manifest("app", "v1", canonical_json(manifest), OCI_MANIFEST)
-    with pytest.raises(NotFound) as caught:
+    with pytest.raises(ImageNotFound) as caught:
         make_client(fake.host).fetch_config(ref(fake, "app:v1"))
     assert "BLOB_UNKNOWN" in caught.value.reason
 
@@ -739,7 +739,7 @@ def test_origin_is_used_when_every_mirror_fails(
 
 
 @pytest.mark.parametrize(
-    ("origin_fault", "expected"), [(503, RegistryUnavailable), (None, NotFound)]
+    ("origin_fault", "expected"), [(503, RegistryUnavailable), (None, ImageNotFound)]
 )
 def test_final_error_is_the_origins_answer(
     three: tuple[FakeRegistry, FakeRegistry, FakeRegistry],

@@ -17,9 +17,9 @@ import structlog
 from hookd.http import DIRECT, BodyTooLarge, HttpClient, HttpError, HttpOptions, TimedOut
 from hookd.oci.digest import is_digest
 from hookd.oci.errors import (
+    ImageNotFound,
     InvalidResponse,
     NoMatchingPlatform,
-    NotFound,
     RegistryUnavailable,
     ResponseTooLarge,
     UnexpectedStatus,
@@ -74,7 +74,7 @@ class EngineClient:
         what = f"local Docker engine image {name}"
         status, body = self._get(f"/images/{quote(name, safe='/:@')}/json", what)
         if status == 404:
-            raise NotFound(f"the local Docker engine has no image {name}", code=404)
+            raise ImageNotFound(f"the local Docker engine has no image {name}", code=404)
         if status >= 500:
             raise RegistryUnavailable(f"the local Docker engine answered HTTP {status} for {name}")
         if status != 200:
