@@ -1,37 +1,13 @@
-"""HTTP for hookd: one small layer on libcurl (pycurl), for XML-RPC to oned, container
-registries and the Docker Engine's unix socket.
+"""HTTP for hookd on libcurl (pycurl): XML-RPC to oned, container registries and the Docker
+Engine's unix socket. What every request gets (hard deadline, connect and idle timeouts, body
+cap, proxies as operators set them, TLS against Python's trust store) is in the README, "The
+HTTP client".
 
-Chosen by measurement (README, "Performance"): the least CPU per call of the candidates, and
-the only one whose hard deadline, body cap and unix-socket support are native. What every
-request gets here:
-
-* **a hard deadline**, from the first connect to the last byte: libcurl's ``TIMEOUT_MS`` for
-  :meth:`HttpClient.fetch`; for :meth:`HttpClient.stream` the time spent waiting on the
-  network (the consumer's time between chunks is not counted), enforced by the pull loop.
-  A server that drips one byte per second cannot keep a request alive. No thread, no timer;
-* a **connect timeout** (TCP, proxy and TLS handshake) and optionally an **idle timeout**
-  (the longest silence of the peer);
-* a **body cap** (``MAXFILESIZE_LARGE``): a larger ``Content-Length`` is refused before any
-  of the body is read, a chunked body is cut at the cap;
-* **proxies exactly as given**: :meth:`Proxies.from_environment` reads ``http_proxy``,
-  ``https_proxy``, ``all_proxy`` and ``no_proxy`` in lower or upper case (lower case wins, as
-  in Python's ``urllib``); libcurl's own reading of the environment (which ignores upper-case
-  ``HTTP_PROXY``) is always overridden, and :data:`DIRECT` means no proxy whatever the
-  environment says. ``no_proxy`` takes host names, domains (``.example.com``), IP addresses,
-  CIDR ranges (``10.0.0.0/8``) and ``*``;
-* **TLS** verified against the system trust store as Python's ``ssl`` finds it (so
-  ``SSL_CERT_FILE``/``SSL_CERT_DIR`` apply, which libcurl alone ignores), against one CA
-  bundle (and only it), or not at all;
-* only ``http`` and ``https``; **redirects are never followed** (the registry client follows
-  them by hand, with its own rules); no netrc, no cookies, no ``Expect: 100-continue``, no
-  content decoding (callers that want compression decode it themselves, bounded);
-* one libcurl handle per thread and use (a small per-thread pool: a stream being read and a
-  call made meanwhile on the same thread get two handles); ``NOSIGNAL``; ``perform`` releases
-  the GIL.
-
-Failures are :class:`HttpError`, each also a :class:`~handlers.errors.TransientError` or a
-:class:`~handlers.errors.PermanentError`; callers turn them into their own operator messages.
-HTTP statuses are returned, never raised.
+Only ``http`` and ``https``; redirects are never followed (the registry client follows them by
+hand, with its own rules); no netrc, no cookies, no ``Expect: 100-continue``, no content
+decoding (callers that accept compression decode it themselves, bounded). Failures are
+:class:`HttpError`, each also a :class:`~handlers.errors.TransientError` or a
+:class:`~handlers.errors.PermanentError`; HTTP statuses are returned, never raised.
 """
 
 from __future__ import annotations
@@ -44,7 +20,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from urllib.parse import urlsplit
 
@@ -65,11 +41,7 @@ _SUPPRESS_CONNECT_HEADERS = getattr(pycurl, "SUPPRESS_CONNECT_HEADERS", 265)
 
 
 class HttpError(HookdError):
-    """A request failed before a complete answer arrived. ``curl_code`` is libcurl's code."""
-
-    def __init__(self, reason: str, *, curl_code: int | None = None) -> None:
-        super().__init__(reason)
-        self.curl_code = curl_code
+    """A request failed before a complete answer arrived."""
 
 
 class InvalidRequest(HttpError, PermanentError):
@@ -98,10 +70,8 @@ class TimedOut(HttpError, TransientError):
     """The deadline passed (``idle`` False) or the peer went silent for longer than the idle
     timeout (``idle`` True) after the connection was made."""
 
-    def __init__(self, reason: str, *, seconds: float, idle: bool = False,
-                 curl_code: int | None = None) -> None:
-        super().__init__(reason, curl_code=curl_code)
-        self.seconds = seconds
+    def __init__(self, reason: str, *, idle: bool = False) -> None:
+        super().__init__(reason)
         self.idle = idle
 
 
@@ -122,11 +92,11 @@ class CABundleUnreadable(HttpError, PermanentError):
 
 
 class BodyTooLarge(HttpError, PermanentError):
-    """The body is larger than the cap: its ``Content-Length`` said so (nothing of it was
+    """The body is larger than ``limit``: its ``Content-Length`` said so (nothing of it was
     read), or it went on past the cap."""
 
-    def __init__(self, reason: str, *, limit: int, curl_code: int | None = None) -> None:
-        super().__init__(reason, curl_code=curl_code)
+    def __init__(self, reason: str, *, limit: int) -> None:
+        super().__init__(reason)
         self.limit = limit
 
 
@@ -153,10 +123,8 @@ class Proxies:
         env = os.environ if environ is None else environ
 
         def get(name: str) -> str:
-            lower = env.get(name)
-            if lower is not None:
-                return lower.strip()
-            return env.get(name.upper(), "").strip()
+            value = env.get(name)
+            return (env.get(name.upper(), "") if value is None else value).strip()
 
         everything = get("all_proxy")
         return cls(http=get("http_proxy") or everything,
@@ -186,29 +154,8 @@ class HttpOptions:
     idle_timeout: float | None = None
     max_body: int | None = None
     verify: bool | str = True
-    proxies: Proxies = field(default=DIRECT)
+    proxies: Proxies = DIRECT
     unix_socket: str | None = None
-    user_agent: str = USER_AGENT
-
-    def __post_init__(self) -> None:
-        for name in ("connect_timeout", "deadline"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number of seconds")
-        if self.idle_timeout is not None and not (
-                math.isfinite(self.idle_timeout) and self.idle_timeout > 0):
-            raise ValueError("idle_timeout must be None or a positive number of seconds")
-        if self.max_body is not None and self.max_body < 0:
-            raise ValueError("max_body cannot be negative")
-        if isinstance(self.verify, str) and not self.verify:
-            raise ValueError("verify must be True, False or a CA bundle path")
-
-
-def system_trust() -> tuple[str | None, str | None]:
-    """The CA file and directory Python's ``ssl`` would verify with (``SSL_CERT_FILE`` and
-    ``SSL_CERT_DIR`` apply); (None, None) leaves libcurl's own default."""
-    paths = ssl.get_default_verify_paths()
-    return paths.cafile, paths.capath
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,45 +163,40 @@ def system_trust() -> tuple[str | None, str | None]:
 
 
 class Headers(Mapping[str, str]):
-    """Response headers, case-insensitive. A repeated header's values are joined with
-    ``", "`` (as HTTP allows for list-valued headers)."""
+    """Response headers by lower-case name, looked up in any case. A repeated header's values
+    are joined with ``", "`` (as HTTP allows for list-valued headers)."""
 
     __slots__ = ("_items",)
 
     def __init__(self, lines: list[bytes] | None = None) -> None:
-        items: dict[str, tuple[str, str]] = {}
+        items: dict[str, str] = {}
         last: str | None = None
         for raw in lines or ():
             line = raw.decode("iso-8859-1").rstrip("\r\n")
             if line[:1] in (" ", "\t") and last is not None:  # obsolete line folding
-                name, value = items[last]
-                items[last] = (name, f"{value} {line.strip()}")
+                items[last] += f" {line.strip()}"
                 continue
             name, sep, value = line.partition(":")
             if not sep or not name or name != name.strip():
                 continue
-            key = name.lower()
-            value = value.strip()
-            if key in items:
-                value = f"{items[key][1]}, {value}"
-            items[key] = (name, value)
-            last = key
+            last = name.lower()
+            items[last] = f"{items[last]}, {value.strip()}" if last in items else value.strip()
         self._items = items
 
     def __getitem__(self, name: str) -> str:
-        return self._items[name.lower()][1]
+        return self._items[name.lower()]
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._items
 
     def __iter__(self) -> Iterator[str]:
-        return (name for name, _ in self._items.values())
+        return iter(self._items)
 
     def __len__(self) -> int:
         return len(self._items)
 
     def __repr__(self) -> str:
-        return f"Headers({dict(self.items())!r})"
+        return f"Headers({self._items!r})"
 
 
 class Response:
@@ -330,10 +272,9 @@ class HttpClient:
         self._lock = threading.Lock()
         self._closed = False
         self._idle_lists: list[list[_Handle]] = []
-        if self.options.verify is True:
-            self._trust = system_trust()
-        else:
-            self._trust = (None, None)
+        # Python's trust store (SSL_CERT_FILE and SSL_CERT_DIR apply); None: libcurl's default
+        paths = ssl.get_default_verify_paths()
+        self._trust = (paths.cafile, paths.capath)
 
     # -- handles ---------------------------------------------------------------------------
     def _acquire(self) -> _Handle:
@@ -383,8 +324,7 @@ class HttpClient:
         options = self.options
         limit = options.deadline if deadline is None else min(deadline, options.deadline)
         if limit <= 0:
-            raise TimedOut("the deadline passed before the request was sent",
-                           seconds=options.deadline)
+            raise TimedOut("the deadline passed before the request was sent")
         connect_ms = max(1, int(min(options.connect_timeout, limit) * 1000))
         c = handle.curl
         key = (method, url, tuple(headers.items()), body is not None, connect_ms) \
@@ -405,15 +345,13 @@ class HttpClient:
         c.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
         c.setopt(_SUPPRESS_CONNECT_HEADERS, 1)  # a proxy's CONNECT answer is not the answer
         c.setopt(pycurl.CONNECTTIMEOUT_MS, connect_ms)
-        c.setopt(pycurl.USERAGENT, options.user_agent)
+        c.setopt(pycurl.USERAGENT, USER_AGENT)
         c.setopt(pycurl.HTTPHEADER, _header_lines(headers, body is not None))
-        if method == "GET":
-            pass
-        elif method == "HEAD":
+        if method == "HEAD":
             c.setopt(pycurl.NOBODY, 1)
         elif method == "POST":
             c.setopt(pycurl.POSTFIELDS, body or b"")
-        else:
+        elif method != "GET":
             c.setopt(pycurl.CUSTOMREQUEST, method)
             if body is not None:
                 c.setopt(pycurl.POSTFIELDS, body)
@@ -465,7 +403,9 @@ class HttpClient:
             try:
                 c.perform()
             except pycurl.error as exc:
-                raise self._failure(c, exc, time.monotonic() - started, limit) from None
+                code, message = exc.args if len(exc.args) == 2 else (-1, str(exc))
+                raise classify(c, code, message, elapsed=time.monotonic() - started,
+                               limit=limit, max_body=self.options.max_body) from None
             status: int = c.getinfo(pycurl.RESPONSE_CODE)
             return Response(status, lines, b"".join(chunks), url)
         finally:
@@ -490,14 +430,6 @@ class HttpClient:
             stream.close()
             raise
         return stream
-
-    # -- failures --------------------------------------------------------------------------
-    def _failure(self, c: pycurl.Curl, exc: pycurl.error, elapsed: float,
-                 limit: float) -> HttpError:
-        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else -1
-        message = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
-        return classify(code, message, connected=_connected(c), elapsed=elapsed, limit=limit,
-                        max_body=self.options.max_body)
 
 
 def _connected(c: pycurl.Curl) -> bool:
@@ -562,38 +494,37 @@ _NOT_TLS_MARKERS = ("wrong version number", "packet length too long", "unknown p
                     "record layer failure")
 
 
-def classify(code: int, message: str, *, connected: bool, elapsed: float, limit: float,
+def classify(c: pycurl.Curl, code: int, message: str, *, elapsed: float, limit: float,
              max_body: int | None) -> HttpError:
-    """libcurl's error ``code`` (with its ``message``) as an :class:`HttpError`."""
-    text = message or (pycurl.easy_strerror(code) if code >= 0 else "libcurl failed")
+    """libcurl's error ``code`` (with its ``message``) on handle ``c`` as an :class:`HttpError`."""
+    text = message or pycurl.easy_strerror(code)
     if code == _OPERATION_TIMEDOUT:
-        if not connected and elapsed < limit * 0.95:
-            return ConnectTimeout(text, curl_code=code)
-        return TimedOut(text, seconds=limit, idle="too slow" in text.lower() or
-                        "less than" in text.lower(), curl_code=code)
+        if not _connected(c) and elapsed < limit * 0.95:
+            return ConnectTimeout(text)
+        return TimedOut(text, idle="too slow" in text.lower() or "less than" in text.lower())
     if code == _FILESIZE_EXCEEDED:
         cap = max_body if max_body is not None else 0
-        return BodyTooLarge(f"the body is larger than {cap} bytes", limit=cap, curl_code=code)
+        return BodyTooLarge(f"the body is larger than {cap} bytes", limit=cap)
     if code == _PEER_FAILED_VERIFICATION:
-        return TLSVerifyFailed(text, curl_code=code)
+        return TLSVerifyFailed(text)
     if code == _SSL_CACERT_BADFILE:
-        return CABundleUnreadable(text, curl_code=code)
+        return CABundleUnreadable(text)
     if code in _TLS_CODES:
         lowered = text.lower()
         if any(marker in lowered for marker in _NOT_TLS_MARKERS):
-            return NotTLS(text, curl_code=code)
-        return TLSFailed(text, curl_code=code)
+            return NotTLS(text)
+        return TLSFailed(text)
     if code in (_URL_MALFORMAT, _BAD_FUNCTION_ARGUMENT):
-        return InvalidRequest(text, curl_code=code)
+        return InvalidRequest(text)
     if code == _UNSUPPORTED_PROTOCOL:
         if "HTTP/0.9" in text:  # bytes that are not HTTP, e.g. a TLS server's alert
-            return BrokenResponse(text, curl_code=code)
-        return InvalidRequest(text, curl_code=code)
+            return BrokenResponse(text)
+        return InvalidRequest(text)
     if code in _CONNECT_CODES:
-        return ConnectFailed(text, curl_code=code)
+        return ConnectFailed(text)
     if code in _BROKEN_CODES:
-        return BrokenResponse(text, curl_code=code)
-    return TransferFailed(text, curl_code=code)
+        return BrokenResponse(text)
+    return TransferFailed(text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -731,8 +662,7 @@ class Stream:
                 self._done = True
             for c, code, message in failed:
                 self._done = True
-                self._error = classify(code, message, connected=_connected(c),
-                                       elapsed=self._spent, limit=self._limit,
+                self._error = classify(c, code, message, elapsed=self._spent, limit=self._limit,
                                        max_body=self._client.options.max_body)
             if not queued:
                 return
@@ -746,8 +676,8 @@ class Stream:
         if not connected and not idle and self._spent < self._limit * 0.95:
             raise ConnectTimeout("the connection was not up in time")
         if idle:
-            raise TimedOut(f"the peer was silent for {seconds:g} s", seconds=seconds, idle=True)
-        raise TimedOut(f"no complete answer within {seconds:g} s", seconds=seconds)
+            raise TimedOut(f"the peer was silent for {seconds:g} s", idle=True)
+        raise TimedOut(f"no complete answer within {seconds:g} s")
 
     def __iter__(self) -> Iterator[bytes]:
         while True:
