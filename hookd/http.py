@@ -200,14 +200,13 @@ class Headers(Mapping[str, str]):
 
 
 class Response:
-    """A complete answer: ``url`` is the URL asked (redirects are not followed)."""
+    """A complete answer (redirects are not followed)."""
 
-    __slots__ = ("_head", "_headers", "body", "status", "url")
+    __slots__ = ("_head", "_headers", "body", "status")
 
-    def __init__(self, status: int, head: list[bytes], body: bytes, url: str) -> None:
+    def __init__(self, status: int, head: list[bytes], body: bytes) -> None:
         self.status = status
         self.body = body
-        self.url = url
         self._head = head
         self._headers: Headers | None = None
 
@@ -219,7 +218,7 @@ class Response:
         return self._headers
 
     def __repr__(self) -> str:
-        return f"Response(status={self.status}, url={self.url!r}, {len(self.body)} bytes)"
+        return f"Response(status={self.status}, {len(self.body)} bytes)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,12 +229,11 @@ class _Handle:
     """A libcurl easy handle, with the multi handle its streams run in (kept, so that a
     kept-alive connection is reused by the next stream of the same handle)."""
 
-    __slots__ = ("curl", "head_lines", "multi", "prepared")
+    __slots__ = ("curl", "multi", "prepared")
 
     def __init__(self) -> None:
         self.curl = pycurl.Curl()
         self.multi: pycurl.CurlMulti | None = None
-        self.head_lines: list[bytes] = []
         # What the options on the handle were set for, when the next fetch may keep them.
         self.prepared: tuple[object, ...] | None = None
 
@@ -407,7 +405,7 @@ class HttpClient:
                 raise classify(c, code, message, elapsed=time.monotonic() - started,
                                limit=limit, max_body=self.options.max_body) from None
             status: int = c.getinfo(pycurl.RESPONSE_CODE)
-            return Response(status, lines, b"".join(chunks), url)
+            return Response(status, lines, b"".join(chunks))
         finally:
             self._release(handle)
 
@@ -420,7 +418,7 @@ class HttpClient:
         handle = self._acquire()
         try:
             limit = self._prepare(handle, method, url, headers or {}, body, deadline, keep=False)
-            stream = Stream(self, handle, url, limit)
+            stream = Stream(self, handle, limit)
         except BaseException:
             self._release(handle)
             raise
@@ -532,7 +530,7 @@ def classify(c: pycurl.Curl, code: int, message: str, *, elapsed: float, limit: 
 
 
 class Stream:
-    """An answer being read: ``status``, ``headers`` and ``url`` are known; iterate the body's
+    """An answer being read: ``status`` and ``headers`` are known; iterate the body's
     chunks (each at most about 256 KiB). Pull-style on libcurl's multi interface: nothing is read
     from the network while the consumer works on a chunk (libcurl is paused), and that time
     does not count against the deadline or the idle timeout."""
@@ -540,8 +538,7 @@ class Stream:
     status: int
     headers: Headers
 
-    def __init__(self, client: HttpClient, handle: _Handle, url: str, limit: float) -> None:
-        self.url = url
+    def __init__(self, client: HttpClient, handle: _Handle, limit: float) -> None:
         self.status = 0
         self.headers = Headers()
         self._client = client
@@ -551,7 +548,7 @@ class Stream:
         self._spent = 0.0  # seconds spent waiting on the network
         self._idle = 0.0  # of which since the last bytes arrived
         self._activity = False
-        self._head_done = False
+        self._head: list[bytes] = []
         self._pending: list[bytes] = []  # libcurl hands out at most 16 KiB at a time
         self._pending_size = 0
         self._paused = False
@@ -569,16 +566,14 @@ class Stream:
     def _on_header(self, line: bytes) -> None:
         self._activity = True
         if line.startswith(b"HTTP/"):
-            self._handle.head_lines = [line]
+            self._head = [line]
         elif line in (b"\r\n", b"\n"):
-            lines = self._handle.head_lines
-            status = _status_of(lines[0]) if lines else 0
-            if status >= 200:
+            status = _status_of(self._head[0]) if self._head else 0
+            if status >= 200:  # not a 100 Continue
                 self.status = status
-                self.headers = Headers(lines[1:])
-                self._head_done = True
+                self.headers = Headers(self._head[1:])
         else:
-            self._handle.head_lines.append(line)
+            self._head.append(line)
 
     def _on_body(self, chunk: bytes) -> int | None:
         self._activity = True
@@ -616,10 +611,10 @@ class Stream:
         multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
         multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
         multi.add_handle(c)
-        self._pump(lambda: self._head_done)
+        self._pump(lambda: self.status != 0)
         if self._error is not None:
             raise self._error
-        if not self._head_done:  # completed without a final answer
+        if not self.status:  # completed without a final answer
             raise BrokenResponse("the connection ended without an HTTP answer")
 
     def _pump(self, ready: Callable[[], bool]) -> None:
@@ -726,7 +721,6 @@ class Stream:
         self._multi.setopt(pycurl.M_SOCKETFUNCTION, None)
         self._multi.setopt(pycurl.M_TIMERFUNCTION, None)
         self._selector.close()
-        handle.head_lines = []
         self._pending = []
         self._client._release(handle)
 
