@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import structlog
 
-from hookd.http import DIRECT, BodyTooLarge, HttpClient, HttpError, HttpOptions, TimedOut
+from hookd.http import BodyTooLarge, HttpClient, HttpError, HttpOptions, TimedOut
 from hookd.oci.digest import is_digest
 from hookd.oci.errors import (
     ImageNotFound,
@@ -30,6 +30,7 @@ from hookd.oci.platforms import Platform
 from hookd.oci.reference import ImageReference
 
 log = structlog.get_logger(__name__)
+
 
 def _engine_repository(ref: ImageReference) -> str:
     if ref.is_docker_hub:
@@ -58,9 +59,9 @@ class EngineClient:
         self.socket_path = socket_path
         self._deadline = deadline
         self._max_bytes = max_bytes
-        self._http = HttpClient(HttpOptions(
+        self._http = HttpClient(HttpOptions(  # no proxy for a unix socket
             unix_socket=socket_path, connect_timeout=timeout, idle_timeout=timeout,
-            deadline=deadline, max_body=max_bytes, proxies=DIRECT))
+            deadline=deadline, max_body=max_bytes))
 
     def close(self) -> None:
         self._http.close()
@@ -128,21 +129,13 @@ class EngineClient:
             raise ResponseTooLarge(
                 f"{what}: the engine's answer is larger than {self._max_bytes} bytes"
             ) from None
-        except TimedOut as exc:
-            if not exc.idle:
-                raise self._deadline_error(what) from None
-            raise self._unreachable(exc) from None
         except HttpError as exc:
-            raise self._unreachable(exc) from None
+            if isinstance(exc, TimedOut) and not exc.idle:
+                raise RegistryUnavailable(
+                    f"{what}: the engine did not answer within the {self._deadline:g} s deadline"
+                ) from None
+            raise RegistryUnavailable(
+                f"cannot talk to the local Docker engine at {self.socket_path} "
+                f"({type(exc).__name__})"
+            ) from None
         return response.status, response.body
-
-    def _unreachable(self, exc: HttpError) -> RegistryUnavailable:
-        return RegistryUnavailable(
-            f"cannot talk to the local Docker engine at {self.socket_path} "
-            f"({type(exc).__name__})"
-        )
-
-    def _deadline_error(self, what: str) -> RegistryUnavailable:
-        return RegistryUnavailable(
-            f"{what}: the engine did not answer within the {self._deadline:g} s deadline"
-        )

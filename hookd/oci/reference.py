@@ -124,11 +124,6 @@ class ImageReference:
             )
 
     @property
-    def reference(self) -> str:
-        """What goes after ``/manifests/``: the digest when pinned, else the tag."""
-        return self.digest or self.tag or DEFAULT_TAG  # __post_init__: one of them is set
-
-    @property
     def is_docker_hub(self) -> bool:
         return self.registry == DOCKER_HUB_API_HOST
 

@@ -352,6 +352,16 @@ def test_absent_docker_content_digest_is_computed(
     assert [r.method for r in fake.requests] == ["HEAD", "GET", "GET"]
 
 
+def test_a_digest_is_pulled_whatever_the_tag(
+    fake: FakeRegistry, make_client: ClientFactory
+) -> None:
+    top = fake.add_image("app", "v1", MULTI)
+    fetched = make_client(fake.host).fetch_config(ref(fake, f"app:other@{top}"))
+    assert fetched.manifest_digest != top  # the platform's manifest, from the index
+    assert fake.paths()[0] == f"/v2/app/manifests/{top}"
+    assert "/v2/app/manifests/other" not in fake.paths()
+
+
 @pytest.mark.parametrize("by", ["tag", "digest"])
 def test_tampered_manifest_is_detected(
     fake: FakeRegistry, make_client: ClientFactory, by: str
