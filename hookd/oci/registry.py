@@ -138,8 +138,6 @@ class _Authenticator:
     def preemptive(self, host: str, repository: str) -> str | None:
         """The ``Authorization`` to send before being asked, when we already know it."""
         credentials = self._settings.credentials.get(host)
-        if credentials is not None and credentials.token is not None:
-            return f"Bearer {credentials.token}"
         with self._lock:
             if credentials is not None and host in self._basic_hosts:
                 return _basic(credentials)
@@ -164,11 +162,9 @@ class _Authenticator:
         bearer = next((c for c in challenges if c.scheme == "bearer"), None)
         basic = next((c for c in challenges if c.scheme == "basic"), None)
         if bearer is not None:
-            if credentials is not None and credentials.token is not None:
-                return f"Bearer {credentials.token}", True
             return self._bearer(host, repository, bearer, credentials, stale)
         if basic is not None:
-            if credentials is None or credentials.username is None:
+            if credentials is None:
                 raise AuthenticationFailed(
                     f"{host} requires a username and password (HTTP Basic) for {repository}; "
                     f"configure credentials for {host}",
@@ -235,19 +231,18 @@ class _Authenticator:
         params += [("scope", s) for s in scope.split(" ") if s]
         url = realm + ("&" if "?" in realm else "?") + urlencode(params) if params else realm
         realm_host = host_of(realm)
-        with_login = credentials is not None and credentials.username is not None
         what = f"a token for {repository} from {realm_host}"
         issued = self._clock()
         response = self._transport.request(
             "GET",
             url,
             headers={"Accept": "application/json"},
-            authorization=_basic(credentials) if credentials and with_login else None,
+            authorization=_basic(credentials) if credentials is not None else None,
             body_limit=TOKEN_BODY_LIMIT,
             what=what,
         )
         if response.status in (401, 403):
-            who = f"the credentials configured for {host}" if with_login else "anonymous access"
+            who = f"the credentials configured for {host}" if credentials else "anonymous access"
             raise AuthenticationFailed(
                 f"the token service {realm_host} refused {who} to {repository} "
                 f"(HTTP {response.status})",
