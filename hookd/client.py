@@ -258,9 +258,6 @@ class OneClient:
     def datastore(self, datastore_id: int) -> DatastoreFacts:
         return documents.datastore(self._xml("datastore.info", int(datastore_id), False))
 
-    def market(self, market_id: int) -> MarketFacts:
-        return documents.market(self._xml("market.info", int(market_id), False))
-
     def app(self, app_id: int) -> AppFacts:
         return documents.app(self._xml("marketapp.info", int(app_id), False))
 
@@ -281,11 +278,6 @@ class OneClient:
         return [documents.market(e) for e in self._pool_page(
             "marketpool.info", (), "MARKETPLACE_POOL", "MARKETPLACE",
             drop_ids=frozenset({"MARKETPLACEAPPS"}))]
-
-    def apps(self) -> Iterator[AppFacts]:
-        for element in self._paged("marketapppool.info", "MARKETPLACEAPP_POOL",
-                                   "MARKETPLACEAPP"):
-            yield documents.app(element)
 
     def iter_images(self) -> Iterator[ImageFacts]:
         for element in self._paged("imagepool.info", "IMAGE_POOL", "IMAGE"):
