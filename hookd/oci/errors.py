@@ -11,16 +11,7 @@ from handlers.errors import PermanentError, TransientError
 
 
 class RegistryUnavailable(TransientError):
-    """Connection refused or reset, a timeout, the overall deadline, HTTP 5xx, 408 or 429.
-
-    ``retry_after`` carries the registry's ``Retry-After`` hint in seconds when it sent one.
-    """
-
-    def __init__(
-        self, reason: str, *, code: int | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(reason, code=code)
-        self.retry_after = retry_after
+    """Connection refused or reset, a timeout, the overall deadline, HTTP 5xx, 408 or 429."""
 
 
 class InvalidReference(PermanentError):

@@ -96,9 +96,7 @@ def _raise_for_status(response: HttpResponse, what: str) -> None:
         raise ImageNotFound(f"{host} does not have {what}{detail}", code=404)
     if status in (408, 429) or status >= 500:
         raise RegistryUnavailable(
-            f"{host} answered HTTP {status}{detail} for {what}; retrying later",
-            code=status,
-            retry_after=response.retry_after,
+            f"{host} answered HTTP {status}{detail} for {what}; retrying later", code=status
         )
     if status == 403:
         raise AuthenticationFailed(

@@ -87,14 +87,6 @@ class HttpResponse:
             return code if code.isupper() else None
         return None
 
-    @property
-    def retry_after(self) -> float | None:
-        """``Retry-After`` in seconds (delta form only), capped at one hour."""
-        value = self.headers.get("Retry-After", "").strip()
-        if value.isdigit() and len(value) <= 6:
-            return float(min(int(value), 3600))
-        return None
-
     def content_type(self) -> str | None:
         value = self.headers.get("Content-Type")
         if not value:
