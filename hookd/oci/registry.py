@@ -200,14 +200,7 @@ class _Authenticator:
             if token is not None:
                 self._token_keys[(host, repository)] = key
                 return f"Bearer {token.value}", False
-        token = self._fetch_token(
-            host=host,
-            repository=repository,
-            realm=realm,
-            service=service,
-            scope=scope,
-            credentials=credentials,
-        )
+        token = self._fetch_token(key, repository, credentials)
         with self._lock:
             self._tokens[key] = token
             self._token_keys[(host, repository)] = key
@@ -215,16 +208,9 @@ class _Authenticator:
                 self._tokens.popitem(last=False)
         return f"Bearer {token.value}", True
 
-    def _fetch_token(
-        self,
-        *,
-        host: str,
-        repository: str,
-        realm: str,
-        service: str,
-        scope: str,
-        credentials: Credentials | None,
-    ) -> _Token:
+    def _fetch_token(self, key: tuple[str, str, str, str], repository: str,
+                     credentials: Credentials | None) -> _Token:
+        realm, service, scope, host = key
         params = [("service", service)] if service else []
         params += [("scope", s) for s in scope.split(" ") if s]
         url = realm + ("&" if "?" in realm else "?") + urlencode(params) if params else realm
