@@ -131,9 +131,6 @@ class Proxies:
                    https=get("https_proxy") or everything,
                    no_proxy=get("no_proxy"))
 
-    def for_scheme(self, scheme: str) -> str:
-        return self.https if scheme == "https" else self.http
-
 
 DIRECT = Proxies()
 
@@ -339,7 +336,6 @@ class HttpClient:
         c.setopt(pycurl.URL, url)
         c.setopt(pycurl.NOSIGNAL, 1)
         c.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
-        c.setopt(pycurl.REDIR_PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
         c.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
         c.setopt(_SUPPRESS_CONNECT_HEADERS, 1)  # a proxy's CONNECT answer is not the answer
         c.setopt(pycurl.CONNECTTIMEOUT_MS, connect_ms)
@@ -357,7 +353,7 @@ class HttpClient:
             c.setopt(pycurl.UNIX_SOCKET_PATH, options.unix_socket)
             c.setopt(pycurl.PROXY, "")
         else:
-            proxy = options.proxies.for_scheme(scheme)
+            proxy = options.proxies.https if scheme == "https" else options.proxies.http
             c.setopt(pycurl.PROXY, proxy)  # "" = none, whatever the environment says
             if proxy:
                 c.setopt(pycurl.NOPROXY, options.proxies.no_proxy)
