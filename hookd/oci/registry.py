@@ -359,15 +359,10 @@ class RegistryClient:
 
     def _endpoints(self, ref: ImageReference) -> list[_Endpoint]:
         settings = self._settings
-        endpoints = [
-            _Endpoint(host, f"{settings.scheme_for(host)}://{host}", f"mirror:{host}")
-            for host in settings.mirrors.get(ref.registry, ())
-        ]
-        origin = ref.registry
-        endpoints.append(
-            _Endpoint(origin, f"{settings.scheme_for(origin)}://{origin}", f"registry:{origin}")
-        )
-        return endpoints
+        hosts = [(host, "mirror") for host in settings.mirrors.get(ref.registry, ())]
+        hosts.append((ref.registry, "registry"))
+        return [_Endpoint(host, f"{settings.scheme_for(host)}://{host}", f"{kind}:{host}")
+                for host, kind in hosts]
 
     def _resolve(self, ref: ImageReference, endpoint: _Endpoint | None) -> FetchedConfig:
         """Resolve ``ref`` through ``endpoint``, or from the cache alone when it is None."""
