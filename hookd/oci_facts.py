@@ -97,7 +97,7 @@ class OciResolver:
         if not known:
             return None
         try:
-            cached = self._registry.cached_config(ref, known)
+            cached = self._registry.cached_config(known)
         except PermanentError:
             cached = None
         if cached is None:

@@ -102,12 +102,10 @@ class EngineClient:
             )
         log.debug("oci.engine.config", image=name)
         return FetchedConfig(
-            reference=ref,
             config=document,
             config_digest=image_id,
             manifest_digest=self._repo_digest(ref, inspect.get("RepoDigests")),
             source=self.source,
-            platform=found,
         )
 
     @staticmethod

@@ -44,7 +44,7 @@ from hookd.oci.errors import (
     ResponseTooLarge,
     UnexpectedStatus,
 )
-from hookd.oci.imageconfig import FetchedConfig, config_platform, parse_config_blob
+from hookd.oci.imageconfig import FetchedConfig, parse_config_blob
 from hookd.oci.manifest import (
     MANIFEST_ACCEPT,
     MANIFEST_TYPES,
@@ -298,7 +298,7 @@ class RegistryClient:
         if self._engine is not None:
             self._engine.close()
 
-    def cached_config(self, ref: ImageReference, config_digest: str) -> FetchedConfig | None:
+    def cached_config(self, config_digest: str) -> FetchedConfig | None:
         """The config blob ``config_digest`` as the cache holds it (memory, then disk, its
         content verified against the digest), or None: no network."""
         if not is_digest(config_digest):
@@ -308,9 +308,8 @@ class RegistryClient:
             return None
         what = f"cached config blob {config_digest}"
         document = parse_config_blob(data, what)
-        return FetchedConfig(reference=ref, config=document, config_digest=config_digest,
-                             manifest_digest=None, source="cache",
-                             platform=config_platform(document))
+        return FetchedConfig(config=document, config_digest=config_digest, manifest_digest=None,
+                             source="cache")
 
     def fetch_config(self, ref: ImageReference) -> FetchedConfig:
         """The config blob of ``ref`` for the configured platform.
@@ -394,12 +393,10 @@ class RegistryClient:
         data = self._blob(endpoint, ref, manifest.config, blob_what)
         document = parse_config_blob(data, blob_what)
         return FetchedConfig(
-            reference=ref,
             config=document,
             config_digest=manifest.config.digest,
             manifest_digest=manifest_digest,
             source=endpoint.label if endpoint is not None else "cache",
-            platform=config_platform(document),
         )
 
     def _resolve_tag(
