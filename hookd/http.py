@@ -454,34 +454,24 @@ def _status_of(line: bytes) -> int:
     return 0
 
 
-# libcurl error codes (include/curl/curl.h)
-_UNSUPPORTED_PROTOCOL = 1
-_URL_MALFORMAT = 3
-_WEIRD_SERVER_REPLY = 8
-_OPERATION_TIMEDOUT = 28
-_BAD_FUNCTION_ARGUMENT = 43
-_PEER_FAILED_VERIFICATION = 60
-_FILESIZE_EXCEEDED = 63
-_SSL_CACERT_BADFILE = 77
+# libcurl error codes (include/curl/curl.h), by pycurl's name where it has one
 _CONNECT_CODES = frozenset({
-    5,  # COULDNT_RESOLVE_PROXY
-    6,  # COULDNT_RESOLVE_HOST
-    7,  # COULDNT_CONNECT
-    52,  # GOT_NOTHING: closed without a byte of answer
-    55,  # SEND_ERROR
-    56,  # RECV_ERROR (also a refused proxy tunnel)
-    97,  # PROXY (a SOCKS/HTTPS proxy handshake failed)
+    pycurl.E_COULDNT_RESOLVE_PROXY, pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_CONNECT,
+    pycurl.E_GOT_NOTHING,  # closed without a byte of answer
+    pycurl.E_SEND_ERROR,
+    pycurl.E_RECV_ERROR,  # also a refused proxy tunnel
+    97,  # CURLE_PROXY: a SOCKS/HTTPS proxy handshake failed
 })
 _BROKEN_CODES = frozenset({
-    _WEIRD_SERVER_REPLY,
-    16,  # HTTP2
-    18,  # PARTIAL_FILE: body shorter than its Content-Length
-    23,  # WRITE_ERROR
-    61,  # BAD_CONTENT_ENCODING
-    92,  # HTTP2_STREAM
+    8,  # CURLE_WEIRD_SERVER_REPLY
+    pycurl.E_HTTP2,
+    92,  # CURLE_HTTP2_STREAM
+    pycurl.E_PARTIAL_FILE,  # body shorter than its Content-Length
+    pycurl.E_WRITE_ERROR,
+    pycurl.E_BAD_CONTENT_ENCODING,
 })
 _TLS_CODES = frozenset({
-    35,  # SSL_CONNECT_ERROR
+    pycurl.E_SSL_CONNECT_ERROR,
     58, 59, 64, 66, 80, 82, 83, 90, 91, 98,  # certificate, cipher, engine, pinning, shutdown...
 })
 _NOT_TLS_MARKERS = ("wrong version number", "packet length too long", "unknown protocol",
@@ -492,25 +482,25 @@ def classify(c: pycurl.Curl, code: int, message: str, *, elapsed: float, limit: 
              max_body: int | None) -> HttpError:
     """libcurl's error ``code`` (with its ``message``) on handle ``c`` as an :class:`HttpError`."""
     text = message or pycurl.easy_strerror(code)
-    if code == _OPERATION_TIMEDOUT:
+    if code == pycurl.E_OPERATION_TIMEDOUT:
         if not _connected(c) and elapsed < limit * 0.95:
             return ConnectTimeout(text)
         return TimedOut(text, idle="too slow" in text.lower() or "less than" in text.lower())
-    if code == _FILESIZE_EXCEEDED:
+    if code == pycurl.E_FILESIZE_EXCEEDED:
         cap = max_body if max_body is not None else 0
         return BodyTooLarge(f"the body is larger than {cap} bytes", limit=cap)
-    if code == _PEER_FAILED_VERIFICATION:
+    if code == pycurl.E_PEER_FAILED_VERIFICATION:
         return TLSVerifyFailed(text)
-    if code == _SSL_CACERT_BADFILE:
+    if code == pycurl.E_SSL_CACERT_BADFILE:
         return CABundleUnreadable(text)
     if code in _TLS_CODES:
         lowered = text.lower()
         if any(marker in lowered for marker in _NOT_TLS_MARKERS):
             return NotTLS(text)
         return TLSFailed(text)
-    if code in (_URL_MALFORMAT, _BAD_FUNCTION_ARGUMENT):
+    if code in (pycurl.E_URL_MALFORMAT, pycurl.E_BAD_FUNCTION_ARGUMENT):
         return InvalidRequest(text)
-    if code == _UNSUPPORTED_PROTOCOL:
+    if code == pycurl.E_UNSUPPORTED_PROTOCOL:
         if "HTTP/0.9" in text:  # bytes that are not HTTP, e.g. a TLS server's alert
             return BrokenResponse(text)
         return InvalidRequest(text)
