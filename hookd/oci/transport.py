@@ -23,7 +23,6 @@ import time
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import structlog
@@ -119,49 +118,32 @@ def safe_url(url: str) -> str:
     return f"{parts.scheme}://{host_of(url)}{parts.path}"
 
 
-class _BoundedDecoder:
-    """Decodes ``identity``/``gzip``/``deflate`` bodies without exceeding ``limit`` bytes."""
-
-    def __init__(self, encoding: str, limit: int, what: str) -> None:
-        self._limit = limit
-        self._what = what
-        self._size = 0
-        self._zlib: Any = None
-        encoding = encoding.strip().lower()
-        if encoding in ("gzip", "x-gzip"):
-            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == "deflate":
-            self._zlib = zlib.decompressobj()
-        elif encoding not in ("", "identity"):
-            raise InvalidResponse(f"{what} came with an unsupported Content-Encoding")
-
-    def _too_large(self) -> ResponseTooLarge:
-        return ResponseTooLarge(
-            f"{self._what} is larger than the {self._limit} bytes allowed (its declared size "
-            "or the configured cap)"
-        )
-
-    def feed(self, chunk: bytes) -> bytes:
-        if self._zlib is not None:
-            try:
-                chunk = self._zlib.decompress(chunk, self._limit - self._size + 1)
+def _read_decoded(response: Stream, encoding: str, limit: int, what: str,
+                  chunks: list[bytes]) -> None:
+    """Append the body to ``chunks``, decoded (identity, gzip or deflate), up to ``limit``
+    bytes: more is :class:`ResponseTooLarge`, however well it compresses. (Appended as read,
+    so that an error answer keeps what came before a failure.)"""
+    encoding = encoding.strip().lower()
+    decoder = None
+    if encoding in ("gzip", "x-gzip"):
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding == "deflate":
+        decoder = zlib.decompressobj()
+    elif encoding not in ("", "identity"):
+        raise InvalidResponse(f"{what} came with an unsupported Content-Encoding")
+    size = 0
+    for data in response:
+        chunk = data
+        if decoder is not None:
+            try:  # at most one byte past the cap: then it fails, so nothing is left to flush
+                chunk = decoder.decompress(data, limit - size + 1)
             except zlib.error:
-                raise InvalidResponse(f"{self._what} has a corrupt compressed body") from None
-            if self._zlib.unconsumed_tail:
-                raise self._too_large()
-        self._size += len(chunk)
-        if self._size > self._limit:
-            raise self._too_large()
-        return chunk
-
-    def finish(self) -> bytes:
-        if self._zlib is None:
-            return b""
-        try:
-            tail: bytes = self._zlib.flush()
-        except zlib.error:
-            raise InvalidResponse(f"{self._what} has a corrupt compressed body") from None
-        return self.feed(tail) if tail else b""
+                raise InvalidResponse(f"{what} has a corrupt compressed body") from None
+        size += len(chunk)
+        if size > limit or (decoder is not None and decoder.unconsumed_tail):
+            raise ResponseTooLarge(f"{what} is larger than the {limit} bytes allowed (its "
+                                   "declared size or the configured cap)")
+        chunks.append(chunk)
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,10 +266,7 @@ class Transport:
             )
         else:
             try:
-                decoder = _BoundedDecoder(encoding, limit, what)
-                for chunk in response:
-                    chunks.append(decoder.feed(chunk))
-                chunks.append(decoder.finish())
+                _read_decoded(response, encoding, limit, what, chunks)
             except (ResponseTooLarge, InvalidResponse):
                 if strict:
                     raise
