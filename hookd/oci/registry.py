@@ -276,16 +276,11 @@ class RegistryClient:
             max_bytes=settings.memory_cache_bytes,
             clock=clock,
         )
-        self._engine = (
-            EngineClient(
-                settings.engine_socket,
-                timeout=settings.read_timeout,
-                deadline=settings.request_deadline,
-                max_bytes=settings.max_config_bytes,
-            )
-            if settings.engine_socket
-            else None
-        )
+        self._engine: EngineClient | None = None
+        if settings.engine_socket:
+            self._engine = EngineClient(settings.engine_socket, timeout=settings.read_timeout,
+                                        deadline=settings.request_deadline,
+                                        max_bytes=settings.max_config_bytes)
 
     def __enter__(self) -> RegistryClient:
         return self
