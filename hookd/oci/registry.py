@@ -19,6 +19,7 @@ Bearer tokens from the challenge's realm (cached per realm, service, scope and c
 from __future__ import annotations
 
 import base64
+import contextlib
 import threading
 import time
 from collections import OrderedDict
@@ -312,10 +313,8 @@ class RegistryClient:
         Raises a :class:`~handlers.errors.TransientError` (retry later) or a
         :class:`~handlers.errors.PermanentError` (see :mod:`hookd.oci.errors`).
         """
-        try:
+        with contextlib.suppress(_CacheMiss):
             return self._resolve(ref, None)
-        except _CacheMiss:
-            pass
         origin_error: HookdError = InvalidReference(f"no registry endpoint for {ref}")
         for endpoint in self._endpoints(ref):
             try:
