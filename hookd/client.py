@@ -1,28 +1,16 @@
 """The OpenNebula client layer: the only code in hookd that talks XML-RPC.
 
-Requests are built with the standard library (``xmlrpc.client.dumps``), sent with
-:mod:`hookd.http` (libcurl) and answers read with ``xmlrpc.client.loads``, or as a stream
-for pool pages. pyone, OpenNebula's reference client, is not on this path (README, "The HTTP
-client"): its ``timeout=`` only sets the process-wide socket default and its
-``requests.post`` has none, it turns every XML result into generateDS bindings, it cannot
-read an answer as a stream, and replacing its transport meant setting private attributes.
-What this layer gives:
+Requests are built with ``xmlrpc.client.dumps``, sent with :mod:`hookd.http` (a hard deadline
+per call: ``read_timeout`` from connect to last byte; never through a proxy) and answers read
+with ``xmlrpc.client.loads``, or as a stream for pool pages (:mod:`hookd.pool_stream`); XML
+results are parsed by :mod:`hookd.xmlsafe`. Why not pyone: README, "The HTTP client".
 
-* **a hard deadline per call**: ``read_timeout`` bounds the whole call, from connect to the
-  last byte (``connect_timeout`` bounds the connection within it); a hung or dripping oned
-  cannot block a worker. XML-RPC goes straight to oned: proxy variables of the environment
-  are not used for it (they are for registries);
-* **raw XML, parsed with lxml**: ``benchmarks/pool_parse.py`` measures pyone's bindings
-  against lxml on a 100,000-image pool; hookd reads results through lxml (see README
-  "Performance") with the hardened parser of :mod:`hookd.xmlsafe`, and pool pages as a
-  stream, one object at a time (:mod:`hookd.pool_stream`);
-* **typed errors**: every failure becomes :class:`~handlers.errors.TransientError` (connection,
-  timeout, HTTP 5xx, a locked object, Raft replication) or
-  :class:`~handlers.errors.PermanentError` (authentication, authorisation, not found, invalid
-  template, TLS verification...), with oned's code kept. Error codes: include/Request.h; a
-  lock-protected object answers 0x200 with "... is locked." (recorded on 6.8.3).
-
-Templates are written only as oned's XML form produced by :func:`hookd.documents.to_xml`.
+Every failure becomes a :class:`~handlers.errors.TransientError` (connection, timeout, HTTP
+5xx, a locked object, Raft replication) or a :class:`~handlers.errors.PermanentError`
+(authentication, authorisation, not found, invalid template, TLS verification...), with
+oned's code kept. Error codes: include/Request.h; a lock-protected object answers 0x200 with
+"... is locked." (recorded on 6.8.3). Templates are written only as oned's XML form produced
+by :func:`hookd.documents.to_xml`.
 """
 
 from __future__ import annotations
@@ -37,7 +25,7 @@ from xml.parsers.expat import ExpatError
 
 from lxml import etree
 
-from handlers.errors import PermanentError, TransientError
+from handlers.errors import HookdError, PermanentError, TransientError
 from handlers.facts import (
     AppFacts,
     DatastoreFacts,
@@ -53,7 +41,6 @@ from hookd.http import (
     BodyTooLarge,
     BrokenResponse,
     CABundleUnreadable,
-    ConnectTimeout,
     HttpClient,
     HttpError,
     HttpOptions,
@@ -69,14 +56,10 @@ from hookd.xmlsafe import parse
 _MAX_ANSWER = 512 * 1024 * 1024
 _HEADERS = {"Content-Type": "text/xml", "Connection": "close"}
 
-# include/Request.h ErrorCode
+# include/Request.h ErrorCode (those hookd tells apart)
 AUTHENTICATION = 0x0100
 AUTHORIZATION = 0x0200
 NO_EXISTS = 0x0400
-ACTION = 0x0800
-XML_RPC_API = 0x1000
-INTERNAL = 0x2000
-ALLOCATE = 0x4000
 LOCKED = 0x8000
 REPLICATION = 0x10000
 
@@ -103,14 +86,11 @@ class LockedError(OneTransientError):
     pass
 
 
-_TRANSIENT_CODES = {LOCKED, REPLICATION}
-
-
-def classify_failure(method: str, message: str, code: int) -> PermanentError | TransientError:
-    text = str(message)
+def classify_failure(text: str, code: int) -> PermanentError | TransientError:
+    """oned's failure answer (its message and error code) as a typed error."""
     if code == AUTHORIZATION and "is locked" in text:
         return LockedError(f"{text} (oned code 0x{code:x})", code=code)
-    if code in _TRANSIENT_CODES:
+    if code in (LOCKED, REPLICATION):
         return OneTransientError(f"{text} (oned code 0x{code:x})", code=code)
     if code == AUTHENTICATION:
         return AuthenticationError(
@@ -132,12 +112,12 @@ class ClientOptions:
     page_size: int = 2000
 
 
-class _HttpStatus(Exception):
+def _status_error(name: str, status: int, endpoint: str) -> HookdError:
     """oned (or what answers in its place) answered with an HTTP error status."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
+    if status >= 500:
+        return OneTransientError(f"oned answered {name} with HTTP {status}")
+    return OneError(f"oned answered {name} with HTTP {status}: is {endpoint} the XML-RPC "
+                    "endpoint?")
 
 
 class OneClient:
@@ -173,7 +153,7 @@ class OneClient:
             answer = self._http.fetch("POST", self.endpoint, headers=_HEADERS,
                                       body=self._request(name, params))
             if answer.status >= 400:
-                raise _HttpStatus(answer.status)
+                raise _status_error(name, answer.status, self.endpoint)
             response = xmlrpc.client.loads(answer.body)[0][0]
             if not isinstance(response, list) or not response:
                 raise OneError(f"oned answered {name} with something that is not an array")
@@ -182,7 +162,7 @@ class OneClient:
                 return response[1] if len(response) > 1 else None
             message = str(response[1]) if len(response) > 1 else "unknown error"
             code = response[2] if len(response) > 2 and isinstance(response[2], int) else 0
-            raise classify_failure(name, message, code)
+            raise classify_failure(message, code)
 
     @contextlib.contextmanager
     def _observed(self, name: str) -> Iterator[Callable[[], None]]:
@@ -211,15 +191,9 @@ class OneClient:
                 from None
         except InvalidRequest as exc:
             raise OneError(f"cannot call {name} at {self.endpoint}: {_short(exc)}") from None
-        except (ConnectTimeout, HttpError) as exc:  # refused, reset, closed, TLS handshake
+        except HttpError as exc:  # refused, reset, closed, TLS handshake
             raise OneTransientError(
                 f"cannot reach oned at {self.endpoint}: {_short(exc)}") from None
-        except _HttpStatus as exc:
-            if exc.status >= 500:
-                raise OneTransientError(
-                    f"oned answered {name} with HTTP {exc.status}") from None
-            raise OneError(f"oned answered {name} with HTTP {exc.status}: is "
-                           f"{self.endpoint} the XML-RPC endpoint?") from None
         except xmlrpc.client.Fault as exc:  # an XML-RPC <fault>
             raise OneError(f"oned rejected {name}: {exc}") from None
         except (xmlrpc.client.ResponseError, ValueError, ExpatError, IndexError) as exc:
@@ -240,7 +214,7 @@ class OneClient:
                 "POST", self.endpoint, headers=_HEADERS,
                 body=self._request(name, params)) as response:
             if response.status >= 400:
-                raise _HttpStatus(response.status)
+                raise _status_error(name, response.status, self.endpoint)
             stream = PoolStream(pool_tag, item_tag, drop_ids=drop_ids)
             for chunk in response:
                 yield from stream.feed(chunk)
@@ -251,7 +225,7 @@ class OneClient:
             if answer.fault:
                 raise OneError(f"oned rejected {name}: {answer.message}")
             if not answer.ok:
-                raise classify_failure(name, answer.message, answer.code)
+                raise classify_failure(answer.message, answer.code)
             done()
 
     def _xml(self, method: str, *params: Any) -> etree._Element:
@@ -284,9 +258,6 @@ class OneClient:
     def datastore(self, datastore_id: int) -> DatastoreFacts:
         return documents.datastore(self._xml("datastore.info", int(datastore_id), False))
 
-    def market(self, market_id: int) -> MarketFacts:
-        return documents.market(self._xml("market.info", int(market_id), False))
-
     def app(self, app_id: int) -> AppFacts:
         return documents.app(self._xml("marketapp.info", int(app_id), False))
 
@@ -308,18 +279,9 @@ class OneClient:
             "marketpool.info", (), "MARKETPLACE_POOL", "MARKETPLACE",
             drop_ids=frozenset({"MARKETPLACEAPPS"}))]
 
-    def apps(self) -> Iterator[AppFacts]:
-        for element in self._paged("marketapppool.info", "MARKETPLACEAPP_POOL",
-                                   "MARKETPLACEAPP"):
-            yield documents.app(element)
-
     def iter_images(self) -> Iterator[ImageFacts]:
         for element in self._paged("imagepool.info", "IMAGE_POOL", "IMAGE"):
             yield documents.image(element)
-
-    def iter_templates(self) -> Iterator[VmTemplateFacts]:
-        for element in self.iter_template_elements():
-            yield documents.vm_template(element)
 
     def iter_template_elements(self) -> Iterator[etree._Element]:
         """The template pool's ``<VMTEMPLATE>`` elements, for a caller that reads only some

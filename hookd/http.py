@@ -1,37 +1,13 @@
-"""HTTP for hookd: one small layer on libcurl (pycurl), for XML-RPC to oned, container
-registries and the Docker Engine's unix socket.
+"""HTTP for hookd on libcurl (pycurl): XML-RPC to oned, container registries and the Docker
+Engine's unix socket. What every request gets (hard deadline, connect and idle timeouts, body
+cap, proxies as operators set them, TLS against Python's trust store) is in the README, "The
+HTTP client".
 
-Chosen by measurement (README, "Performance"): the least CPU per call of the candidates, and
-the only one whose hard deadline, body cap and unix-socket support are native. What every
-request gets here:
-
-* **a hard deadline**, from the first connect to the last byte: libcurl's ``TIMEOUT_MS`` for
-  :meth:`HttpClient.fetch`; for :meth:`HttpClient.stream` the time spent waiting on the
-  network (the consumer's time between chunks is not counted), enforced by the pull loop.
-  A server that drips one byte per second cannot keep a request alive. No thread, no timer;
-* a **connect timeout** (TCP, proxy and TLS handshake) and optionally an **idle timeout**
-  (the longest silence of the peer);
-* a **body cap** (``MAXFILESIZE_LARGE``): a larger ``Content-Length`` is refused before any
-  of the body is read, a chunked body is cut at the cap;
-* **proxies exactly as given**: :meth:`Proxies.from_environment` reads ``http_proxy``,
-  ``https_proxy``, ``all_proxy`` and ``no_proxy`` in lower or upper case (lower case wins, as
-  in Python's ``urllib``); libcurl's own reading of the environment (which ignores upper-case
-  ``HTTP_PROXY``) is always overridden, and :data:`DIRECT` means no proxy whatever the
-  environment says. ``no_proxy`` takes host names, domains (``.example.com``), IP addresses,
-  CIDR ranges (``10.0.0.0/8``) and ``*``;
-* **TLS** verified against the system trust store as Python's ``ssl`` finds it (so
-  ``SSL_CERT_FILE``/``SSL_CERT_DIR`` apply, which libcurl alone ignores), against one CA
-  bundle (and only it), or not at all;
-* only ``http`` and ``https``; **redirects are never followed** (the registry client follows
-  them by hand, with its own rules); no netrc, no cookies, no ``Expect: 100-continue``, no
-  content decoding (callers that want compression decode it themselves, bounded);
-* one libcurl handle per thread and use (a small per-thread pool: a stream being read and a
-  call made meanwhile on the same thread get two handles); ``NOSIGNAL``; ``perform`` releases
-  the GIL.
-
-Failures are :class:`HttpError`, each also a :class:`~handlers.errors.TransientError` or a
-:class:`~handlers.errors.PermanentError`; callers turn them into their own operator messages.
-HTTP statuses are returned, never raised.
+Only ``http`` and ``https``; redirects are never followed (the registry client follows them by
+hand, with its own rules); no netrc, no cookies, no ``Expect: 100-continue``, no content
+decoding (callers that accept compression decode it themselves, bounded). Failures are
+:class:`HttpError`, each also a :class:`~handlers.errors.TransientError` or a
+:class:`~handlers.errors.PermanentError`; HTTP statuses are returned, never raised.
 """
 
 from __future__ import annotations
@@ -44,7 +20,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from urllib.parse import urlsplit
 
@@ -65,11 +41,7 @@ _SUPPRESS_CONNECT_HEADERS = getattr(pycurl, "SUPPRESS_CONNECT_HEADERS", 265)
 
 
 class HttpError(HookdError):
-    """A request failed before a complete answer arrived. ``curl_code`` is libcurl's code."""
-
-    def __init__(self, reason: str, *, curl_code: int | None = None) -> None:
-        super().__init__(reason)
-        self.curl_code = curl_code
+    """A request failed before a complete answer arrived."""
 
 
 class InvalidRequest(HttpError, PermanentError):
@@ -98,10 +70,8 @@ class TimedOut(HttpError, TransientError):
     """The deadline passed (``idle`` False) or the peer went silent for longer than the idle
     timeout (``idle`` True) after the connection was made."""
 
-    def __init__(self, reason: str, *, seconds: float, idle: bool = False,
-                 curl_code: int | None = None) -> None:
-        super().__init__(reason, curl_code=curl_code)
-        self.seconds = seconds
+    def __init__(self, reason: str, *, idle: bool = False) -> None:
+        super().__init__(reason)
         self.idle = idle
 
 
@@ -122,11 +92,11 @@ class CABundleUnreadable(HttpError, PermanentError):
 
 
 class BodyTooLarge(HttpError, PermanentError):
-    """The body is larger than the cap: its ``Content-Length`` said so (nothing of it was
+    """The body is larger than ``limit``: its ``Content-Length`` said so (nothing of it was
     read), or it went on past the cap."""
 
-    def __init__(self, reason: str, *, limit: int, curl_code: int | None = None) -> None:
-        super().__init__(reason, curl_code=curl_code)
+    def __init__(self, reason: str, *, limit: int) -> None:
+        super().__init__(reason)
         self.limit = limit
 
 
@@ -153,18 +123,13 @@ class Proxies:
         env = os.environ if environ is None else environ
 
         def get(name: str) -> str:
-            lower = env.get(name)
-            if lower is not None:
-                return lower.strip()
-            return env.get(name.upper(), "").strip()
+            value = env.get(name)
+            return (env.get(name.upper(), "") if value is None else value).strip()
 
         everything = get("all_proxy")
         return cls(http=get("http_proxy") or everything,
                    https=get("https_proxy") or everything,
                    no_proxy=get("no_proxy"))
-
-    def for_scheme(self, scheme: str) -> str:
-        return self.https if scheme == "https" else self.http
 
 
 DIRECT = Proxies()
@@ -186,29 +151,8 @@ class HttpOptions:
     idle_timeout: float | None = None
     max_body: int | None = None
     verify: bool | str = True
-    proxies: Proxies = field(default=DIRECT)
+    proxies: Proxies = DIRECT
     unix_socket: str | None = None
-    user_agent: str = USER_AGENT
-
-    def __post_init__(self) -> None:
-        for name in ("connect_timeout", "deadline"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number of seconds")
-        if self.idle_timeout is not None and not (
-                math.isfinite(self.idle_timeout) and self.idle_timeout > 0):
-            raise ValueError("idle_timeout must be None or a positive number of seconds")
-        if self.max_body is not None and self.max_body < 0:
-            raise ValueError("max_body cannot be negative")
-        if isinstance(self.verify, str) and not self.verify:
-            raise ValueError("verify must be True, False or a CA bundle path")
-
-
-def system_trust() -> tuple[str | None, str | None]:
-    """The CA file and directory Python's ``ssl`` would verify with (``SSL_CERT_FILE`` and
-    ``SSL_CERT_DIR`` apply); (None, None) leaves libcurl's own default."""
-    paths = ssl.get_default_verify_paths()
-    return paths.cafile, paths.capath
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,56 +160,50 @@ def system_trust() -> tuple[str | None, str | None]:
 
 
 class Headers(Mapping[str, str]):
-    """Response headers, case-insensitive. A repeated header's values are joined with
-    ``", "`` (as HTTP allows for list-valued headers)."""
+    """Response headers by lower-case name, looked up in any case. A repeated header's values
+    are joined with ``", "`` (as HTTP allows for list-valued headers)."""
 
     __slots__ = ("_items",)
 
     def __init__(self, lines: list[bytes] | None = None) -> None:
-        items: dict[str, tuple[str, str]] = {}
+        items: dict[str, str] = {}
         last: str | None = None
         for raw in lines or ():
             line = raw.decode("iso-8859-1").rstrip("\r\n")
             if line[:1] in (" ", "\t") and last is not None:  # obsolete line folding
-                name, value = items[last]
-                items[last] = (name, f"{value} {line.strip()}")
+                items[last] += f" {line.strip()}"
                 continue
             name, sep, value = line.partition(":")
             if not sep or not name or name != name.strip():
                 continue
-            key = name.lower()
-            value = value.strip()
-            if key in items:
-                value = f"{items[key][1]}, {value}"
-            items[key] = (name, value)
-            last = key
+            last = name.lower()
+            items[last] = f"{items[last]}, {value.strip()}" if last in items else value.strip()
         self._items = items
 
     def __getitem__(self, name: str) -> str:
-        return self._items[name.lower()][1]
+        return self._items[name.lower()]
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._items
 
     def __iter__(self) -> Iterator[str]:
-        return (name for name, _ in self._items.values())
+        return iter(self._items)
 
     def __len__(self) -> int:
         return len(self._items)
 
     def __repr__(self) -> str:
-        return f"Headers({dict(self.items())!r})"
+        return f"Headers({self._items!r})"
 
 
 class Response:
-    """A complete answer: ``url`` is the URL asked (redirects are not followed)."""
+    """A complete answer (redirects are not followed)."""
 
-    __slots__ = ("_head", "_headers", "body", "status", "url")
+    __slots__ = ("_head", "_headers", "body", "status")
 
-    def __init__(self, status: int, head: list[bytes], body: bytes, url: str) -> None:
+    def __init__(self, status: int, head: list[bytes], body: bytes) -> None:
         self.status = status
         self.body = body
-        self.url = url
         self._head = head
         self._headers: Headers | None = None
 
@@ -277,7 +215,7 @@ class Response:
         return self._headers
 
     def __repr__(self) -> str:
-        return f"Response(status={self.status}, url={self.url!r}, {len(self.body)} bytes)"
+        return f"Response(status={self.status}, {len(self.body)} bytes)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,12 +226,11 @@ class _Handle:
     """A libcurl easy handle, with the multi handle its streams run in (kept, so that a
     kept-alive connection is reused by the next stream of the same handle)."""
 
-    __slots__ = ("curl", "head_lines", "multi", "prepared")
+    __slots__ = ("curl", "multi", "prepared")
 
     def __init__(self) -> None:
         self.curl = pycurl.Curl()
         self.multi: pycurl.CurlMulti | None = None
-        self.head_lines: list[bytes] = []
         # What the options on the handle were set for, when the next fetch may keep them.
         self.prepared: tuple[object, ...] | None = None
 
@@ -330,10 +267,9 @@ class HttpClient:
         self._lock = threading.Lock()
         self._closed = False
         self._idle_lists: list[list[_Handle]] = []
-        if self.options.verify is True:
-            self._trust = system_trust()
-        else:
-            self._trust = (None, None)
+        # Python's trust store (SSL_CERT_FILE and SSL_CERT_DIR apply); None: libcurl's default
+        paths = ssl.get_default_verify_paths()
+        self._trust = (paths.cafile, paths.capath)
 
     # -- handles ---------------------------------------------------------------------------
     def _acquire(self) -> _Handle:
@@ -383,8 +319,7 @@ class HttpClient:
         options = self.options
         limit = options.deadline if deadline is None else min(deadline, options.deadline)
         if limit <= 0:
-            raise TimedOut("the deadline passed before the request was sent",
-                           seconds=options.deadline)
+            raise TimedOut("the deadline passed before the request was sent")
         connect_ms = max(1, int(min(options.connect_timeout, limit) * 1000))
         c = handle.curl
         key = (method, url, tuple(headers.items()), body is not None, connect_ms) \
@@ -401,19 +336,16 @@ class HttpClient:
         c.setopt(pycurl.URL, url)
         c.setopt(pycurl.NOSIGNAL, 1)
         c.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
-        c.setopt(pycurl.REDIR_PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
         c.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
         c.setopt(_SUPPRESS_CONNECT_HEADERS, 1)  # a proxy's CONNECT answer is not the answer
         c.setopt(pycurl.CONNECTTIMEOUT_MS, connect_ms)
-        c.setopt(pycurl.USERAGENT, options.user_agent)
+        c.setopt(pycurl.USERAGENT, USER_AGENT)
         c.setopt(pycurl.HTTPHEADER, _header_lines(headers, body is not None))
-        if method == "GET":
-            pass
-        elif method == "HEAD":
+        if method == "HEAD":
             c.setopt(pycurl.NOBODY, 1)
         elif method == "POST":
             c.setopt(pycurl.POSTFIELDS, body or b"")
-        else:
+        elif method != "GET":
             c.setopt(pycurl.CUSTOMREQUEST, method)
             if body is not None:
                 c.setopt(pycurl.POSTFIELDS, body)
@@ -421,7 +353,7 @@ class HttpClient:
             c.setopt(pycurl.UNIX_SOCKET_PATH, options.unix_socket)
             c.setopt(pycurl.PROXY, "")
         else:
-            proxy = options.proxies.for_scheme(scheme)
+            proxy = options.proxies.https if scheme == "https" else options.proxies.http
             c.setopt(pycurl.PROXY, proxy)  # "" = none, whatever the environment says
             if proxy:
                 c.setopt(pycurl.NOPROXY, options.proxies.no_proxy)
@@ -465,9 +397,11 @@ class HttpClient:
             try:
                 c.perform()
             except pycurl.error as exc:
-                raise self._failure(c, exc, time.monotonic() - started, limit) from None
+                code, message = exc.args if len(exc.args) == 2 else (-1, str(exc))
+                raise classify(c, code, message, elapsed=time.monotonic() - started,
+                               limit=limit, max_body=self.options.max_body) from None
             status: int = c.getinfo(pycurl.RESPONSE_CODE)
-            return Response(status, lines, b"".join(chunks), url)
+            return Response(status, lines, b"".join(chunks))
         finally:
             self._release(handle)
 
@@ -480,7 +414,7 @@ class HttpClient:
         handle = self._acquire()
         try:
             limit = self._prepare(handle, method, url, headers or {}, body, deadline, keep=False)
-            stream = Stream(self, handle, url, limit)
+            stream = Stream(self, handle, limit)
         except BaseException:
             self._release(handle)
             raise
@@ -490,14 +424,6 @@ class HttpClient:
             stream.close()
             raise
         return stream
-
-    # -- failures --------------------------------------------------------------------------
-    def _failure(self, c: pycurl.Curl, exc: pycurl.error, elapsed: float,
-                 limit: float) -> HttpError:
-        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else -1
-        message = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
-        return classify(code, message, connected=_connected(c), elapsed=elapsed, limit=limit,
-                        max_body=self.options.max_body)
 
 
 def _connected(c: pycurl.Curl) -> bool:
@@ -528,72 +454,61 @@ def _status_of(line: bytes) -> int:
     return 0
 
 
-# libcurl error codes (include/curl/curl.h)
-_UNSUPPORTED_PROTOCOL = 1
-_URL_MALFORMAT = 3
-_WEIRD_SERVER_REPLY = 8
-_OPERATION_TIMEDOUT = 28
-_BAD_FUNCTION_ARGUMENT = 43
-_PEER_FAILED_VERIFICATION = 60
-_FILESIZE_EXCEEDED = 63
-_SSL_CACERT_BADFILE = 77
+# libcurl error codes (include/curl/curl.h), by pycurl's name where it has one
 _CONNECT_CODES = frozenset({
-    5,  # COULDNT_RESOLVE_PROXY
-    6,  # COULDNT_RESOLVE_HOST
-    7,  # COULDNT_CONNECT
-    52,  # GOT_NOTHING: closed without a byte of answer
-    55,  # SEND_ERROR
-    56,  # RECV_ERROR (also a refused proxy tunnel)
-    97,  # PROXY (a SOCKS/HTTPS proxy handshake failed)
+    pycurl.E_COULDNT_RESOLVE_PROXY, pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_CONNECT,
+    pycurl.E_GOT_NOTHING,  # closed without a byte of answer
+    pycurl.E_SEND_ERROR,
+    pycurl.E_RECV_ERROR,  # also a refused proxy tunnel
+    97,  # CURLE_PROXY: a SOCKS/HTTPS proxy handshake failed
 })
 _BROKEN_CODES = frozenset({
-    _WEIRD_SERVER_REPLY,
-    16,  # HTTP2
-    18,  # PARTIAL_FILE: body shorter than its Content-Length
-    23,  # WRITE_ERROR
-    61,  # BAD_CONTENT_ENCODING
-    92,  # HTTP2_STREAM
+    8,  # CURLE_WEIRD_SERVER_REPLY
+    pycurl.E_HTTP2,
+    92,  # CURLE_HTTP2_STREAM
+    pycurl.E_PARTIAL_FILE,  # body shorter than its Content-Length
+    pycurl.E_WRITE_ERROR,
+    pycurl.E_BAD_CONTENT_ENCODING,
 })
 _TLS_CODES = frozenset({
-    35,  # SSL_CONNECT_ERROR
+    pycurl.E_SSL_CONNECT_ERROR,
     58, 59, 64, 66, 80, 82, 83, 90, 91, 98,  # certificate, cipher, engine, pinning, shutdown...
 })
 _NOT_TLS_MARKERS = ("wrong version number", "packet length too long", "unknown protocol",
                     "record layer failure")
 
 
-def classify(code: int, message: str, *, connected: bool, elapsed: float, limit: float,
+def classify(c: pycurl.Curl, code: int, message: str, *, elapsed: float, limit: float,
              max_body: int | None) -> HttpError:
-    """libcurl's error ``code`` (with its ``message``) as an :class:`HttpError`."""
-    text = message or (pycurl.easy_strerror(code) if code >= 0 else "libcurl failed")
-    if code == _OPERATION_TIMEDOUT:
-        if not connected and elapsed < limit * 0.95:
-            return ConnectTimeout(text, curl_code=code)
-        return TimedOut(text, seconds=limit, idle="too slow" in text.lower() or
-                        "less than" in text.lower(), curl_code=code)
-    if code == _FILESIZE_EXCEEDED:
+    """libcurl's error ``code`` (with its ``message``) on handle ``c`` as an :class:`HttpError`."""
+    text = message or pycurl.easy_strerror(code)
+    if code == pycurl.E_OPERATION_TIMEDOUT:
+        if not _connected(c) and elapsed < limit * 0.95:
+            return ConnectTimeout(text)
+        return TimedOut(text, idle="too slow" in text.lower() or "less than" in text.lower())
+    if code == pycurl.E_FILESIZE_EXCEEDED:
         cap = max_body if max_body is not None else 0
-        return BodyTooLarge(f"the body is larger than {cap} bytes", limit=cap, curl_code=code)
-    if code == _PEER_FAILED_VERIFICATION:
-        return TLSVerifyFailed(text, curl_code=code)
-    if code == _SSL_CACERT_BADFILE:
-        return CABundleUnreadable(text, curl_code=code)
+        return BodyTooLarge(f"the body is larger than {cap} bytes", limit=cap)
+    if code == pycurl.E_PEER_FAILED_VERIFICATION:
+        return TLSVerifyFailed(text)
+    if code == pycurl.E_SSL_CACERT_BADFILE:
+        return CABundleUnreadable(text)
     if code in _TLS_CODES:
         lowered = text.lower()
         if any(marker in lowered for marker in _NOT_TLS_MARKERS):
-            return NotTLS(text, curl_code=code)
-        return TLSFailed(text, curl_code=code)
-    if code in (_URL_MALFORMAT, _BAD_FUNCTION_ARGUMENT):
-        return InvalidRequest(text, curl_code=code)
-    if code == _UNSUPPORTED_PROTOCOL:
+            return NotTLS(text)
+        return TLSFailed(text)
+    if code in (pycurl.E_URL_MALFORMAT, pycurl.E_BAD_FUNCTION_ARGUMENT):
+        return InvalidRequest(text)
+    if code == pycurl.E_UNSUPPORTED_PROTOCOL:
         if "HTTP/0.9" in text:  # bytes that are not HTTP, e.g. a TLS server's alert
-            return BrokenResponse(text, curl_code=code)
-        return InvalidRequest(text, curl_code=code)
+            return BrokenResponse(text)
+        return InvalidRequest(text)
     if code in _CONNECT_CODES:
-        return ConnectFailed(text, curl_code=code)
+        return ConnectFailed(text)
     if code in _BROKEN_CODES:
-        return BrokenResponse(text, curl_code=code)
-    return TransferFailed(text, curl_code=code)
+        return BrokenResponse(text)
+    return TransferFailed(text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -601,7 +516,7 @@ def classify(code: int, message: str, *, connected: bool, elapsed: float, limit:
 
 
 class Stream:
-    """An answer being read: ``status``, ``headers`` and ``url`` are known; iterate the body's
+    """An answer being read: ``status`` and ``headers`` are known; iterate the body's
     chunks (each at most about 256 KiB). Pull-style on libcurl's multi interface: nothing is read
     from the network while the consumer works on a chunk (libcurl is paused), and that time
     does not count against the deadline or the idle timeout."""
@@ -609,8 +524,7 @@ class Stream:
     status: int
     headers: Headers
 
-    def __init__(self, client: HttpClient, handle: _Handle, url: str, limit: float) -> None:
-        self.url = url
+    def __init__(self, client: HttpClient, handle: _Handle, limit: float) -> None:
         self.status = 0
         self.headers = Headers()
         self._client = client
@@ -620,7 +534,7 @@ class Stream:
         self._spent = 0.0  # seconds spent waiting on the network
         self._idle = 0.0  # of which since the last bytes arrived
         self._activity = False
-        self._head_done = False
+        self._head: list[bytes] = []
         self._pending: list[bytes] = []  # libcurl hands out at most 16 KiB at a time
         self._pending_size = 0
         self._paused = False
@@ -638,16 +552,14 @@ class Stream:
     def _on_header(self, line: bytes) -> None:
         self._activity = True
         if line.startswith(b"HTTP/"):
-            self._handle.head_lines = [line]
+            self._head = [line]
         elif line in (b"\r\n", b"\n"):
-            lines = self._handle.head_lines
-            status = _status_of(lines[0]) if lines else 0
-            if status >= 200:
+            status = _status_of(self._head[0]) if self._head else 0
+            if status >= 200:  # not a 100 Continue
                 self.status = status
-                self.headers = Headers(lines[1:])
-                self._head_done = True
+                self.headers = Headers(self._head[1:])
         else:
-            self._handle.head_lines.append(line)
+            self._head.append(line)
 
     def _on_body(self, chunk: bytes) -> int | None:
         self._activity = True
@@ -685,10 +597,10 @@ class Stream:
         multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
         multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
         multi.add_handle(c)
-        self._pump(lambda: self._head_done)
+        self._pump(lambda: self.status != 0)
         if self._error is not None:
             raise self._error
-        if not self._head_done:  # completed without a final answer
+        if not self.status:  # completed without a final answer
             raise BrokenResponse("the connection ended without an HTTP answer")
 
     def _pump(self, ready: Callable[[], bool]) -> None:
@@ -731,8 +643,7 @@ class Stream:
                 self._done = True
             for c, code, message in failed:
                 self._done = True
-                self._error = classify(code, message, connected=_connected(c),
-                                       elapsed=self._spent, limit=self._limit,
+                self._error = classify(c, code, message, elapsed=self._spent, limit=self._limit,
                                        max_body=self._client.options.max_body)
             if not queued:
                 return
@@ -746,8 +657,8 @@ class Stream:
         if not connected and not idle and self._spent < self._limit * 0.95:
             raise ConnectTimeout("the connection was not up in time")
         if idle:
-            raise TimedOut(f"the peer was silent for {seconds:g} s", seconds=seconds, idle=True)
-        raise TimedOut(f"no complete answer within {seconds:g} s", seconds=seconds)
+            raise TimedOut(f"the peer was silent for {seconds:g} s", idle=True)
+        raise TimedOut(f"no complete answer within {seconds:g} s")
 
     def __iter__(self) -> Iterator[bytes]:
         while True:
@@ -796,7 +707,6 @@ class Stream:
         self._multi.setopt(pycurl.M_SOCKETFUNCTION, None)
         self._multi.setopt(pycurl.M_TIMERFUNCTION, None)
         self._selector.close()
-        handle.head_lines = []
         self._pending = []
         self._client._release(handle)
 

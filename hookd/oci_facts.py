@@ -34,7 +34,7 @@ from handlers.start_script import (
     parse_oci_config,
 )
 from hookd.logs import get_logger
-from hookd.oci import ImageReference, NotFound, RegistryClient
+from hookd.oci import ImageNotFound, ImageReference, RegistryClient
 from hookd.oci.imageconfig import FetchedConfig
 
 log = get_logger(__name__)
@@ -75,7 +75,7 @@ class OciResolver:
         known = (image.template.get(OCI_DIGEST_ATTR) or "").strip()
         try:
             fetched = self._registry.fetch_config(ref)
-        except NotFound as exc:
+        except ImageNotFound as exc:
             why = f"{ref} is not in the registry: {exc.reason}"
             return self._known(image, ref, known, why) or self._fall_back(why)
         except TransientError as exc:
@@ -97,7 +97,7 @@ class OciResolver:
         if not known:
             return None
         try:
-            cached = self._registry.cached_config(ref, known)
+            cached = self._registry.cached_config(known)
         except PermanentError:
             cached = None
         if cached is None:

@@ -119,10 +119,8 @@ class PoolStream:
         if self._fault:
             self._keep_message(text)
             return
-        if self._depth < _VALUE_DEPTH or self._value_index < 0:
-            return
-        if self._depth > _VALUE_DEPTH + 1:
-            return
+        if not _VALUE_DEPTH <= self._depth <= _VALUE_DEPTH + 1 or self._value_index < 0:
+            return  # outside the answer array's values and their type elements
         if self._value_index == 0:
             self._status_text.append(text)
         elif self._value_index == 1:

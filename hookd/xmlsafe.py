@@ -37,17 +37,13 @@ def _parser() -> etree.XMLParser:
     return parser
 
 
-def _check(data: bytes, max_bytes: int) -> None:
-    if len(data) > max_bytes:
-        raise UnsafeXml(f"XML document of {len(data)} bytes is over the {max_bytes}-byte limit")
-    if _DECLARATION.search(data):
-        raise UnsafeXml("XML document declares a DOCTYPE or ENTITY, which oned never sends")
-
-
 def parse(data: bytes | str, *, max_bytes: int = 256 * 1024 * 1024) -> etree._Element:
     """Parse a well-formed document strictly; raise :class:`UnsafeXml` otherwise."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    _check(raw, max_bytes)
+    if len(raw) > max_bytes:
+        raise UnsafeXml(f"XML document of {len(raw)} bytes is over the {max_bytes}-byte limit")
+    if _DECLARATION.search(raw):
+        raise UnsafeXml("XML document declares a DOCTYPE or ENTITY, which oned never sends")
     try:
         return etree.fromstring(raw, _parser())
     except etree.XMLSyntaxError as exc:

@@ -12,14 +12,14 @@ Every error raised is a :class:`handlers.errors.TransientError` or
 """
 
 from hookd.oci.cache import ContentCache
-from hookd.oci.engine import EngineClient
+from hookd.oci.docker_engine import EngineClient
 from hookd.oci.errors import (
     AuthenticationFailed,
+    ImageNotFound,
     IntegrityError,
     InvalidReference,
     InvalidResponse,
     NoMatchingPlatform,
-    NotFound,
     RedirectRefused,
     RegistryUnavailable,
     ResponseTooLarge,
@@ -39,12 +39,12 @@ __all__ = [
     "Credentials",
     "EngineClient",
     "FetchedConfig",
+    "ImageNotFound",
     "ImageReference",
     "IntegrityError",
     "InvalidReference",
     "InvalidResponse",
     "NoMatchingPlatform",
-    "NotFound",
     "Platform",
     "RedirectRefused",
     "RegistryClient",

@@ -97,19 +97,14 @@ class ContentCache:
             return None
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
         try:
-            fd = os.open(path, flags)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            log.debug("oci.cache.unreadable", digest=digest, error=type(exc).__name__)
-            return None
-        try:
-            with os.fdopen(fd, "rb") as handle:
+            with os.fdopen(os.open(path, flags), "rb") as handle:
                 info = os.fstat(handle.fileno())
                 if not stat.S_ISREG(info.st_mode) or info.st_size > max_size:
                     data = None
                 else:
                     data = handle.read(max_size + 1)
+        except FileNotFoundError:
+            return None
         except OSError as exc:
             log.debug("oci.cache.unreadable", digest=digest, error=type(exc).__name__)
             return None

@@ -13,9 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", re.ASCII)
-_TOKEN68_RE = re.compile(r"[A-Za-z0-9._~+/-]+=*", re.ASCII)
-_WS = " \t"
+_TCHAR = r"[!#$%&'*+.^_`|~0-9A-Za-z-]"
+_TOKEN_RE = re.compile(f"{_TCHAR}+", re.ASCII)
+# after the scheme: a token68 that is the whole challenge, or name=token / name="quoted"
+_TOKEN68_RE = re.compile(r"[ \t]+([A-Za-z0-9._~+/-]+=*)[ \t]*(?=,|\Z)", re.ASCII)
+_PARAM_RE = re.compile(
+    rf'[ \t]*({_TCHAR}+)[ \t]*=[ \t]*(?:({_TCHAR}+)|"((?:[^"\\]|\\.)*)")', re.ASCII | re.DOTALL
+)
+_BARE_TOKEN_RE = re.compile(f"{_TCHAR}++[ \t]*+(?!=)", re.ASCII)  # the next challenge's scheme
+_COMMAS_RE = re.compile(r"[ \t,]*")  # empty list elements are allowed
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # in a quoted string
 _MAX_HEADER = 8192
 
 
@@ -28,114 +35,54 @@ class Challenge:
     token68: str | None = None
 
 
-class _Scanner:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
-
-    def skip_ws(self) -> None:
-        while self.pos < len(self.text) and self.text[self.pos] in _WS:
-            self.pos += 1
-
-    def peek(self) -> str:
-        return self.text[self.pos] if self.pos < len(self.text) else ""
-
-    def at_end(self) -> bool:
-        return self.pos >= len(self.text)
-
-    def match(self, pattern: re.Pattern[str]) -> str | None:
-        found = pattern.match(self.text, self.pos)
-        if found is None:
-            return None
-        self.pos = found.end()
-        return found.group(0)
-
-    def quoted(self) -> str:
-        """Read a quoted-string; the scanner is on its opening quote."""
-        self.pos += 1
-        out: list[str] = []
-        while self.pos < len(self.text):
-            char = self.text[self.pos]
-            self.pos += 1
-            if char == '"':
-                return "".join(out)
-            if char == "\\":
-                if self.pos >= len(self.text):
-                    break
-                char = self.text[self.pos]
-                self.pos += 1
-            if char != "\t" and not " " <= char <= "~" and ord(char) < 0x80:
-                raise ValueError("control character in a quoted string")
-            out.append(char)
-        raise ValueError("unterminated quoted string")
-
-    def skip_commas(self) -> bool:
-        """Skip ``OWS , OWS`` runs; True if at least one comma was skipped."""
-        found = False
-        while True:
-            self.skip_ws()
-            if self.peek() != ",":
-                return found
-            self.pos += 1
-            found = True
-
-
 def parse_www_authenticate(header: str) -> list[Challenge]:
     """All challenges in ``header`` in order; an empty header gives an empty list."""
     if len(header) > _MAX_HEADER:
         raise ValueError("WWW-Authenticate header is too long")
-    scanner = _Scanner(header)
     challenges: list[Challenge] = []
-    scanner.skip_commas()
-    while not scanner.at_end():
-        scheme = scanner.match(_TOKEN_RE)
+    pos = _skip_commas(header, 0)[0]
+    while pos < len(header):
+        scheme = _TOKEN_RE.match(header, pos)
         if scheme is None:
             raise ValueError("expected an authentication scheme")
-        challenges.append(_parse_rest(scanner, scheme.lower()))
-        scanner.skip_commas()
+        challenge, pos = _parse_rest(header, scheme.end(), scheme.group().lower())
+        challenges.append(challenge)
+        pos = _skip_commas(header, pos)[0]
     return challenges
 
 
-def _parse_rest(scanner: _Scanner, scheme: str) -> Challenge:
+def _skip_commas(text: str, pos: int) -> tuple[int, bool]:
+    """Past ``OWS , OWS`` runs; True if there was at least one comma."""
+    match = _COMMAS_RE.match(text, pos)
+    end = match.end() if match else pos  # (it always matches)
+    return end, "," in text[pos:end]
+
+
+def _parse_rest(text: str, pos: int, scheme: str) -> tuple[Challenge, int]:
     """After the scheme: nothing, a token68, or auth-params up to the next challenge."""
-    if scanner.at_end() or scanner.peek() == ",":
-        return Challenge(scheme)
-    if scanner.peek() not in _WS:
+    if pos == len(text) or text[pos] == ",":
+        return Challenge(scheme), pos
+    if text[pos] not in " \t":
         raise ValueError("expected a space after the authentication scheme")
-    scanner.skip_ws()
-    start = scanner.pos
-    token68 = scanner.match(_TOKEN68_RE)
+    token68 = _TOKEN68_RE.match(text, pos)
     if token68 is not None:
-        scanner.skip_ws()
-        if scanner.at_end() or scanner.peek() == ",":
-            return Challenge(scheme, token68=token68)
-        scanner.pos = start
+        return Challenge(scheme, token68=token68.group(1)), token68.end()
     params: dict[str, str] = {}
     while True:
-        mark = scanner.pos
-        name = scanner.match(_TOKEN_RE)
-        if name is None:
-            raise ValueError("expected an auth-param name")
-        scanner.skip_ws()
-        if scanner.peek() != "=":
-            if not params:
-                raise ValueError("expected '=' after an auth-param name")
-            scanner.pos = mark  # a bare token: the scheme of the next challenge
+        param = _PARAM_RE.match(text, pos)
+        if param is None:
+            if params and _BARE_TOKEN_RE.match(text, pos):
+                break  # a bare token after a comma: the scheme of the next challenge
+            raise ValueError("expected an auth-param (name=token or name=\"quoted string\")")
+        name, token, quoted = param.groups()
+        if quoted is not None:
+            if _CONTROL_RE.search(quoted):
+                raise ValueError("control character in a quoted string")
+            token = re.sub(r"\\(.)", r"\1", quoted, flags=re.DOTALL)
+        params.setdefault(name.lower(), token)
+        pos, comma = _skip_commas(text, param.end())
+        if not comma and pos < len(text):
+            raise ValueError("expected ',' between auth-params")
+        if pos == len(text):
             break
-        scanner.pos += 1
-        scanner.skip_ws()
-        if scanner.peek() == '"':
-            value = scanner.quoted()
-        else:
-            token = scanner.match(_TOKEN_RE)
-            if token is None:
-                raise ValueError("expected a token or quoted-string value")
-            value = token
-        params.setdefault(name.lower(), value)
-        if not scanner.skip_commas():
-            if not scanner.at_end():
-                raise ValueError("expected ',' between auth-params")
-            break
-        if scanner.at_end():
-            break
-    return Challenge(scheme, params=MappingProxyType(params))
+    return Challenge(scheme, params=MappingProxyType(params)), pos

@@ -11,24 +11,16 @@ from handlers.errors import PermanentError, TransientError
 
 
 class RegistryUnavailable(TransientError):
-    """Connection refused or reset, a timeout, the overall deadline, HTTP 5xx, 408 or 429.
-
-    ``retry_after`` carries the registry's ``Retry-After`` hint in seconds when it sent one.
-    """
-
-    def __init__(
-        self, reason: str, *, code: int | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(reason, code=code)
-        self.retry_after = retry_after
+    """Connection refused or reset, a timeout, the overall deadline, HTTP 5xx, 408 or 429."""
 
 
 class InvalidReference(PermanentError):
     """The image reference (from the image's PATH and URL_ARGS) is not one we can fetch."""
 
 
-class NotFound(PermanentError):
-    """The registry (or the local engine) does not know the repository, manifest or blob."""
+class ImageNotFound(PermanentError):
+    """The registry (or the local engine) does not have the image: no such repository, manifest
+    or blob (HTTP 404)."""
 
 
 class AuthenticationFailed(PermanentError):

@@ -9,7 +9,6 @@ from typing import Any
 from hookd.oci.errors import InvalidResponse
 from hookd.oci.manifest import load_object
 from hookd.oci.platforms import Platform
-from hookd.oci.reference import ImageReference
 
 _STRING_LISTS = ("Cmd", "Entrypoint", "Env", "Shell", "OnBuild")
 _STRINGS = ("User", "WorkingDir", "StopSignal")
@@ -26,18 +25,20 @@ class FetchedConfig:
     ``config_digest`` is the blob's digest; ``manifest_digest`` that of the platform's image
     manifest (None when the engine could not tell). ``source`` is ``registry:<host>``,
     ``mirror:<host>``, ``cache`` or ``engine:<socket>``; ``platform`` is the config's own
-    ``os/architecture[/variant]`` when it states one.
+    ``os/architecture[/variant]`` when it states one (normalised).
 
     ``config`` is a plain ``dict`` (``handlers.start_script.parse_oci_config`` wants one),
     freshly parsed for every call: changing it cannot affect the cache or other callers.
     """
 
-    reference: ImageReference
     config: Mapping[str, Any]
     config_digest: str
     manifest_digest: str | None
     source: str
-    platform: str | None = None
+
+    @property
+    def platform(self) -> str | None:
+        return config_platform(self.config)
 
 
 def validate_config(document: dict[str, Any], what: str) -> dict[str, Any]:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from dataclasses import dataclass
 from typing import Any
 
 from hookd.oci.digest import is_digest
@@ -56,16 +55,12 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def load_json(data: bytes, what: str) -> Any:
-    """Strict JSON: UTF-8/16/32 text, no NaN/Infinity, bounded nesting."""
+def load_object(data: bytes, what: str) -> dict[str, Any]:
+    """A JSON object, strictly: UTF-8/16/32 text, no NaN/Infinity, bounded nesting."""
     try:
-        return json.loads(data, parse_constant=_reject_constant)
+        document = json.loads(data, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         raise InvalidResponse(f"{what} is not valid JSON") from None
-
-
-def load_object(data: bytes, what: str) -> dict[str, Any]:
-    document = load_json(data, what)
     if not isinstance(document, dict):
         raise InvalidResponse(f"{what} is not a JSON object")
     return document
@@ -80,18 +75,15 @@ class Descriptor:
     size: int
     platform: Platform | None = None
     attestation: bool = False
-    annotations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
 class ImageIndex:
-    media_type: str
     manifests: tuple[Descriptor, ...]
 
 
 @dataclass(frozen=True)
 class ImageManifest:
-    media_type: str
     config: Descriptor
 
 
@@ -140,16 +132,11 @@ def _descriptor(value: Any, what: str) -> Descriptor:
         raise InvalidResponse(f"{what} has a descriptor without a valid sha256/sha512 digest")
     if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < _MAX_SIZE:
         raise InvalidResponse(f"{what} has a descriptor without a valid size")
-    raw_annotations = value.get("annotations")
-    annotations: dict[str, str] = {}
-    if isinstance(raw_annotations, dict):
-        annotations = {
-            k: v for k, v in raw_annotations.items() if isinstance(k, str) and isinstance(v, str)
-        }
-    elif raw_annotations is not None:
+    annotations = value.get("annotations")
+    if annotations is not None and not isinstance(annotations, dict):
         raise InvalidResponse(f"{what} has descriptor annotations that are not an object")
     platform: Platform | None = None
-    attestation = annotations.get(ATTESTATION_ANNOTATION) == "attestation-manifest"
+    attestation = (annotations or {}).get(ATTESTATION_ANNOTATION) == "attestation-manifest"
     raw_platform = value.get("platform")
     if isinstance(raw_platform, dict):
         os_name = raw_platform.get("os")
@@ -170,12 +157,7 @@ def _descriptor(value: Any, what: str) -> Descriptor:
     elif raw_platform is not None:
         raise InvalidResponse(f"{what} has a descriptor platform that is not an object")
     return Descriptor(
-        media_type=media_type,
-        digest=digest,
-        size=size,
-        platform=platform,
-        attestation=attestation,
-        annotations=MappingProxyType(annotations),
+        media_type=media_type, digest=digest, size=size, platform=platform, attestation=attestation
     )
 
 
@@ -191,7 +173,7 @@ def parse_manifest(
             raise InvalidResponse(f"{what} is an index without a manifests list")
         if len(entries) > 1024:
             raise InvalidResponse(f"{what} lists more than 1024 manifests")
-        return ImageIndex(media_type, tuple(_descriptor(e, what) for e in entries))
+        return ImageIndex(tuple(_descriptor(e, what) for e in entries))
     if media_type in IMAGE_MANIFEST_TYPES:
         config = _descriptor(document.get("config"), what)
         if not isinstance(document.get("layers"), list):
@@ -201,7 +183,7 @@ def parse_manifest(
                 f"{what} is not a container image: its config is "
                 f"{printable_media_type(config.media_type)}"
             )
-        return ImageManifest(media_type, config)
+        return ImageManifest(config)
     raise InvalidResponse(f"{what} has unsupported media type {printable_media_type(media_type)}")
 
 

@@ -67,15 +67,6 @@ def normalize_registry_host(value: str) -> str:
     return host if port is None else f"{host}:{int(port)}"
 
 
-def _split_domain(name: str) -> tuple[str | None, str]:
-    """Docker's rule: the first component is a registry host if it contains ``.`` or ``:``
-    or is ``localhost``; otherwise the whole name is a Docker Hub repository."""
-    first, sep, rest = name.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        return first, rest
-    return None, name
-
-
 @dataclass(frozen=True)
 class ImageReference:
     """A validated, normalised image reference.
@@ -122,11 +113,6 @@ class ImageReference:
                 "invalid image reference: the digest must be sha256:<64 hex> or "
                 "sha512:<128 hex> in lower case"
             )
-
-    @property
-    def reference(self) -> str:
-        """What goes after ``/manifests/``: the digest when pinned, else the tag."""
-        return self.digest or self.tag or DEFAULT_TAG  # __post_init__: one of them is set
 
     @property
     def is_docker_hub(self) -> bool:
@@ -229,9 +215,13 @@ def _parse_name(name: str) -> tuple[str, str, str | None, str | None]:
             raise InvalidReference("invalid image reference: ':' without a tag")
     if len(remainder) > _MAX_NAME:
         raise InvalidReference("invalid image reference: the name is longer than 255 characters")
-    domain, path = _split_domain(remainder)
+    # Docker's rule: the first component is a registry host if it contains "." or ":" or is
+    # "localhost"; otherwise the whole name is a Docker Hub repository.
+    domain, sep, path = remainder.partition("/")
+    if not (sep and ("." in domain or ":" in domain or domain == "localhost")):
+        domain, path = "docker.io", remainder
     try:
-        registry = normalize_registry_host(domain if domain is not None else "docker.io")
+        registry = normalize_registry_host(domain)
     except ValueError as exc:
         raise InvalidReference(f"invalid image reference: {exc}") from None
     if not path:

@@ -19,6 +19,7 @@ Bearer tokens from the challenge's realm (cached per realm, service, scope and c
 from __future__ import annotations
 
 import base64
+import contextlib
 import threading
 import time
 from collections import OrderedDict
@@ -33,18 +34,18 @@ from hookd.http import Proxies
 from hookd.oci.cache import ContentCache
 from hookd.oci.challenge import Challenge, parse_www_authenticate
 from hookd.oci.digest import compute_digest, is_digest, split_digest, verify_digest
-from hookd.oci.engine import EngineClient
+from hookd.oci.docker_engine import EngineClient
 from hookd.oci.errors import (
     AuthenticationFailed,
+    ImageNotFound,
     IntegrityError,
     InvalidReference,
     InvalidResponse,
-    NotFound,
     RegistryUnavailable,
     ResponseTooLarge,
     UnexpectedStatus,
 )
-from hookd.oci.imageconfig import FetchedConfig, config_platform, parse_config_blob
+from hookd.oci.imageconfig import FetchedConfig, parse_config_blob
 from hookd.oci.manifest import (
     MANIFEST_ACCEPT,
     MANIFEST_TYPES,
@@ -93,12 +94,10 @@ def _raise_for_status(response: HttpResponse, what: str) -> None:
     code = response.error_code
     detail = f" ({code})" if code else ""
     if status == 404:
-        raise NotFound(f"{host} does not have {what}{detail}", code=404)
+        raise ImageNotFound(f"{host} does not have {what}{detail}", code=404)
     if status in (408, 429) or status >= 500:
         raise RegistryUnavailable(
-            f"{host} answered HTTP {status}{detail} for {what}; retrying later",
-            code=status,
-            retry_after=response.retry_after,
+            f"{host} answered HTTP {status}{detail} for {what}; retrying later", code=status
         )
     if status == 403:
         raise AuthenticationFailed(
@@ -138,8 +137,6 @@ class _Authenticator:
     def preemptive(self, host: str, repository: str) -> str | None:
         """The ``Authorization`` to send before being asked, when we already know it."""
         credentials = self._settings.credentials.get(host)
-        if credentials is not None and credentials.token is not None:
-            return f"Bearer {credentials.token}"
         with self._lock:
             if credentials is not None and host in self._basic_hosts:
                 return _basic(credentials)
@@ -164,11 +161,9 @@ class _Authenticator:
         bearer = next((c for c in challenges if c.scheme == "bearer"), None)
         basic = next((c for c in challenges if c.scheme == "basic"), None)
         if bearer is not None:
-            if credentials is not None and credentials.token is not None:
-                return f"Bearer {credentials.token}", True
             return self._bearer(host, repository, bearer, credentials, stale)
         if basic is not None:
-            if credentials is None or credentials.username is None:
+            if credentials is None:
                 raise AuthenticationFailed(
                     f"{host} requires a username and password (HTTP Basic) for {repository}; "
                     f"configure credentials for {host}",
@@ -206,14 +201,7 @@ class _Authenticator:
             if token is not None:
                 self._token_keys[(host, repository)] = key
                 return f"Bearer {token.value}", False
-        token = self._fetch_token(
-            host=host,
-            repository=repository,
-            realm=realm,
-            service=service,
-            scope=scope,
-            credentials=credentials,
-        )
+        token = self._fetch_token(key, repository, credentials)
         with self._lock:
             self._tokens[key] = token
             self._token_keys[(host, repository)] = key
@@ -221,33 +209,25 @@ class _Authenticator:
                 self._tokens.popitem(last=False)
         return f"Bearer {token.value}", True
 
-    def _fetch_token(
-        self,
-        *,
-        host: str,
-        repository: str,
-        realm: str,
-        service: str,
-        scope: str,
-        credentials: Credentials | None,
-    ) -> _Token:
+    def _fetch_token(self, key: tuple[str, str, str, str], repository: str,
+                     credentials: Credentials | None) -> _Token:
+        realm, service, scope, host = key
         params = [("service", service)] if service else []
         params += [("scope", s) for s in scope.split(" ") if s]
         url = realm + ("&" if "?" in realm else "?") + urlencode(params) if params else realm
         realm_host = host_of(realm)
-        with_login = credentials is not None and credentials.username is not None
         what = f"a token for {repository} from {realm_host}"
         issued = self._clock()
         response = self._transport.request(
             "GET",
             url,
             headers={"Accept": "application/json"},
-            authorization=_basic(credentials) if credentials and with_login else None,
+            authorization=_basic(credentials) if credentials is not None else None,
             body_limit=TOKEN_BODY_LIMIT,
             what=what,
         )
         if response.status in (401, 403):
-            who = f"the credentials configured for {host}" if with_login else "anonymous access"
+            who = f"the credentials configured for {host}" if credentials else "anonymous access"
             raise AuthenticationFailed(
                 f"the token service {realm_host} refused {who} to {repository} "
                 f"(HTTP {response.status})",
@@ -297,16 +277,11 @@ class RegistryClient:
             max_bytes=settings.memory_cache_bytes,
             clock=clock,
         )
-        self._engine = (
-            EngineClient(
-                settings.engine_socket,
-                timeout=settings.read_timeout,
-                deadline=settings.request_deadline,
-                max_bytes=settings.max_config_bytes,
-            )
-            if settings.engine_socket
-            else None
-        )
+        self._engine: EngineClient | None = None
+        if settings.engine_socket:
+            self._engine = EngineClient(settings.engine_socket, timeout=settings.read_timeout,
+                                        deadline=settings.request_deadline,
+                                        max_bytes=settings.max_config_bytes)
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -319,7 +294,7 @@ class RegistryClient:
         if self._engine is not None:
             self._engine.close()
 
-    def cached_config(self, ref: ImageReference, config_digest: str) -> FetchedConfig | None:
+    def cached_config(self, config_digest: str) -> FetchedConfig | None:
         """The config blob ``config_digest`` as the cache holds it (memory, then disk, its
         content verified against the digest), or None: no network."""
         if not is_digest(config_digest):
@@ -329,9 +304,8 @@ class RegistryClient:
             return None
         what = f"cached config blob {config_digest}"
         document = parse_config_blob(data, what)
-        return FetchedConfig(reference=ref, config=document, config_digest=config_digest,
-                             manifest_digest=None, source="cache",
-                             platform=config_platform(document))
+        return FetchedConfig(config=document, config_digest=config_digest, manifest_digest=None,
+                             source="cache")
 
     def fetch_config(self, ref: ImageReference) -> FetchedConfig:
         """The config blob of ``ref`` for the configured platform.
@@ -339,10 +313,8 @@ class RegistryClient:
         Raises a :class:`~handlers.errors.TransientError` (retry later) or a
         :class:`~handlers.errors.PermanentError` (see :mod:`hookd.oci.errors`).
         """
-        try:
+        with contextlib.suppress(_CacheMiss):
             return self._resolve(ref, None)
-        except _CacheMiss:
-            pass
         origin_error: HookdError = InvalidReference(f"no registry endpoint for {ref}")
         for endpoint in self._endpoints(ref):
             try:
@@ -380,15 +352,10 @@ class RegistryClient:
 
     def _endpoints(self, ref: ImageReference) -> list[_Endpoint]:
         settings = self._settings
-        endpoints = [
-            _Endpoint(host, f"{settings.scheme_for(host)}://{host}", f"mirror:{host}")
-            for host in settings.mirrors.get(ref.registry, ())
-        ]
-        origin = ref.registry
-        endpoints.append(
-            _Endpoint(origin, f"{settings.scheme_for(origin)}://{origin}", f"registry:{origin}")
-        )
-        return endpoints
+        hosts = [(host, "mirror") for host in settings.mirrors.get(ref.registry, ())]
+        hosts.append((ref.registry, "registry"))
+        return [_Endpoint(host, f"{settings.scheme_for(host)}://{host}", f"{kind}:{host}")
+                for host, kind in hosts]
 
     def _resolve(self, ref: ImageReference, endpoint: _Endpoint | None) -> FetchedConfig:
         """Resolve ``ref`` through ``endpoint``, or from the cache alone when it is None."""
@@ -420,12 +387,10 @@ class RegistryClient:
         data = self._blob(endpoint, ref, manifest.config, blob_what)
         document = parse_config_blob(data, blob_what)
         return FetchedConfig(
-            reference=ref,
             config=document,
             config_digest=manifest.config.digest,
             manifest_digest=manifest_digest,
             source=endpoint.label if endpoint is not None else "cache",
-            platform=config_platform(document),
         )
 
     def _resolve_tag(

@@ -15,28 +15,20 @@ MiB = 1024 * 1024
 
 @dataclass(frozen=True)
 class Credentials:
-    """Credentials for one registry host.
-
-    ``username`` + ``password``: sent as HTTP Basic to a registry that asks for Basic, and to the
-    token endpoint (the challenge's realm) of a registry that asks for Bearer.
-    ``token``: a ready-made bearer token sent as ``Authorization: Bearer`` to the registry itself.
-    Secrets are excluded from ``repr`` so settings can be logged.
+    """A username and password for one registry host: sent as HTTP Basic to a registry that
+    asks for Basic, and to the token endpoint (the challenge's realm) of a registry that asks
+    for Bearer. The password is excluded from ``repr`` so settings can be logged.
     """
 
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        basic = self.username is not None or self.password is not None
-        if basic == (self.token is not None):
-            raise ConfigError("registry credentials need either username and password, or a token")
-        if basic and not (self.username and self.password):
+        if not (self.username and self.password):
             raise ConfigError("registry credentials need both a username and a password")
-        for value in (self.username, self.password, self.token):
-            if value is not None and not value.isprintable():
-                raise ConfigError("registry credentials contain control characters")
-        if self.username is not None and ":" in self.username:
+        if not (self.username.isprintable() and self.password.isprintable()):
+            raise ConfigError("registry credentials contain control characters")
+        if ":" in self.username:
             raise ConfigError("a registry username cannot contain ':'")
 
 

@@ -1,25 +1,18 @@
-"""HTTP for registries: a hard deadline per request, bounded bodies and manual redirects.
+"""HTTP for registries, on :mod:`hookd.http`: a deadline per logical request, bounded bodies
+and redirects followed by hand. Everything a registry sends is untrusted:
 
-Requests go through :mod:`hookd.http` (libcurl). Everything a registry sends is untrusted:
-
-* **Deadline.** A read timeout bounds each silence, not the request: a server that drips one
-  byte per second would keep a download alive forever. Each logical request (its redirects
-  and its body included) must complete within ``request_deadline``; every hop gets what is
-  left of it, enforced by libcurl's transfer loop (no thread, no timer). ``read_timeout``
-  bounds each silence, ``connect_timeout`` each connection (TCP, proxy, TLS handshake).
-* **Bounded bodies.** Bodies are streamed and abandoned as soon as they exceed the cap
-  (a larger ``Content-Length`` is refused before reading). We ask for ``identity`` encoding and
+* **Deadline.** Each request, its redirects and its body included, completes within
+  ``request_deadline``: every hop gets what is left of it.
+* **Bounded bodies.** Bodies are streamed and abandoned as soon as they exceed the cap (a
+  larger ``Content-Length`` is refused before reading). We ask for ``identity`` encoding and
   decode gzip/deflate ourselves with a bounded decompressor, so a compression bomb cannot grow.
-* **Redirects** are followed by hand, up to ``max_redirects``: a revisited URL is a loop, an
-  https→http downgrade is refused, plain HTTP is only allowed to ``plain_http_registries``, and
+* **Redirects** are followed up to ``max_redirects``: a revisited URL is a loop, an https→http
+  downgrade is refused, plain HTTP is only allowed to ``plain_http_registries``, and
   ``Authorization`` is dropped for good as soon as the origin (scheme, host, port) changes.
-* **Authorization** is exactly what the caller passes: nothing else can add credentials (no
-  ``~/.netrc``, no session defaults).
-* **Proxies** come from the environment as operators set them (``https_proxy``/``HTTPS_PROXY``,
-  ``http_proxy``/``HTTP_PROXY``, ``all_proxy``, ``no_proxy``/``NO_PROXY`` with host names,
-  domains and CIDR ranges), read when the client is made; ``verify_tls: true`` trusts the
-  system store (``SSL_CERT_FILE`` applies, and ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` that
-  hookd honoured when it ran on requests).
+* **Authorization** is exactly what the caller passes (no ``~/.netrc``, no session defaults).
+* **Proxies** come from the environment, read when the client is made; ``verify_tls: true``
+  trusts the system store, or the bundle named by ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``
+  (which hookd honoured when it ran on requests).
 """
 
 from __future__ import annotations
@@ -28,15 +21,13 @@ import json
 import os
 import time
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import structlog
 
 from handlers.errors import HookdError
-from hookd import __version__
 from hookd.http import (
     CABundleUnreadable,
     ConnectTimeout,
@@ -62,7 +53,6 @@ from hookd.oci.settings import RegistrySettings
 
 log = structlog.get_logger(__name__)
 
-USER_AGENT = f"hookd/{__version__}"
 ERROR_BODY_LIMIT = 64 * 1024  # enough for a registry's {"errors": [...]} document
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
@@ -94,14 +84,6 @@ class HttpResponse:
             return None
         if isinstance(code, str) and 0 < len(code) <= 64 and code.replace("_", "").isalpha():
             return code if code.isupper() else None
-        return None
-
-    @property
-    def retry_after(self) -> float | None:
-        """``Retry-After`` in seconds (delta form only), capped at one hour."""
-        value = self.headers.get("Retry-After", "").strip()
-        if value.isdigit() and len(value) <= 6:
-            return float(min(int(value), 3600))
         return None
 
     def content_type(self) -> str | None:
@@ -136,61 +118,36 @@ def safe_url(url: str) -> str:
     return f"{parts.scheme}://{host_of(url)}{parts.path}"
 
 
-class _BoundedDecoder:
-    """Decodes ``identity``/``gzip``/``deflate`` bodies without exceeding ``limit`` bytes."""
-
-    def __init__(self, encoding: str, limit: int, what: str) -> None:
-        self._limit = limit
-        self._what = what
-        self._size = 0
-        self._zlib: Any = None
-        encoding = encoding.strip().lower()
-        if encoding in ("gzip", "x-gzip"):
-            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == "deflate":
-            self._zlib = zlib.decompressobj()
-        elif encoding not in ("", "identity"):
-            raise InvalidResponse(f"{what} came with an unsupported Content-Encoding")
-
-    def _too_large(self) -> ResponseTooLarge:
-        return ResponseTooLarge(
-            f"{self._what} is larger than the {self._limit} bytes allowed (its declared size "
-            "or the configured cap)"
-        )
-
-    def feed(self, chunk: bytes) -> bytes:
-        if self._zlib is not None:
-            try:
-                chunk = self._zlib.decompress(chunk, self._limit - self._size + 1)
+def _read_decoded(response: Stream, encoding: str, limit: int, what: str,
+                  chunks: list[bytes]) -> None:
+    """Append the body to ``chunks``, decoded (identity, gzip or deflate), up to ``limit``
+    bytes: more is :class:`ResponseTooLarge`, however well it compresses. (Appended as read,
+    so that an error answer keeps what came before a failure.)"""
+    encoding = encoding.strip().lower()
+    decoder = None
+    if encoding in ("gzip", "x-gzip"):
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding == "deflate":
+        decoder = zlib.decompressobj()
+    elif encoding not in ("", "identity"):
+        raise InvalidResponse(f"{what} came with an unsupported Content-Encoding")
+    size = 0
+    for data in response:
+        chunk = data
+        if decoder is not None:
+            try:  # at most one byte past the cap: then it fails, so nothing is left to flush
+                chunk = decoder.decompress(data, limit - size + 1)
             except zlib.error:
-                raise InvalidResponse(f"{self._what} has a corrupt compressed body") from None
-            if self._zlib.unconsumed_tail:
-                raise self._too_large()
-        self._size += len(chunk)
-        if self._size > self._limit:
-            raise self._too_large()
-        return chunk
-
-    def finish(self) -> bytes:
-        if self._zlib is None:
-            return b""
-        try:
-            tail: bytes = self._zlib.flush()
-        except zlib.error:
-            raise InvalidResponse(f"{self._what} has a corrupt compressed body") from None
-        return self.feed(tail) if tail else b""
+                raise InvalidResponse(f"{what} has a corrupt compressed body") from None
+        size += len(chunk)
+        if size > limit or (decoder is not None and decoder.unconsumed_tail):
+            raise ResponseTooLarge(f"{what} is larger than the {limit} bytes allowed (its "
+                                   "declared size or the configured cap)")
+        chunks.append(chunk)
 
 
 # --------------------------------------------------------------------------------------------
 # Transport
-
-
-def _verify(setting: bool | str, environ: Mapping[str, str]) -> bool | str:
-    """``verify_tls`` as :mod:`hookd.http` takes it; with ``true``, a CA bundle named by
-    ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE`` (as requests read them) still applies."""
-    if setting is True:
-        return environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE") or True
-    return setting
 
 
 class Transport:
@@ -201,14 +158,14 @@ class Transport:
 
     def __init__(self, settings: RegistrySettings, proxies: Proxies | None = None) -> None:
         self._settings = settings
+        verify = settings.verify_tls
+        if verify is True:  # a bundle named for requests still applies
+            env = os.environ
+            verify = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or True
         self._http = HttpClient(HttpOptions(
-            connect_timeout=settings.connect_timeout,
-            deadline=settings.request_deadline,
-            idle_timeout=settings.read_timeout,
-            verify=_verify(settings.verify_tls, os.environ),
-            proxies=Proxies.from_environment() if proxies is None else proxies,
-            user_agent=USER_AGENT,
-        ))
+            connect_timeout=settings.connect_timeout, deadline=settings.request_deadline,
+            idle_timeout=settings.read_timeout, verify=verify,
+            proxies=Proxies.from_environment() if proxies is None else proxies))
 
     def close(self) -> None:
         self._http.close()
@@ -230,16 +187,8 @@ class Transport:
                 "plain_http_registries"
             )
 
-    def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Mapping[str, str],
-        authorization: str | None,
-        body_limit: int,
-        what: str,
-    ) -> HttpResponse:
+    def request(self, method: str, url: str, *, headers: Mapping[str, str],
+                authorization: str | None, body_limit: int, what: str) -> HttpResponse:
         """Send ``method url`` and read the answer within the deadline.
 
         Redirects are followed here; ``authorization`` is bound to the origin of ``url``.
@@ -252,21 +201,14 @@ class Transport:
         settings = self._settings
         self.check_url_allowed(url, what)
         first_origin = _origin(url)
-        request_headers = {
-            "User-Agent": USER_AGENT,
-            "Accept-Encoding": "identity",
-            **headers,
-        }
         visited = {url}
         current = url
         expires = time.monotonic() + settings.request_deadline
         for _hop in range(settings.max_redirects + 1):
             if authorization is not None and _origin(current) != first_origin:
                 authorization = None  # never forwarded to another origin, nor back
-            remaining = expires - time.monotonic()
-            if remaining <= 0:
-                raise self._deadline_error(current, what)
-            hop_headers = dict(request_headers)
+            remaining = expires - time.monotonic()  # hookd.http refuses to start at <= 0
+            hop_headers = {"Accept-Encoding": "identity", **headers}
             if authorization is not None:
                 hop_headers["Authorization"] = authorization
             log.debug("oci.http.request", method=method, url=safe_url(current))
@@ -285,8 +227,7 @@ class Transport:
                         log.debug("oci.http.redirect", what=what, target=safe_url(target))
                         current = target
                         continue
-                    return self._read(response=response, method=method, url=current,
-                                      body_limit=body_limit, what=what)
+                    return self._read(response, method, current, body_limit, what)
             except HttpError as exc:
                 raise self._classify(exc, current, what) from None
         raise RedirectRefused(
@@ -305,66 +246,41 @@ class Transport:
             )
         return target
 
-    def _read(
-        self,
-        *,
-        response: Stream,
-        method: str,
-        url: str,
-        body_limit: int,
-        what: str,
-    ) -> HttpResponse:
-        status = response.status
-        headers = response.headers
-        if method == "HEAD" or status in (204, 304):
-            body = b""
-        else:
-            limit = body_limit if 200 <= status < 300 else ERROR_BODY_LIMIT
-            body = self._read_body(response, headers, limit, what, 200 <= status < 300)
-        log.debug("oci.http.response", url=safe_url(url), status=status, size=len(body))
-        return HttpResponse(status=status, headers=headers, body=body, url=url)
-
     @staticmethod
-    def _read_body(
-        response: Iterable[bytes],
-        headers: Mapping[str, str],
-        limit: int,
-        what: str,
-        strict: bool,
-    ) -> bytes:
+    def _read(response: Stream, method: str, url: str, body_limit: int,
+              what: str) -> HttpResponse:
+        """The answer with its body: a 2xx body up to ``body_limit`` (beyond is an error), an
+        error body up to :data:`ERROR_BODY_LIMIT` (the rest is dropped)."""
+        status, headers = response.status, response.headers
+        strict = 200 <= status < 300
+        limit = body_limit if strict else ERROR_BODY_LIMIT
         length = headers.get("Content-Length", "").strip()
         encoding = headers.get("Content-Encoding", "")
-        if strict and length.isdigit() and not encoding and int(length) > limit:
+        chunks: list[bytes] = []
+        if method == "HEAD" or status in (204, 304):
+            pass
+        elif strict and length.isdigit() and not encoding and int(length) > limit:
             raise ResponseTooLarge(
                 f"{what} is {int(length)} bytes, larger than the {limit} bytes allowed (its "
                 "declared size or the configured cap)"
             )
-        try:
-            decoder = _BoundedDecoder(encoding, limit, what)
-        except InvalidResponse:
-            if strict:
-                raise
-            return b""
-        chunks: list[bytes] = []
-        try:
-            for chunk in response:
-                chunks.append(decoder.feed(chunk))
-            chunks.append(decoder.finish())
-        except (ResponseTooLarge, InvalidResponse):
-            if strict:
-                raise
-        return b"".join(chunks)
-
-    def _deadline_error(self, url: str, what: str) -> RegistryUnavailable:
-        return RegistryUnavailable(
-            f"{what} from {host_of(url)} did not complete within the "
-            f"{self._settings.request_deadline:g} s request deadline"
-        )
+        else:
+            try:
+                _read_decoded(response, encoding, limit, what, chunks)
+            except (ResponseTooLarge, InvalidResponse):
+                if strict:
+                    raise
+        body = b"".join(chunks)
+        log.debug("oci.http.response", url=safe_url(url), status=status, size=len(body))
+        return HttpResponse(status=status, headers=headers, body=body, url=url)
 
     def _classify(self, exc: HttpError, url: str, what: str) -> HookdError:
         host = host_of(url)
         if isinstance(exc, TimedOut) and not exc.idle:
-            return self._deadline_error(url, what)
+            return RegistryUnavailable(
+                f"{what} from {host} did not complete within the "
+                f"{self._settings.request_deadline:g} s request deadline"
+            )
         if isinstance(exc, (TLSVerifyFailed, NotTLS)):
             return TLSFailure(
                 f"TLS with {host} failed (certificate not trusted, name mismatch or not a "

@@ -119,7 +119,7 @@ def test_pools_are_read_page_by_page_as_a_stream(simulator: Simulator, page_size
     whole = c._xml("imagepool.info", -2, -1, -1)
     expected = [int(e.findtext("ID") or -1) for e in whole.iter("IMAGE")]
     assert [image.id for image in c.iter_images()] == expected
-    templates = [t.id for t in c.iter_templates()]
+    templates = [int(e.findtext("ID") or -1) for e in c.iter_template_elements()]
     assert len(templates) == len(set(templates)) and set(made) <= set(templates)
 
 
@@ -128,7 +128,7 @@ def test_a_failed_pool_read_is_a_typed_error(simulator: Simulator) -> None:
         list(client(simulator, "oneadmin:wrong").iter_images())
     simulator.controls.fail_next("one.templatepool.info", "http500", 1)
     with pytest.raises(TransientError, match="HTTP 500"):
-        list(client(simulator).iter_templates())
+        list(client(simulator).iter_template_elements())
     simulator.controls.fail_next("one.imagepool.info", "timeout", 1, seconds=3.0)
     with pytest.raises(TransientError, match=r"did not answer one\.imagepool\.info"):
         list(client(simulator, read=0.5).iter_images())

@@ -155,11 +155,6 @@ def test_str_is_canonical_and_round_trips(name: str, expected: str) -> None:
     assert ImageReference.parse(str(ref)) == ref
 
 
-def test_reference_prefers_digest() -> None:
-    assert ImageReference.parse(f"app:1@{DIGEST}").reference == DIGEST
-    assert ImageReference.parse("app:1").reference == "1"
-
-
 @pytest.mark.parametrize(
     "kwargs",
     [

@@ -47,7 +47,7 @@ def test_hosts_are_normalised() -> None:
         {"mirrors": {"docker.io": "mirror.example"}},
         {"mirrors": {"docker.io": ["ftp://mirror.example"]}},
         {"mirrors": {"docker.io": ["http://mirror.example"]}},  # http but not allowed
-        {"credentials": {"not a host": Credentials(token="t")}},
+        {"credentials": {"not a host": Credentials(username="u", password="p")}},
     ],
 )
 def test_bad_settings_are_config_errors(fields: dict[str, Any]) -> None:
@@ -61,9 +61,8 @@ def test_bad_settings_are_config_errors(fields: dict[str, Any]) -> None:
         {},
         {"username": "u"},
         {"password": "p"},
-        {"username": "u", "password": "p", "token": "t"},
         {"username": "a:b", "password": "p"},
-        {"token": "line\nbreak"},
+        {"username": "u", "password": "line\nbreak"},
     ],
 )
 def test_bad_credentials(fields: dict[str, str]) -> None:
@@ -75,9 +74,8 @@ def test_secrets_stay_out_of_repr() -> None:
     settings = RegistrySettings(
         credentials={
             "a.example": Credentials(username="alice", password="hunter2-pw"),
-            "b.example": Credentials(token="tok-abcdef"),
         }
     )
     text = repr(settings)
     assert "alice" in text
-    assert "hunter2-pw" not in text and "tok-abcdef" not in text
+    assert "hunter2-pw" not in text

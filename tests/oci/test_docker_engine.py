@@ -16,15 +16,15 @@ import pytest
 from handlers.errors import PermanentError, TransientError
 from hookd.oci import (
     EngineClient,
+    ImageNotFound,
     ImageReference,
     InvalidResponse,
     NoMatchingPlatform,
-    NotFound,
     Platform,
     RegistryUnavailable,
     ResponseTooLarge,
 )
-from hookd.oci.engine import engine_name
+from hookd.oci.docker_engine import engine_name
 from hookd.testing.registry import FakeRegistry
 
 from .conftest import ClientFactory
@@ -133,7 +133,7 @@ def test_engine_names(name: str, expected: str) -> None:
 
 
 def test_engine_missing_image_is_permanent(engine: str) -> None:
-    with pytest.raises(NotFound) as caught:
+    with pytest.raises(ImageNotFound) as caught:
         EngineClient(engine).fetch_config(ImageReference.parse("redis:7"), AMD64)
     assert isinstance(caught.value, PermanentError)
 

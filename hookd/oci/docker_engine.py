@@ -14,12 +14,12 @@ from urllib.parse import quote
 
 import structlog
 
-from hookd.http import DIRECT, BodyTooLarge, HttpClient, HttpError, HttpOptions, TimedOut
+from hookd.http import BodyTooLarge, HttpClient, HttpError, HttpOptions, TimedOut
 from hookd.oci.digest import is_digest
 from hookd.oci.errors import (
+    ImageNotFound,
     InvalidResponse,
     NoMatchingPlatform,
-    NotFound,
     RegistryUnavailable,
     ResponseTooLarge,
     UnexpectedStatus,
@@ -30,6 +30,7 @@ from hookd.oci.platforms import Platform
 from hookd.oci.reference import ImageReference
 
 log = structlog.get_logger(__name__)
+
 
 def _engine_repository(ref: ImageReference) -> str:
     if ref.is_docker_hub:
@@ -58,9 +59,9 @@ class EngineClient:
         self.socket_path = socket_path
         self._deadline = deadline
         self._max_bytes = max_bytes
-        self._http = HttpClient(HttpOptions(
+        self._http = HttpClient(HttpOptions(  # no proxy for a unix socket
             unix_socket=socket_path, connect_timeout=timeout, idle_timeout=timeout,
-            deadline=deadline, max_body=max_bytes, proxies=DIRECT))
+            deadline=deadline, max_body=max_bytes))
 
     def close(self) -> None:
         self._http.close()
@@ -74,7 +75,7 @@ class EngineClient:
         what = f"local Docker engine image {name}"
         status, body = self._get(f"/images/{quote(name, safe='/:@')}/json", what)
         if status == 404:
-            raise NotFound(f"the local Docker engine has no image {name}", code=404)
+            raise ImageNotFound(f"the local Docker engine has no image {name}", code=404)
         if status >= 500:
             raise RegistryUnavailable(f"the local Docker engine answered HTTP {status} for {name}")
         if status != 200:
@@ -101,12 +102,10 @@ class EngineClient:
             )
         log.debug("oci.engine.config", image=name)
         return FetchedConfig(
-            reference=ref,
             config=document,
             config_digest=image_id,
             manifest_digest=self._repo_digest(ref, inspect.get("RepoDigests")),
             source=self.source,
-            platform=found,
         )
 
     @staticmethod
@@ -128,21 +127,13 @@ class EngineClient:
             raise ResponseTooLarge(
                 f"{what}: the engine's answer is larger than {self._max_bytes} bytes"
             ) from None
-        except TimedOut as exc:
-            if not exc.idle:
-                raise self._deadline_error(what) from None
-            raise self._unreachable(exc) from None
         except HttpError as exc:
-            raise self._unreachable(exc) from None
+            if isinstance(exc, TimedOut) and not exc.idle:
+                raise RegistryUnavailable(
+                    f"{what}: the engine did not answer within the {self._deadline:g} s deadline"
+                ) from None
+            raise RegistryUnavailable(
+                f"cannot talk to the local Docker engine at {self.socket_path} "
+                f"({type(exc).__name__})"
+            ) from None
         return response.status, response.body
-
-    def _unreachable(self, exc: HttpError) -> RegistryUnavailable:
-        return RegistryUnavailable(
-            f"cannot talk to the local Docker engine at {self.socket_path} "
-            f"({type(exc).__name__})"
-        )
-
-    def _deadline_error(self, what: str) -> RegistryUnavailable:
-        return RegistryUnavailable(
-            f"{what}: the engine did not answer within the {self._deadline:g} s deadline"
-        )
