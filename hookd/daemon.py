@@ -28,16 +28,16 @@ from typing import Any
 from handlers.errors import HookdError, PermanentError, TransientError
 from hookd import __version__
 from hookd.applier import Applier
-from hookd.client import ClientOptions, OneClient
-from hookd.config import Config, ConfigError, load, read_session
+from hookd.client import OneClient
+from hookd.config import Config, ConfigError, load
 from hookd.engine import Engine
 from hookd.index import TemplateIndex
 from hookd.intake import EchoFilter, Trigger
-from hookd.logs import configure_logging, get_logger, install_excepthooks, register_secret
+from hookd.logs import configure_logging, get_logger, install_excepthooks
 from hookd.metrics import HookdMetrics, MetricsServer
 from hookd.reconciler import Backoff, Reconciler
 from hookd.sdnotify import Notifier, WatchdogPinger
-from hookd.settings import oci_resolver, planner_settings
+from hookd.settings import oci_resolver, one_client, planner_settings
 from hookd.stream import EventStream
 from hookd.triggers import Cause, Why
 from hookd.world import WorldCache
@@ -65,14 +65,7 @@ def build(config: Config, *, session: str | None = None,
           metrics: HookdMetrics | None = None) -> Components:
     """Everything but threads and sockets: shared by ``run``, ``reconcile``, ``plan``."""
     metrics = metrics or HookdMetrics()
-    if session is None:
-        session = read_session(config.auth_file)
-    if ":" in session:
-        register_secret(session.split(":", 1)[1])
-    one = config.one
-    options = ClientOptions(connect_timeout=one.connect_timeout, read_timeout=one.timeout,
-                            tls_verify=one.tls_verify, page_size=one.page_size)
-    client = OneClient(config.xmlrpc, session, options, observer=metrics.observe_call)
+    client = one_client(config, session, metrics.observe_call)
     world = WorldCache(client, kernels=config.kernels.refs(), initrds=config.initrds.refs(),
                        owner=config.kernels.owner)
     index = TemplateIndex()

@@ -101,10 +101,10 @@ def run_register(args: argparse.Namespace) -> int:
 
     from handlers.errors import HookdError
     from handlers.facts import DS_FILE
-    from hookd.client import OneClient
-    from hookd.config import load, read_session
+    from hookd.config import load
     from hookd.documents import to_xml
     from hookd.kernels import verify_kernel
+    from hookd.settings import one_client
 
     path = Path(args.file).resolve()
     verdict = verify_kernel(path, args.hypervisor, config_path=args.kernel_config)
@@ -115,7 +115,7 @@ def run_register(args: argparse.Namespace) -> int:
         return 1
     try:
         config = load(Path(args.hookd_config) if args.hookd_config else None)
-        client = OneClient(config.xmlrpc, read_session(config.auth_file))
+        client = one_client(config)
         datastore = client.datastore(args.datastore)
         if datastore.type != DS_FILE:
             print(f"FAIL: datastore {datastore.id} ({datastore.name}) is not a file datastore "

@@ -10,9 +10,29 @@ from handlers.model import PlannerSettings
 from hookd.config import Config, read_text_file
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from hookd.client import OneClient
     from hookd.oci import RegistrySettings
     from hookd.oci_facts import OciResolver
     from hookd.world import WorldCache
+
+
+def one_client(config: Config, session: str | None = None,
+               observer: Callable[[str, float, bool], None] | None = None) -> OneClient:
+    """The XML-RPC client as ``one:`` configures it (every command that talks to oned uses
+    the same timeouts and TLS settings); the session's password is never logged."""
+    from hookd.client import ClientOptions, OneClient
+    from hookd.config import read_session
+    from hookd.logs import register_secret
+
+    session = read_session(config.auth_file) if session is None else session
+    if ":" in session:
+        register_secret(session.split(":", 1)[1])
+    one = config.one
+    options = ClientOptions(connect_timeout=one.connect_timeout, read_timeout=one.timeout,
+                            tls_verify=one.tls_verify, page_size=one.page_size)
+    return OneClient(config.xmlrpc, session, options, observer=observer)
 
 
 def planner_settings(config: Config) -> PlannerSettings:

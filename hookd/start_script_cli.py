@@ -93,12 +93,12 @@ def _from_template(template_id: int, config_path: str | None) -> int:
 
     from handlers.errors import HookdError
     from handlers.start_script import readable_start_script
-    from hookd.client import OneClient
-    from hookd.config import load, read_session
+    from hookd.config import load
+    from hookd.settings import one_client
 
     try:
         config = load(Path(config_path) if config_path else None)
-        facts = OneClient(config.xmlrpc, read_session(config.auth_file)).template(template_id)
+        facts = one_client(config).template(template_id)
     except HookdError as exc:
         return _fail(f"template {template_id}: {exc.reason}")
     context = facts.template.vector("CONTEXT")

@@ -4,7 +4,7 @@ Facts relied on (OpenNebula's drivers as cited below; QEMU's hw/i386/x86-common.
 with Debian's kernels under QEMU 7.2):
 - Firecracker: OpenNebula installs Firecracker v0.24.2 (``lib/firecracker/install-firecracker``),
   whose docs say "Firecracker supports only uncompressed, ELF kernel images" on x86_64; on aarch64
-  it loads a PE-formatted ``Image`` (§5.1). Its loader (``src/kernel/src/loader/mod.rs``, and
+  it loads a PE-formatted ``Image``. Its loader (``src/kernel/src/loader/mod.rs``, and
   rust-vmm linux-loader ``src/loader/x86_64/elf/mod.rs`` later) wants a little-endian ELF64 whose
   entry point and PT_LOAD physical addresses are at or above ``HIMEM_START`` (1 MiB). OpenNebula
   passes no initrd to Firecracker (``OS/INITRD`` is ignored, OpenNebula/one#5382), so the root disk
@@ -12,11 +12,12 @@ with Debian's kernels under QEMU 7.2):
 - KVM/QEMU direct kernel boot of an ELF: QEMU uses the Linux boot protocol only for a ``HdrS``
   bzImage; for an ELF it requires the PVH note ``XEN_ELFNOTE_PHYS32_ENTRY`` (type 18, matched by
   type only) or fails with "Error loading uncompressed kernel without PVH ELF Note"
-  (``hw/i386/x86-common.c``, §3.2). hookd attaches the uncompressed vmlinux for KVM too, so one
+  (``hw/i386/x86-common.c``). hookd attaches the uncompressed vmlinux for KVM too, so one
   artefact serves both hypervisors and the PVH entry is verified before any VM uses it.
 - KVM guests get the root disk as virtio-blk on virtio-pci (``DEV_PREFIX=vd``) and the context
-  CD as an IDE CD-ROM on the pc machine (ata_piix + sr_mod + isofs) (§3.2, §5.2); a module needs an
-  initrd (qemu-boot-facts.md: Debian kernels build all of those as modules).
+  CD as an IDE CD-ROM on the pc machine (ata_piix + sr_mod + isofs), on 7.x's q35 on SATA
+  (AHCI) (src/vmm/LibVirtDriverKVM.cc); a module needs an initrd (Debian's kernels build all
+  of those as modules).
 """
 
 from __future__ import annotations
