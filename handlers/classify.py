@@ -18,6 +18,9 @@ from handlers.model import PlannerSettings, World
 Origin = Literal["dockerhub", "docker_registry", "turnkeylinux", "linuxcontainers", "docker",
                  "lxd", "opt-in"]
 CONTAINER_MARKETS = frozenset({"dockerhub", "docker_registry", "turnkeylinux", "linuxcontainers"})
+# PATH schemes of container images (lower-cased, stripped PATH).
+DOCKER_SCHEMES = ("docker://", "dockerfile://")
+LXD_SCHEMES = ("lxd://",)
 # Images whose app needs its CMD/Entrypoint restored (a Docker image).
 DOCKER_ORIGINS = frozenset({"dockerhub", "docker_registry", "docker"})
 
@@ -57,9 +60,9 @@ def classify(image: ImageFacts, world: World, settings: PlannerSettings) -> Clas
             origin: Origin = mad  # type: ignore[assignment]
             return Classification(True, origin,
                                   f"imported from {world.market.name} ({mad}) app {world.app.id}")
-    if path.startswith(("docker://", "dockerfile://")):
+    if path.startswith(DOCKER_SCHEMES):
         return Classification(True, "docker", "PATH is a docker:// reference")
-    if path.startswith("lxd://"):
+    if path.startswith(LXD_SCHEMES):
         return Classification(True, "lxd", "PATH is an lxd:// rootfs")
     if opt is True:
         return Classification(True, "opt-in", f"opted in with {settings.opt_attribute}")

@@ -280,8 +280,12 @@ class OneClient:
             drop_ids=frozenset({"MARKETPLACEAPPS"}))]
 
     def iter_images(self) -> Iterator[ImageFacts]:
-        for element in self._paged("imagepool.info", "IMAGE_POOL", "IMAGE"):
+        for element in self.iter_image_elements():
             yield documents.image(element)
+
+    def iter_image_elements(self) -> Iterator[etree._Element]:
+        """The image pool's ``<IMAGE>`` elements; each is valid until the next is asked for."""
+        return self._paged("imagepool.info", "IMAGE_POOL", "IMAGE")
 
     def iter_template_elements(self) -> Iterator[etree._Element]:
         """The template pool's ``<VMTEMPLATE>`` elements, for a caller that reads only some

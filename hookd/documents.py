@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
+from handlers.classify import DOCKER_SCHEMES, LXD_SCHEMES
 from handlers.errors import PermanentError
 from handlers.facts import (
     AppFacts,
@@ -151,6 +152,33 @@ def image(el: etree._Element) -> ImageFacts:
         template=template(f.find("TEMPLATE")),
         locked=lock is not None and _int(lock, "LOCKED", 0) > 0,
     )
+
+
+def plainly_not_ours(el: etree._Element, *, opt_attribute: str,
+                     scope: frozenset[int], names: frozenset[str]) -> bool:
+    """Whether a pool's ``<IMAGE>`` is, without reading it in full, an image hookd has no
+    business with and nothing to take back from: in scope, no FROM_APP, no opt attribute,
+    no HOOKD_* status, a PATH of no container scheme, not named like a configured kernel.
+    A sweep reads nine images in ten of a cloud this way; anything else is read in full
+    and decided by :func:`handlers.planner.start` (tests/core/test_plainly_not_ours.py
+    checks both agree)."""
+    f = _Children(el)
+    _int(f, "ID")  # a malformed object fails here as it does when read in full
+    name, datastore, path = (_text(f, tag, "") for tag in ("NAME", "DATASTORE_ID", "PATH"))
+    if name in names:
+        return False
+    if scope and (not datastore.strip().isdigit() or int(datastore) not in scope):
+        return False
+    if path.strip().lower().startswith((*DOCKER_SCHEMES, *LXD_SCHEMES)):
+        return False
+    tmpl = f.find("TEMPLATE")
+    for child in () if tmpl is None else tmpl:
+        tag = child.tag
+        if isinstance(tag, str):
+            attribute = tag.upper()
+            if attribute in ("FROM_APP", opt_attribute) or attribute.startswith("HOOKD_"):
+                return False
+    return True
 
 
 def vm_template(el: etree._Element) -> VmTemplateFacts:

@@ -378,8 +378,14 @@ class Engine:
         self.world.refresh(scan_names=False)
         shared = _SweepWorlds(self.world, lambda image, classification: self._oci_facts(
             image, classification, False))
-        for image in self.client.iter_images():
+        settings = self.settings
+        names = frozenset(wanted_names)
+        for element in self.client.iter_image_elements():
             stats.images += 1
+            if documents.plainly_not_ours(element, opt_attribute=settings.opt_attribute,
+                                          scope=settings.scope_datastores, names=names):
+                continue  # not hookd's business, nothing to take back (start() agrees)
+            image = documents.image(element)
             if image.type in (TYPE_KERNEL, TYPE_RAMDISK) and image.name in wanted_names:
                 named[image.name].append(image)
             decided = start(image, shared.base(image), self.settings)
