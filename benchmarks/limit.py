@@ -1,7 +1,9 @@
 """The ceiling: a bare client that makes only the calls a fix strictly needs.
 
-For each image: ``one.template.info`` (the template read), ``one.template.update`` (merge,
-hookd's own payload) and ``one.image.update`` (merge, hookd's own status payload). The
+For each image: ``one.image.info`` (the image read: an event only says which image to
+look at, everything decided is read from oned, since issue 11), ``one.template.info`` (the
+template read), ``one.template.update`` (merge, hookd's own payload) and
+``one.image.update`` (merge, hookd's own status payload). The
 payloads are the last ones hookd sent in the burst, captured by the simulator, with the ids
 swapped, so the simulator parses, merges and stores exactly what it does for hookd. No event
 stream, no planning, no logging; request bodies are pre-encoded, a response is only checked
@@ -52,11 +54,12 @@ def run_limit(url: str, session: str, pairs: list[tuple[int, int]], *, workers: 
     """Fix every (image, template) pair as fast as the simulator answers."""
     parts = urlsplit(url)
     host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/RPC2"
-    jobs: queue.SimpleQueue[tuple[bytes, bytes, bytes] | None] = queue.SimpleQueue()
+    jobs: queue.SimpleQueue[tuple[bytes, ...] | None] = queue.SimpleQueue()
     for image_id, template_id in pairs:
         tpl = _IMAGE_ID.sub(f"<IMAGE_ID>{image_id}</IMAGE_ID>", template_payload)
         img = _TEMPLATES.sub(f"<HOOKD_TEMPLATES>{template_id}</HOOKD_TEMPLATES>", image_payload)
         jobs.put((
+            xmlrpc.client.dumps((session, image_id, False), "one.image.info").encode(),
             xmlrpc.client.dumps((session, template_id, False, False), "one.template.info")
             .encode(),
             xmlrpc.client.dumps((session, template_id, tpl, 1), "one.template.update").encode(),
