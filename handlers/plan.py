@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -80,7 +81,10 @@ def _is_start_script(attribute: str) -> bool:
     return attribute.rsplit("/", 1)[-1] == "START_SCRIPT_BASE64"
 
 
+@functools.lru_cache(maxsize=256)
 def short_hash(value: str | None) -> str:
+    """The first 16 hex digits of the value's sha256 ("-" for none). Cached: a burst of one
+    app's imports hashes the same START_SCRIPT (kilobytes) several times per template."""
     if value is None:
         return "-"
     return hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]

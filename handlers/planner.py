@@ -19,6 +19,7 @@ from their current values plus hookd's edits) and the status attributes for the 
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -218,8 +219,13 @@ def _start_script_wants(template: VmTemplateFacts, world: World, settings: Plann
             return [], [f"kept the START_SCRIPT a person wrote: {exc.reason}"], None
         value = base64.b64encode(combined.encode("utf-8")).decode("ascii")
         return [Want(START_SCRIPT_BASE64, value, "merge")], notes, None
-    value = base64.b64encode(oci.script.encode("utf-8")).decode("ascii")
-    return [Want(START_SCRIPT_BASE64, value, "set")], notes, None
+    return [Want(START_SCRIPT_BASE64, _base64(oci.script), "set")], notes, None
+
+
+@functools.lru_cache(maxsize=64)
+def _base64(script: str) -> str:
+    """CONTEXT/START_SCRIPT_BASE64 for a script (cached: one app's imports share theirs)."""
+    return base64.b64encode(script.encode("utf-8")).decode("ascii")
 
 
 def plan_template(image: ImageFacts, template: VmTemplateFacts, world: World,
