@@ -8,13 +8,25 @@ import ssl
 import subprocess
 import threading
 import time
+import xmlrpc.client
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from xml.parsers.expat import ExpatError
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from handlers.errors import PermanentError, TransientError
-from hookd.client import AuthenticationError, ClientOptions, LockedError, NotFound, OneClient
+from hookd.client import (
+    AuthenticationError,
+    ClientOptions,
+    LockedError,
+    NotFound,
+    OneClient,
+    _loads,
+)
 from hookd.testing.simulator import Simulator
 
 pytestmark = [pytest.mark.integration]
@@ -174,3 +186,27 @@ def test_a_dripping_oned_is_cut_at_the_timeout(dripping_oned: str) -> None:
         with pytest.raises(TransientError, match=r"did not answer one\.\w+\.\w+ within 1 s"):
             call()
         assert time.monotonic() - started < 3
+
+
+# -- answers are read exactly as xmlrpc.client.loads reads them ------------------------------
+_XMLRPC_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**31, 2**31 - 1)
+    | st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=200)
+    | st.builds(lambda n: "<T><A><![CDATA[" + "&<>" * n + "]]></A></T>", st.integers(0, 500)),
+    lambda inner: st.lists(inner, max_size=5), max_leaves=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_XMLRPC_VALUES)
+def test_answers_parse_as_the_standard_library_parses_them(value: Any) -> None:
+    body = xmlrpc.client.dumps((value,), methodresponse=True, allow_none=True).encode()
+    assert _loads(body) == xmlrpc.client.loads(body)[0][0]
+
+
+def test_a_fault_and_a_truncated_answer_fail_as_with_the_standard_library() -> None:
+    fault = xmlrpc.client.dumps(xmlrpc.client.Fault(1, "nope"), methodresponse=True).encode()
+    with pytest.raises(xmlrpc.client.Fault):
+        _loads(fault)
+    body = xmlrpc.client.dumps(([True, "x" * 100, 0],), methodresponse=True).encode()
+    with pytest.raises(ExpatError):
+        _loads(body[:-30])
