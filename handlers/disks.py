@@ -141,17 +141,15 @@ def predict_target(
         else:
             kinds.append((disk.index, prefix, image.type))
 
+    # The first OS disk; a disk of unknown type before it is assumed not to be an OS image.
     first_os: int | None = None
     for disk_index, _prefix, kind in kinds:
         if kind is None and disk_index < index:
             certain = False
             reason = f"the image of DISK {disk_index} could not be read"
-        if kind == TYPE_OS and first_os is None:
+        if kind == TYPE_OS:
             first_os = disk_index
             break
-        if kind is None and first_os is None:
-            # Unknown type before any known OS disk: assume it is not an OS image.
-            continue
 
     order: list[tuple[int, str]] = []
     if first_os is not None:
