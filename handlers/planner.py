@@ -30,6 +30,7 @@ from handlers.base import (
     HandlerInput,
     current_value,
     decode_value,
+    rebuilt,
     usable_kernel,
 )
 from handlers.classify import Classification, classify
@@ -38,6 +39,7 @@ from handlers.facts import TYPE_CDROM, TYPE_OS, ImageFacts, VmTemplateFacts
 from handlers.hypervisor import pin_requirements, resolve
 from handlers.model import (
     KERNEL_HYPERVISORS,
+    AttrPath,
     OciProblem,
     OciProcessFacts,
     OciUnavailable,
@@ -65,7 +67,7 @@ from handlers.plan import (
 )
 from handlers.record import RECORD_ATTR, Record, path_of
 from handlers.retarget import retarget
-from handlers.template import REMOVE, Removal, Vector, WriteValue
+from handlers.template import REMOVE, Removal, Vector
 
 
 def known_hypervisors(world: World) -> tuple[str, ...]:
@@ -146,37 +148,18 @@ def _show(value: str | None, limit: int = 60) -> str:
 
 def _build_edit(template: VmTemplateFacts, changes: list[tuple[Want, str | None]],
                 record: Record, image: ImageFacts, hypervisor: str) -> TemplateEdit:
-    tmpl = template.template
-    singles: dict[str, WriteValue] = {}
-    vectors: dict[str, Vector] = {}
-    indexed: dict[str, list[Vector]] = {}
     shown: list[Change] = []
     hashes = dict(record.hashes)
     was = dict(record.was)
     for want, before in changes:
-        path = want.path
-        if path.vector is None:
-            singles[path.name] = REMOVE if want.value is None else want.value
-        elif path.index is None:
-            base = vectors.get(path.vector) or tmpl.vector(path.vector) or Vector()
-            vectors[path.vector] = base.set(path.name, want.value)
-        else:
-            group = indexed.setdefault(path.vector, list(tmpl.vectors(path.vector)))
-            group[path.index] = group[path.index].set(path.name, want.value)
-        key = path.record_key
+        key = want.path.record_key
         if key not in record.hashes and before is not None:
             # hookd takes this value over: remember what was there, to undo exactly.
             was[key] = before
         hashes[key] = short_hash(want.value)
-        shown.append(Change(str(path), before, want.value))
+        shown.append(Change(str(want.path), before, want.value))
     new_record = Record(image.id, hypervisor, hashes, was).to_vector()
-    attributes: list[tuple[str, tuple[WriteValue, ...]]] = []
-    for name, value in singles.items():
-        attributes.append((name, (value,)))
-    for name, vector in vectors.items():
-        attributes.append((name, (vector,)))
-    for name, group in indexed.items():
-        attributes.append((name, tuple(group)))
+    attributes = rebuilt(template.template, [(w.path, w.value) for w, _ in changes], str)
     attributes.append((RECORD_ATTR, (new_record,)))
     return TemplateEdit(template.id, tuple(attributes), tuple(shown))
 
@@ -502,10 +485,7 @@ def _undo_template(image: ImageFacts, template: VmTemplateFacts,
     record = Record.read(template.template.vector(RECORD_ATTR))
     if record.image_id != image.id:
         return None
-    tmpl = template.template
-    singles: dict[str, WriteValue] = {}
-    vectors: dict[str, Vector] = {}
-    indexed: dict[str, list[Vector]] = {}
+    restored: list[tuple[AttrPath, str | None]] = []
     shown: list[Change] = []
     notes: list[str] = []
     for key, hashed in sorted(record.hashes.items()):
@@ -517,20 +497,9 @@ def _undo_template(image: ImageFacts, template: VmTemplateFacts,
         if short_hash(current) != hashed:
             notes.append(f"kept {path}={_show(current)}: a person changed it after hookd set it")
             continue
-        if path.vector is None:
-            singles[path.name] = REMOVE if earlier is None else decode_value(earlier)
-        elif path.index is None:
-            base = vectors.get(path.vector) or tmpl.vector(path.vector) or Vector()
-            vectors[path.vector] = base.set(path.name, earlier)
-        else:
-            group = indexed.setdefault(path.vector, list(tmpl.vectors(path.vector)))
-            if path.index < len(group):
-                group[path.index] = group[path.index].set(path.name, earlier)
+        restored.append((path, earlier))
         shown.append(Change(str(path), current, earlier))
-    attributes: list[tuple[str, tuple[WriteValue, ...]]] = []
-    attributes += [(name, (value,)) for name, value in singles.items()]
-    attributes += [(name, (vector if vector else REMOVE,)) for name, vector in vectors.items()]
-    attributes += [(name, tuple(group)) for name, group in indexed.items()]
+    attributes = rebuilt(template.template, restored, decode_value)
     attributes.append((RECORD_ATTR, (REMOVE,)))
     shown.append(Change(RECORD_ATTR, "(hookd's record)", None))
     edit = TemplateEdit(template.id, tuple(attributes), tuple(shown))
