@@ -317,8 +317,7 @@ def plan_template(image: ImageFacts, template: VmTemplateFacts, world: World,
                            tuple(evaluation.owned))
 
 
-def _aggregate(outcomes: Sequence[TemplateOutcome]) -> tuple[Status, str]:
-    relevant = [o for o in outcomes if o.reason != "does not use this image"]
+def _aggregate(relevant: Sequence[TemplateOutcome]) -> tuple[Status, str]:
     if not relevant:
         return "skipped", "no VM template uses this image yet"
     status = min((o.status for o in relevant), key=lambda s: STATUS_PRIORITY[s])
@@ -334,9 +333,9 @@ def _aggregate(outcomes: Sequence[TemplateOutcome]) -> tuple[Status, str]:
     return status, "; ".join(parts)
 
 
-def triage(image: ImageFacts, world: World,
-           settings: PlannerSettings) -> ImagePlan | Classification:
-    """Decide whether the image is hookd's business: a final plan if not, else its class."""
+def start(image: ImageFacts, world: World, settings: PlannerSettings
+          ) -> ImagePlan | ImagePlanning:
+    """Triage: a final plan when the image is not hookd's business, else its planning."""
     if settings.scope_datastores and image.datastore_id not in settings.scope_datastores:
         return ImagePlan(image.id, None, f"datastore {image.datastore_id} is out of scope")
     classification = classify(image, world, settings)
@@ -348,29 +347,7 @@ def triage(image: ImageFacts, world: World,
     if not image.usable:
         return ImagePlan(image.id, None,
                          f"image is {image.state_name}; hookd acts once it is READY")
-    return classification
-
-
-def conclude(image: ImageFacts, outcomes: Iterable[TemplateOutcome], world: World,
-             classification: Classification,
-             concurrent: Mapping[int, str] | None = None) -> ImagePlan:
-    """The image's status from its templates' outcomes, and the attributes to write.
-
-    ``concurrent``: template id -> a sentence about an update by someone else that hookd's
-    update of it may have overwritten; kept on the image (HOOKD_CONCURRENT) and named in
-    the reason until the operator removes it.
-    """
-    relevant = tuple(o for o in outcomes if o.reason != "does not use this image")
-    status, reason = _aggregate(relevant)
-    noted = _concurrent_lines(image.template.get(CONCURRENT_ATTR), concurrent or {})
-    if noted:
-        reason = "; ".join(part for part in (reason, noted.replace("\n", "; ")) if part)
-    source = None
-    if classification.docker and isinstance(world.oci, OciProcessFacts):
-        source = world.oci.source
-    elif classification.docker and isinstance(world.oci, OciUnavailable):
-        source = image.template.get(SOURCE_ATTR)  # unchanged by an outage
-    return _with_status(image, status, reason, relevant, source, world, noted)
+    return ImagePlanning(image, world, settings, classification)
 
 
 def _concurrent_lines(current: str | None, new: Mapping[int, str]) -> str:
@@ -415,17 +392,23 @@ class ImagePlanning:
         self.outcomes.append(outcome)
 
     def finish(self, concurrent: Mapping[int, str] | None = None) -> ImagePlan:
-        return conclude(self.image, self.outcomes, self.world, self.classification,
-                        concurrent)
+        """The image's status from its templates' outcomes, and the attributes to write.
 
-
-def start(image: ImageFacts, world: World, settings: PlannerSettings
-          ) -> ImagePlan | ImagePlanning:
-    """Triage: a final plan when the image is not hookd's business, else its planning."""
-    decided = triage(image, world, settings)
-    if isinstance(decided, ImagePlan):
-        return decided
-    return ImagePlanning(image, world, settings, decided)
+        ``concurrent``: template id -> a sentence about an update by someone else that
+        hookd's update of it may have overwritten; kept on the image (HOOKD_CONCURRENT) and
+        named in the reason until the operator removes it.
+        """
+        relevant = tuple(o for o in self.outcomes if o.reason != "does not use this image")
+        status, reason = _aggregate(relevant)
+        noted = _concurrent_lines(self.image.template.get(CONCURRENT_ATTR), concurrent or {})
+        if noted:
+            reason = "; ".join(part for part in (reason, noted.replace("\n", "; ")) if part)
+        source = None
+        if self.classification.docker and isinstance(self.world.oci, OciProcessFacts):
+            source = self.world.oci.source
+        elif self.classification.docker and isinstance(self.world.oci, OciUnavailable):
+            source = self.image.template.get(SOURCE_ATTR)  # unchanged by an outage
+        return _with_status(self.image, status, reason, relevant, source, self.world, noted)
 
 
 def plan_for(image: ImageFacts, templates: Iterable[VmTemplateFacts], world: World,
