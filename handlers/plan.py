@@ -12,7 +12,7 @@ import binascii
 import functools
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from handlers.template import Removal, WriteValue
@@ -150,7 +150,6 @@ class ImagePlan:
     image_changes: tuple[Change, ...] = ()
     source: str | None = None
     digest: str = ""
-    notes: tuple[str, ...] = field(default=())
     # Not hookd's business because the image is not a container image: what hookd wrote for
     # it (after a wrong decision) is to be undone.
     undo: bool = False
