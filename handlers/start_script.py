@@ -96,9 +96,7 @@ _SIGNAL_NUMBERS: dict[str, int] = {
     **{f"RTMAX-{i}": 64 - i for i in range(1, 15)},
 }  # fmt: skip
 # One canonical name per number (the first one above: ABRT, CHLD, IO, SYS).
-_CANONICAL_SIGNAL: dict[int, str] = {}
-for _name, _number in _SIGNAL_NUMBERS.items():
-    _CANONICAL_SIGNAL.setdefault(_number, _name)
+_CANONICAL_SIGNAL = {number: name for name, number in reversed(_SIGNAL_NUMBERS.items())}
 # Names OpenRC's parse_signal() knows; other signals go to its schedule as "-NUMBER".
 _OPENRC_SIGNALS = frozenset(
     {
@@ -338,20 +336,16 @@ def parse_oci_config(doc: object) -> OciProcess:
     )
 
 
+# JSON's types as json.loads returns them; bool before int, which it subclasses.
+_JSON_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (type(None), "null"), (bool, "a boolean"), ((int, float), "a number"), (str, "a string"),
+    (list, "a list"), (dict, "an object"),
+)
+
+
 def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+    return next((name for kind, name in _JSON_TYPES if isinstance(value, kind)),
+                type(value).__name__)
 
 
 def _check_text(text: str, what: str, max_bytes: int) -> None:
