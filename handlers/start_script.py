@@ -399,7 +399,6 @@ def _parse_env(value: object) -> tuple[tuple[str, str], ...]:
         raise StartScriptError(f"'Env' must be a list of strings, not {_json_type(value)}.")
     if len(value) > MAX_ENV_ENTRIES:
         raise StartScriptError(f"'Env' has {len(value)} entries, more than {MAX_ENV_ENTRIES}.")
-    names: list[str] = []
     values: dict[str, str] = {}
     for index, item in enumerate(value):
         if not isinstance(item, str):
@@ -409,10 +408,8 @@ def _parse_env(value: object) -> tuple[tuple[str, str], ...]:
         if not sep:
             raise StartScriptError(f"'Env'[{index}] {item[:80]!r} has no '='.")
         _check_env_name(name)
-        if name not in values:
-            names.append(name)
         values[name] = val  # Docker: a later duplicate replaces the value, keeps the place.
-    return tuple((name, values[name]) for name in names)
+    return tuple(values.items())
 
 
 def _parse_stop_signal(value: object) -> str:
@@ -434,31 +431,24 @@ def _parse_stop_signal(value: object) -> str:
     return "SIG" + _CANONICAL_SIGNAL[_SIGNAL_NUMBERS[name]]
 
 
-@dataclass(frozen=True)
-class _UserSpec:
-    user: str  # a name, or a canonical decimal uid when user_is_id
-    user_is_id: bool
-    group: str  # "" when User has no group part
-    group_is_id: bool
-
-
-def _parse_id_or_name(part: str, what: str) -> tuple[str, bool]:
+def _parse_id_or_name(part: str, what: str) -> str:
     # runc decides with strconv.Atoi: "+12" and "007" are ids, "-1" is an out-of-range id.
     if _ID_RE.fullmatch(part):
         number = int(part)
         if not 0 <= number <= _MAX_ID:
             raise StartScriptError(f"User's {what} {part!r} is outside 0..{_MAX_ID}.")
-        return str(number), True
-    return part, False
+        return str(number)
+    return part
 
 
-def _parse_user(user: object) -> _UserSpec:
-    """Split Docker's User (``user``, ``uid``, ``user:group``, ``uid:gid``, ...)."""
+def _parse_user(user: object) -> tuple[str, str]:
+    """Split Docker's User (``user``, ``uid``, ``user:group``, ``uid:gid``, ...) into user and
+    group (``""`` when it has no group part): a name as written, an id in canonical decimal."""
     if not isinstance(user, str):
         raise StartScriptError("User must be a string.")
     _check_text(user, "User", MAX_USER_BYTES)
     if user == "":
-        return _UserSpec("0", True, "", False)  # runc: no User = the entry of uid 0
+        return "0", ""  # runc: no User = the entry of uid 0
     if "\n" in user:
         raise StartScriptError("User contains a newline, so it cannot name a passwd entry.")
     parts = user.split(":")
@@ -466,13 +456,13 @@ def _parse_user(user: object) -> _UserSpec:
         raise StartScriptError(f"User {user[:80]!r} has more than one ':'.")
     if parts[0] == "":
         raise StartScriptError(f"User {user[:80]!r} has an empty user part.")
-    name, user_is_id = _parse_id_or_name(parts[0], "uid")
-    group, group_is_id = "", False
+    name = _parse_id_or_name(parts[0], "uid")
+    group = ""
     if len(parts) == 2:
         if parts[1] == "":
             raise StartScriptError(f"User {user[:80]!r} has an empty group after ':'.")
-        group, group_is_id = _parse_id_or_name(parts[1], "gid")
-    return _UserSpec(name, user_is_id, group, group_is_id)
+        group = _parse_id_or_name(parts[1], "gid")
+    return name, group
 
 
 # --------------------------------------------------------------------------------------
@@ -671,7 +661,7 @@ def _env_words(process: OciProcess) -> list[str]:
 def _render(process: OciProcess, options: StartScriptOptions, *, packed: bool) -> str:
     """start_script.sh around launcher.sh rendered for ``process``: the code part packed
     (what templates carry) or as it is (the readable form; it runs the same way)."""
-    spec = _parse_user(process.user)
+    user, group = _parse_user(process.user)
     signal = process.stop_signal[3:]
     number = _SIGNAL_NUMBERS[signal]
     words = {
@@ -679,8 +669,8 @@ def _render(process: OciProcess, options: StartScriptOptions, *, packed: bool) -
         "LOG": _q(options.log_file),
         "USER_SPEC": _q(process.user),
         # A name never consists of digits only (that is an id), so the shell tells them apart.
-        "USER": _q(spec.user),
-        "GROUP": _q(spec.group),
+        "USER": _q(user),
+        "GROUP": _q(group),
         "WORKDIR": _q(process.workdir),
         "STOP_NUMBER": str(number),
         "STOP_NAME": _q(process.stop_signal),
