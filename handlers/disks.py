@@ -134,12 +134,8 @@ def predict_target(
             if disk.index == index:
                 return Prediction(explicit, prefix, True, "explicit TARGET")
             continue
-        if disk.is_volatile:
-            kinds.append((disk.index, prefix, TYPE_DATABLOCK))
-        elif image is None:
-            kinds.append((disk.index, prefix, None))
-        else:
-            kinds.append((disk.index, prefix, image.type))
+        kind = None if image is None else image.type  # None: the image could not be read
+        kinds.append((disk.index, prefix, TYPE_DATABLOCK if disk.is_volatile else kind))
 
     # The first OS disk; a disk of unknown type before it is assumed not to be an OS image.
     first_os: int | None = None
