@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-from handlers.template import Removal, WriteValue
+from handlers.template import REMOVE, Removal, WriteValue
 
 Status = Literal["applied", "skipped", "unsupported", "waiting", "error"]
 # The image status that matters most to an operator wins when templates disagree.
@@ -146,8 +146,7 @@ class ImagePlan:
     status: Status | None  # None: not hookd's business (no status written at all)
     reason: str
     templates: tuple[TemplateOutcome, ...] = ()
-    image_attributes: tuple[tuple[str, str | Removal], ...] = ()  # status attributes
-    image_changes: tuple[Change, ...] = ()
+    image_changes: tuple[Change, ...] = ()  # of the status attributes
     source: str | None = None
     digest: str = ""
     # Not hookd's business because the image is not a container image: what hookd wrote for
@@ -157,6 +156,12 @@ class ImagePlan:
     @property
     def edits(self) -> tuple[TemplateEdit, ...]:
         return tuple(t.edit for t in self.templates if t.edit is not None)
+
+    @property
+    def image_attributes(self) -> tuple[tuple[str, str | Removal], ...]:
+        """The status attributes to write: each change's new value, REMOVE for none."""
+        return tuple((c.attribute, REMOVE if c.after is None else c.after)
+                     for c in self.image_changes)
 
     @property
     def is_noop(self) -> bool:

@@ -67,7 +67,7 @@ from handlers.plan import (
 )
 from handlers.record import RECORD_ATTR, Record, path_of
 from handlers.retarget import retarget
-from handlers.template import REMOVE, Removal, Vector
+from handlers.template import REMOVE, Vector
 
 
 def known_hypervisors(world: World) -> tuple[str, ...]:
@@ -429,15 +429,12 @@ def status_plan(image: ImageFacts, status: Status, reason: str) -> ImagePlan:
     """Only HOOKD_STATUS and HOOKD_REASON: a failure hookd gave up on (``error``), or what a
     retry waits for (``waiting``). Nothing else changes, and nothing at all when the image
     already says exactly that: a long wait costs one write per attempt at most."""
-    writes: list[tuple[str, str | Removal]] = []
     changes: list[Change] = []
     for key, value in ((STATUS_ATTR, status), (REASON_ATTR, reason)):
         current = image.template.get(key)
         if current != value:
-            writes.append((key, value))
             changes.append(Change(key, current, value))
-    return ImagePlan(image.id, status, reason, image_attributes=tuple(writes),
-                     image_changes=tuple(changes))
+    return ImagePlan(image.id, status, reason, image_changes=tuple(changes))
 
 
 def undo_plan(image: ImagePlan, facts: ImageFacts,
@@ -452,15 +449,12 @@ def undo_plan(image: ImagePlan, facts: ImageFacts,
     """
     outcomes = tuple(o for o in (_undo_template(facts, t, image.reason) for t in templates)
                      if o is not None)
-    writes: list[tuple[str, str | Removal]] = []
     changes: list[Change] = []
     for key in IMAGE_STATUS_ATTRS:
         current = facts.template.get(key)
         if current is not None:
-            writes.append((key, REMOVE))
             changes.append(Change(key, current, None))
-    return replace(image, templates=outcomes, image_attributes=tuple(writes),
-                   image_changes=tuple(changes))
+    return replace(image, templates=outcomes, image_changes=tuple(changes))
 
 
 def _undo_template(image: ImageFacts, template: VmTemplateFacts,
@@ -508,12 +502,9 @@ def _with_status(image: ImageFacts, status: Status, reason: str,
             wanted[OCI_DIGEST_ATTR] = oci.config_digest
     if concurrent:
         wanted[CONCURRENT_ATTR] = concurrent
-    writes: list[tuple[str, str | Removal]] = []
     changes: list[Change] = []
     for key, value in wanted.items():
         current = image.template.get(key)
         if (current or "") != value:
-            writes.append((key, value))
             changes.append(Change(key, current, value))
-    return ImagePlan(image.id, status, reason, outcomes, tuple(writes), tuple(changes), source,
-                     digest)
+    return ImagePlan(image.id, status, reason, outcomes, tuple(changes), source, digest)
