@@ -644,18 +644,12 @@ def _env_words(process: OciProcess) -> list[str]:
     """``docker run``'s environment as shell words: PATH and HOSTNAME first (the image's
     own values replace them in place), the image Env in order, then HOME when the image
     does not set it. HOSTNAME and HOME are known only in the guest, at start time."""
-    entries: list[tuple[str, str | None]] = [("PATH", DEFAULT_PATH), ("HOSTNAME", None)]
-    index = {"PATH": 0, "HOSTNAME": 1}
-    for name, value in process.env:
-        if name in index:
-            entries[index[name]] = (name, value)
-        else:
-            index[name] = len(entries)
-            entries.append((name, value))
-    if "HOME" not in index:
-        entries.append(("HOME", None))
+    entries: dict[str, str | None] = {"PATH": DEFAULT_PATH, "HOSTNAME": None}
+    entries.update(process.env)  # a dict keeps a replaced name in its place
+    entries.setdefault("HOME", None)
     runtime = {"HOSTNAME": '"HOSTNAME=$hostname"', "HOME": '"HOME=$home"'}
-    return [runtime[name] if value is None else _q(f"{name}={value}") for name, value in entries]
+    return [runtime[name] if value is None else _q(f"{name}={value}")
+            for name, value in entries.items()]
 
 
 def _render(process: OciProcess, options: StartScriptOptions, *, packed: bool) -> str:
