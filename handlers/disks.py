@@ -82,7 +82,6 @@ def boot_disk_index(template: VmTemplateFacts) -> int | None:
 @dataclass(frozen=True, slots=True)
 class Prediction:
     target: str
-    prefix: str
     certain: bool
     reason: str = ""
 
@@ -132,7 +131,7 @@ def predict_target(
         if explicit:
             used.add(explicit)
             if disk.index == index:
-                return Prediction(explicit, prefix, True, "explicit TARGET")
+                return Prediction(explicit, True, "explicit TARGET")
             continue
         kind = None if image is None else image.type  # None: the image could not be read
         kinds.append((disk.index, prefix, TYPE_DATABLOCK if disk.is_volatile else kind))
@@ -165,5 +164,5 @@ def predict_target(
         else:  # pragma: no cover - 26 disks of one prefix
             candidate = prefix + "z"
         if disk_index == index:
-            return Prediction(candidate, prefix, certain, reason)
+            return Prediction(candidate, certain, reason)
     raise ValueError(f"DISK {index} is not in the template")  # pragma: no cover
