@@ -36,8 +36,7 @@ class HandlerInput:
         value = self.current(path)
         if value is None or value == "":
             return None
-        recorded = self.record.get(path.record_key)
-        if recorded is not None and recorded == short_hash(value):
+        if self.record.get(path.record_key) == short_hash(value):  # hookd's own value
             return None
         return value
 

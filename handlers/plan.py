@@ -197,8 +197,7 @@ def render_plan(plan: ImagePlan, *, width: int = 100) -> str:
         if outcome.reason:
             head += f" - {outcome.reason}"
         lines.append(head)
-        for note in outcome.notes:
-            lines.append(f"    note: {note}")
+        lines.extend(f"    note: {note}" for note in outcome.notes)
         if outcome.edit is None:
             continue
         for change in outcome.edit.changes:
