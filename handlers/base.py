@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from handlers.disks import DiskRef, disks
 from handlers.facts import ImageFacts, VmTemplateFacts
 from handlers.model import AttrPath, KernelChoice, PlannerSettings, Want, World
 from handlers.plan import VECTOR_PREFIX, short_hash
-from handlers.template import Vector
+from handlers.template import REMOVE, Template, Vector, WriteValue
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +36,7 @@ class HandlerInput:
         value = self.current(path)
         if value is None or value == "":
             return None
-        recorded = self.record.get(path.record_key)
-        if recorded is not None and recorded == short_hash(value):
+        if self.record.get(path.record_key) == short_hash(value):  # hookd's own value
             return None
         return value
 
@@ -58,6 +57,31 @@ def current_value(template: VmTemplateFacts, path: AttrPath) -> str | None:
     if path.index >= len(vectors):
         return None
     return vectors[path.index].get(path.name)
+
+
+def rebuilt(template: Template, values: Iterable[tuple[AttrPath, str | None]],
+            single: Callable[[str], WriteValue]) -> list[tuple[str, tuple[WriteValue, ...]]]:
+    """The whole top-level attributes of a merge update that puts each value at its path
+    (None removes it; ``single`` turns a top-level value into what is written) and keeps
+    everything else of the vectors it touches; a vector left empty is removed."""
+    singles: dict[str, WriteValue] = {}
+    vectors: dict[str, Vector] = {}
+    indexed: dict[str, list[Vector]] = {}
+    for path, value in values:
+        if path.vector is None:
+            singles[path.name] = REMOVE if value is None else single(value)
+        elif path.index is None:
+            base = vectors.get(path.vector, template.vector(path.vector) or Vector())
+            vectors[path.vector] = base.set(path.name, value)
+        else:
+            group = indexed.setdefault(path.vector, list(template.vectors(path.vector)))
+            if path.index < len(group):
+                group[path.index] = group[path.index].set(path.name, value)
+    attributes: list[tuple[str, tuple[WriteValue, ...]]] = []
+    attributes += [(name, (value,)) for name, value in singles.items()]
+    attributes += [(name, (vector if vector else REMOVE,)) for name, vector in vectors.items()]
+    attributes += [(name, tuple(group)) for name, group in indexed.items()]
+    return attributes
 
 
 def encode_vector(vector: Vector) -> str:

@@ -15,30 +15,13 @@ _VT_CONSOLE = re.compile(r"console=tty[0-9]+")
 # takes the last of ro/rw (init/do_mounts.c), so appending rw after a person's ro would
 # silently overrule it.
 _CONFLICTS: dict[str, frozenset[str]] = {"rw": frozenset({"ro"}), "ro": frozenset({"rw"})}
+# A token: unquoted characters and double-quoted runs (an unclosed quote runs to the end).
+_TOKEN = re.compile(r'(?:[^\s"]+|"[^"]*"?)+')
 
 
 def split(cmdline: str | None) -> list[str]:
     """Split on whitespace, keeping double-quoted values (``foo="a b"``) in one token."""
-    if not cmdline:
-        return []
-    if '"' not in cmdline:
-        return cmdline.split()
-    tokens: list[str] = []
-    current: list[str] = []
-    quoted = False
-    for char in cmdline:
-        if char == '"':
-            quoted = not quoted
-            current.append(char)
-        elif char.isspace() and not quoted:
-            if current:
-                tokens.append("".join(current))
-                current = []
-        else:
-            current.append(char)
-    if current:
-        tokens.append("".join(current))
-    return tokens
+    return _TOKEN.findall(cmdline or "")
 
 
 def _key(token: str) -> str:

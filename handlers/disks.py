@@ -82,7 +82,6 @@ def boot_disk_index(template: VmTemplateFacts) -> int | None:
 @dataclass(frozen=True, slots=True)
 class Prediction:
     target: str
-    prefix: str
     certain: bool
     reason: str = ""
 
@@ -132,26 +131,20 @@ def predict_target(
         if explicit:
             used.add(explicit)
             if disk.index == index:
-                return Prediction(explicit, prefix, True, "explicit TARGET")
+                return Prediction(explicit, True, "explicit TARGET")
             continue
-        if disk.is_volatile:
-            kinds.append((disk.index, prefix, TYPE_DATABLOCK))
-        elif image is None:
-            kinds.append((disk.index, prefix, None))
-        else:
-            kinds.append((disk.index, prefix, image.type))
+        kind = None if image is None else image.type  # None: the image could not be read
+        kinds.append((disk.index, prefix, TYPE_DATABLOCK if disk.is_volatile else kind))
 
+    # The first OS disk; a disk of unknown type before it is assumed not to be an OS image.
     first_os: int | None = None
     for disk_index, _prefix, kind in kinds:
         if kind is None and disk_index < index:
             certain = False
             reason = f"the image of DISK {disk_index} could not be read"
-        if kind == TYPE_OS and first_os is None:
+        if kind == TYPE_OS:
             first_os = disk_index
             break
-        if kind is None and first_os is None:
-            # Unknown type before any known OS disk: assume it is not an OS image.
-            continue
 
     order: list[tuple[int, str]] = []
     if first_os is not None:
@@ -171,5 +164,5 @@ def predict_target(
         else:  # pragma: no cover - 26 disks of one prefix
             candidate = prefix + "z"
         if disk_index == index:
-            return Prediction(candidate, prefix, certain, reason)
+            return Prediction(candidate, certain, reason)
     raise ValueError(f"DISK {index} is not in the template")  # pragma: no cover

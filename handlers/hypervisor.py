@@ -45,15 +45,14 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     while pos < len(text):
         match = _TOKEN.match(text, pos)
         if match is None or match.end() == pos:
-            raise RequirementSyntaxError(f"cannot read requirements at {text[pos:pos + 20]!r}")
+            raise RequirementSyntaxError("cannot read requirements at "
+                                         f"{text[pos:].lstrip()[:20]!r}")
         kind = match.lastgroup or ""
         value = match.group(kind)
         if kind == "string":
             value = value[1:-1].replace('\\"', '"')
         out.append((kind, value))
-        pos = match.end()
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
+        pos = match.end()  # the next match skips the whitespace before its token
     return out
 
 

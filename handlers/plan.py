@@ -12,10 +12,10 @@ import binascii
 import functools
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
-from handlers.template import Removal, WriteValue
+from handlers.template import REMOVE, Removal, WriteValue
 
 Status = Literal["applied", "skipped", "unsupported", "waiting", "error"]
 # The image status that matters most to an operator wins when templates disagree.
@@ -146,11 +146,9 @@ class ImagePlan:
     status: Status | None  # None: not hookd's business (no status written at all)
     reason: str
     templates: tuple[TemplateOutcome, ...] = ()
-    image_attributes: tuple[tuple[str, str | Removal], ...] = ()  # status attributes
-    image_changes: tuple[Change, ...] = ()
+    image_changes: tuple[Change, ...] = ()  # of the status attributes
     source: str | None = None
     digest: str = ""
-    notes: tuple[str, ...] = field(default=())
     # Not hookd's business because the image is not a container image: what hookd wrote for
     # it (after a wrong decision) is to be undone.
     undo: bool = False
@@ -158,6 +156,12 @@ class ImagePlan:
     @property
     def edits(self) -> tuple[TemplateEdit, ...]:
         return tuple(t.edit for t in self.templates if t.edit is not None)
+
+    @property
+    def image_attributes(self) -> tuple[tuple[str, str | Removal], ...]:
+        """The status attributes to write: each change's new value, REMOVE for none."""
+        return tuple((c.attribute, REMOVE if c.after is None else c.after)
+                     for c in self.image_changes)
 
     @property
     def is_noop(self) -> bool:
@@ -193,8 +197,7 @@ def render_plan(plan: ImagePlan, *, width: int = 100) -> str:
         if outcome.reason:
             head += f" - {outcome.reason}"
         lines.append(head)
-        for note in outcome.notes:
-            lines.append(f"    note: {note}")
+        lines.extend(f"    note: {note}" for note in outcome.notes)
         if outcome.edit is None:
             continue
         for change in outcome.edit.changes:

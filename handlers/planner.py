@@ -30,6 +30,7 @@ from handlers.base import (
     HandlerInput,
     current_value,
     decode_value,
+    rebuilt,
     usable_kernel,
 )
 from handlers.classify import Classification, classify
@@ -38,6 +39,7 @@ from handlers.facts import TYPE_CDROM, TYPE_OS, ImageFacts, VmTemplateFacts
 from handlers.hypervisor import pin_requirements, resolve
 from handlers.model import (
     KERNEL_HYPERVISORS,
+    AttrPath,
     OciProblem,
     OciProcessFacts,
     OciUnavailable,
@@ -65,7 +67,7 @@ from handlers.plan import (
 )
 from handlers.record import RECORD_ATTR, Record, path_of
 from handlers.retarget import retarget
-from handlers.template import REMOVE, Removal, Vector, WriteValue
+from handlers.template import REMOVE, Vector
 
 
 def known_hypervisors(world: World) -> tuple[str, ...]:
@@ -146,37 +148,18 @@ def _show(value: str | None, limit: int = 60) -> str:
 
 def _build_edit(template: VmTemplateFacts, changes: list[tuple[Want, str | None]],
                 record: Record, image: ImageFacts, hypervisor: str) -> TemplateEdit:
-    tmpl = template.template
-    singles: dict[str, WriteValue] = {}
-    vectors: dict[str, Vector] = {}
-    indexed: dict[str, list[Vector]] = {}
     shown: list[Change] = []
     hashes = dict(record.hashes)
     was = dict(record.was)
     for want, before in changes:
-        path = want.path
-        if path.vector is None:
-            singles[path.name] = REMOVE if want.value is None else want.value
-        elif path.index is None:
-            base = vectors.get(path.vector) or tmpl.vector(path.vector) or Vector()
-            vectors[path.vector] = base.set(path.name, want.value)
-        else:
-            group = indexed.setdefault(path.vector, list(tmpl.vectors(path.vector)))
-            group[path.index] = group[path.index].set(path.name, want.value)
-        key = path.record_key
+        key = want.path.record_key
         if key not in record.hashes and before is not None:
             # hookd takes this value over: remember what was there, to undo exactly.
             was[key] = before
         hashes[key] = short_hash(want.value)
-        shown.append(Change(str(path), before, want.value))
+        shown.append(Change(str(want.path), before, want.value))
     new_record = Record(image.id, hypervisor, hashes, was).to_vector()
-    attributes: list[tuple[str, tuple[WriteValue, ...]]] = []
-    for name, value in singles.items():
-        attributes.append((name, (value,)))
-    for name, vector in vectors.items():
-        attributes.append((name, (vector,)))
-    for name, group in indexed.items():
-        attributes.append((name, tuple(group)))
+    attributes = rebuilt(template.template, [(w.path, w.value) for w, _ in changes], str)
     attributes.append((RECORD_ATTR, (new_record,)))
     return TemplateEdit(template.id, tuple(attributes), tuple(shown))
 
@@ -334,8 +317,7 @@ def plan_template(image: ImageFacts, template: VmTemplateFacts, world: World,
                            tuple(evaluation.owned))
 
 
-def _aggregate(outcomes: Sequence[TemplateOutcome]) -> tuple[Status, str]:
-    relevant = [o for o in outcomes if o.reason != "does not use this image"]
+def _aggregate(relevant: Sequence[TemplateOutcome]) -> tuple[Status, str]:
     if not relevant:
         return "skipped", "no VM template uses this image yet"
     status = min((o.status for o in relevant), key=lambda s: STATUS_PRIORITY[s])
@@ -351,9 +333,9 @@ def _aggregate(outcomes: Sequence[TemplateOutcome]) -> tuple[Status, str]:
     return status, "; ".join(parts)
 
 
-def triage(image: ImageFacts, world: World,
-           settings: PlannerSettings) -> ImagePlan | Classification:
-    """Decide whether the image is hookd's business: a final plan if not, else its class."""
+def start(image: ImageFacts, world: World, settings: PlannerSettings
+          ) -> ImagePlan | ImagePlanning:
+    """Triage: a final plan when the image is not hookd's business, else its planning."""
     if settings.scope_datastores and image.datastore_id not in settings.scope_datastores:
         return ImagePlan(image.id, None, f"datastore {image.datastore_id} is out of scope")
     classification = classify(image, world, settings)
@@ -365,29 +347,7 @@ def triage(image: ImageFacts, world: World,
     if not image.usable:
         return ImagePlan(image.id, None,
                          f"image is {image.state_name}; hookd acts once it is READY")
-    return classification
-
-
-def conclude(image: ImageFacts, outcomes: Iterable[TemplateOutcome], world: World,
-             classification: Classification,
-             concurrent: Mapping[int, str] | None = None) -> ImagePlan:
-    """The image's status from its templates' outcomes, and the attributes to write.
-
-    ``concurrent``: template id -> a sentence about an update by someone else that hookd's
-    update of it may have overwritten; kept on the image (HOOKD_CONCURRENT) and named in
-    the reason until the operator removes it.
-    """
-    relevant = tuple(o for o in outcomes if o.reason != "does not use this image")
-    status, reason = _aggregate(relevant)
-    noted = _concurrent_lines(image.template.get(CONCURRENT_ATTR), concurrent or {})
-    if noted:
-        reason = "; ".join(part for part in (reason, noted.replace("\n", "; ")) if part)
-    source = None
-    if classification.docker and isinstance(world.oci, OciProcessFacts):
-        source = world.oci.source
-    elif classification.docker and isinstance(world.oci, OciUnavailable):
-        source = image.template.get(SOURCE_ATTR)  # unchanged by an outage
-    return _with_status(image, status, reason, relevant, source, world, noted)
+    return ImagePlanning(image, world, settings, classification)
 
 
 def _concurrent_lines(current: str | None, new: Mapping[int, str]) -> str:
@@ -432,17 +392,23 @@ class ImagePlanning:
         self.outcomes.append(outcome)
 
     def finish(self, concurrent: Mapping[int, str] | None = None) -> ImagePlan:
-        return conclude(self.image, self.outcomes, self.world, self.classification,
-                        concurrent)
+        """The image's status from its templates' outcomes, and the attributes to write.
 
-
-def start(image: ImageFacts, world: World, settings: PlannerSettings
-          ) -> ImagePlan | ImagePlanning:
-    """Triage: a final plan when the image is not hookd's business, else its planning."""
-    decided = triage(image, world, settings)
-    if isinstance(decided, ImagePlan):
-        return decided
-    return ImagePlanning(image, world, settings, decided)
+        ``concurrent``: template id -> a sentence about an update by someone else that
+        hookd's update of it may have overwritten; kept on the image (HOOKD_CONCURRENT) and
+        named in the reason until the operator removes it.
+        """
+        relevant = tuple(o for o in self.outcomes if o.reason != "does not use this image")
+        status, reason = _aggregate(relevant)
+        noted = _concurrent_lines(self.image.template.get(CONCURRENT_ATTR), concurrent or {})
+        if noted:
+            reason = "; ".join(part for part in (reason, noted.replace("\n", "; ")) if part)
+        source = None
+        if self.classification.docker and isinstance(self.world.oci, OciProcessFacts):
+            source = self.world.oci.source
+        elif self.classification.docker and isinstance(self.world.oci, OciUnavailable):
+            source = self.image.template.get(SOURCE_ATTR)  # unchanged by an outage
+        return _with_status(self.image, status, reason, relevant, source, self.world, noted)
 
 
 def plan_for(image: ImageFacts, templates: Iterable[VmTemplateFacts], world: World,
@@ -463,15 +429,12 @@ def status_plan(image: ImageFacts, status: Status, reason: str) -> ImagePlan:
     """Only HOOKD_STATUS and HOOKD_REASON: a failure hookd gave up on (``error``), or what a
     retry waits for (``waiting``). Nothing else changes, and nothing at all when the image
     already says exactly that: a long wait costs one write per attempt at most."""
-    writes: list[tuple[str, str | Removal]] = []
     changes: list[Change] = []
     for key, value in ((STATUS_ATTR, status), (REASON_ATTR, reason)):
         current = image.template.get(key)
         if current != value:
-            writes.append((key, value))
             changes.append(Change(key, current, value))
-    return ImagePlan(image.id, status, reason, image_attributes=tuple(writes),
-                     image_changes=tuple(changes))
+    return ImagePlan(image.id, status, reason, image_changes=tuple(changes))
 
 
 def undo_plan(image: ImagePlan, facts: ImageFacts,
@@ -486,15 +449,12 @@ def undo_plan(image: ImagePlan, facts: ImageFacts,
     """
     outcomes = tuple(o for o in (_undo_template(facts, t, image.reason) for t in templates)
                      if o is not None)
-    writes: list[tuple[str, str | Removal]] = []
     changes: list[Change] = []
     for key in IMAGE_STATUS_ATTRS:
         current = facts.template.get(key)
         if current is not None:
-            writes.append((key, REMOVE))
             changes.append(Change(key, current, None))
-    return replace(image, templates=outcomes, image_attributes=tuple(writes),
-                   image_changes=tuple(changes))
+    return replace(image, templates=outcomes, image_changes=tuple(changes))
 
 
 def _undo_template(image: ImageFacts, template: VmTemplateFacts,
@@ -502,10 +462,7 @@ def _undo_template(image: ImageFacts, template: VmTemplateFacts,
     record = Record.read(template.template.vector(RECORD_ATTR))
     if record.image_id != image.id:
         return None
-    tmpl = template.template
-    singles: dict[str, WriteValue] = {}
-    vectors: dict[str, Vector] = {}
-    indexed: dict[str, list[Vector]] = {}
+    restored: list[tuple[AttrPath, str | None]] = []
     shown: list[Change] = []
     notes: list[str] = []
     for key, hashed in sorted(record.hashes.items()):
@@ -517,20 +474,9 @@ def _undo_template(image: ImageFacts, template: VmTemplateFacts,
         if short_hash(current) != hashed:
             notes.append(f"kept {path}={_show(current)}: a person changed it after hookd set it")
             continue
-        if path.vector is None:
-            singles[path.name] = REMOVE if earlier is None else decode_value(earlier)
-        elif path.index is None:
-            base = vectors.get(path.vector) or tmpl.vector(path.vector) or Vector()
-            vectors[path.vector] = base.set(path.name, earlier)
-        else:
-            group = indexed.setdefault(path.vector, list(tmpl.vectors(path.vector)))
-            if path.index < len(group):
-                group[path.index] = group[path.index].set(path.name, earlier)
+        restored.append((path, earlier))
         shown.append(Change(str(path), current, earlier))
-    attributes: list[tuple[str, tuple[WriteValue, ...]]] = []
-    attributes += [(name, (value,)) for name, value in singles.items()]
-    attributes += [(name, (vector if vector else REMOVE,)) for name, vector in vectors.items()]
-    attributes += [(name, tuple(group)) for name, group in indexed.items()]
+    attributes = rebuilt(template.template, restored, decode_value)
     attributes.append((RECORD_ATTR, (REMOVE,)))
     shown.append(Change(RECORD_ATTR, "(hookd's record)", None))
     edit = TemplateEdit(template.id, tuple(attributes), tuple(shown))
@@ -556,12 +502,9 @@ def _with_status(image: ImageFacts, status: Status, reason: str,
             wanted[OCI_DIGEST_ATTR] = oci.config_digest
     if concurrent:
         wanted[CONCURRENT_ATTR] = concurrent
-    writes: list[tuple[str, str | Removal]] = []
     changes: list[Change] = []
     for key, value in wanted.items():
         current = image.template.get(key)
         if (current or "") != value:
-            writes.append((key, value))
             changes.append(Change(key, current, value))
-    return ImagePlan(image.id, status, reason, outcomes, tuple(writes), tuple(changes), source,
-                     digest)
+    return ImagePlan(image.id, status, reason, outcomes, tuple(changes), source, digest)

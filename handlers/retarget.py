@@ -25,13 +25,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from handlers.base import current_value, decode_value
+from handlers.base import current_value, decode_value, rebuilt
 from handlers.facts import ImageFacts, VmTemplateFacts
 from handlers.hypervisor import resolve, same_boot
 from handlers.model import AttrPath, Want, World
 from handlers.plan import short_hash
 from handlers.record import Record, path_of
-from handlers.template import Attribute, Template, Value, Vector
+from handlers.template import Attribute, Removal, Template, Vector
 
 # Attributes only the LXC (7.x) and LXD (6.x) drivers read: LXC_UNPRIVILEGED, LXC_PROFILES,
 # LXD_SECURITY_PRIVILEGED, ...
@@ -50,28 +50,15 @@ class Retarget:
 def before_hookd(template: VmTemplateFacts, record: Record) -> Template:
     """The template as it was before hookd changed it: each value hookd wrote that is still as
     written goes back to what was there (or goes away); hookd's record goes too."""
-    tmpl = template.template.replaced("HOOKD", [])
+    restored: list[tuple[AttrPath, str | None]] = []
     for key, hashed in record.hashes.items():
         path = path_of(key)
-        current = current_value(template, path)
-        if short_hash(current) != hashed:
-            continue  # changed since: what it is now is what a person made it
-        earlier = record.was.get(key)
-        if path.vector is None:
-            tmpl = tmpl.replaced(path.name, [] if earlier is None else [decode_value(earlier)])
-        elif path.index is None:
-            vector = tmpl.vector(path.vector) or Vector()
-            tmpl = tmpl.replaced(path.vector, _nonempty(vector.set(path.name, earlier)))
-        else:
-            group = tmpl.vectors(path.vector)
-            if path.index < len(group):
-                group[path.index] = group[path.index].set(path.name, earlier)
-                tmpl = tmpl.replaced(path.vector, group)
+        if short_hash(current_value(template, path)) == hashed:  # else a person changed it
+            restored.append((path, record.was.get(key)))
+    tmpl = template.template.replaced("HOOKD", [])
+    for name, values in rebuilt(template.template, restored, decode_value):
+        tmpl = tmpl.replaced(name, [value for value in values if not isinstance(value, Removal)])
     return tmpl
-
-
-def _nonempty(vector: Vector) -> list[Value]:
-    return [vector] if vector.items else []
 
 
 def _canonical(attributes: Iterable[Attribute]) -> list[tuple[str, object]]:

@@ -96,9 +96,7 @@ _SIGNAL_NUMBERS: dict[str, int] = {
     **{f"RTMAX-{i}": 64 - i for i in range(1, 15)},
 }  # fmt: skip
 # One canonical name per number (the first one above: ABRT, CHLD, IO, SYS).
-_CANONICAL_SIGNAL: dict[int, str] = {}
-for _name, _number in _SIGNAL_NUMBERS.items():
-    _CANONICAL_SIGNAL.setdefault(_number, _name)
+_CANONICAL_SIGNAL = {number: name for name, number in reversed(_SIGNAL_NUMBERS.items())}
 # Names OpenRC's parse_signal() knows; other signals go to its schedule as "-NUMBER".
 _OPENRC_SIGNALS = frozenset(
     {
@@ -338,20 +336,16 @@ def parse_oci_config(doc: object) -> OciProcess:
     )
 
 
+# JSON's types as json.loads returns them; bool before int, which it subclasses.
+_JSON_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (type(None), "null"), (bool, "a boolean"), ((int, float), "a number"), (str, "a string"),
+    (list, "a list"), (dict, "an object"),
+)
+
+
 def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+    return next((name for kind, name in _JSON_TYPES if isinstance(value, kind)),
+                type(value).__name__)
 
 
 def _check_text(text: str, what: str, max_bytes: int) -> None:
@@ -405,7 +399,6 @@ def _parse_env(value: object) -> tuple[tuple[str, str], ...]:
         raise StartScriptError(f"'Env' must be a list of strings, not {_json_type(value)}.")
     if len(value) > MAX_ENV_ENTRIES:
         raise StartScriptError(f"'Env' has {len(value)} entries, more than {MAX_ENV_ENTRIES}.")
-    names: list[str] = []
     values: dict[str, str] = {}
     for index, item in enumerate(value):
         if not isinstance(item, str):
@@ -415,10 +408,8 @@ def _parse_env(value: object) -> tuple[tuple[str, str], ...]:
         if not sep:
             raise StartScriptError(f"'Env'[{index}] {item[:80]!r} has no '='.")
         _check_env_name(name)
-        if name not in values:
-            names.append(name)
         values[name] = val  # Docker: a later duplicate replaces the value, keeps the place.
-    return tuple((name, values[name]) for name in names)
+    return tuple(values.items())
 
 
 def _parse_stop_signal(value: object) -> str:
@@ -440,31 +431,24 @@ def _parse_stop_signal(value: object) -> str:
     return "SIG" + _CANONICAL_SIGNAL[_SIGNAL_NUMBERS[name]]
 
 
-@dataclass(frozen=True)
-class _UserSpec:
-    user: str  # a name, or a canonical decimal uid when user_is_id
-    user_is_id: bool
-    group: str  # "" when User has no group part
-    group_is_id: bool
-
-
-def _parse_id_or_name(part: str, what: str) -> tuple[str, bool]:
+def _parse_id_or_name(part: str, what: str) -> str:
     # runc decides with strconv.Atoi: "+12" and "007" are ids, "-1" is an out-of-range id.
     if _ID_RE.fullmatch(part):
         number = int(part)
         if not 0 <= number <= _MAX_ID:
             raise StartScriptError(f"User's {what} {part!r} is outside 0..{_MAX_ID}.")
-        return str(number), True
-    return part, False
+        return str(number)
+    return part
 
 
-def _parse_user(user: object) -> _UserSpec:
-    """Split Docker's User (``user``, ``uid``, ``user:group``, ``uid:gid``, ...)."""
+def _parse_user(user: object) -> tuple[str, str]:
+    """Split Docker's User (``user``, ``uid``, ``user:group``, ``uid:gid``, ...) into user and
+    group (``""`` when it has no group part): a name as written, an id in canonical decimal."""
     if not isinstance(user, str):
         raise StartScriptError("User must be a string.")
     _check_text(user, "User", MAX_USER_BYTES)
     if user == "":
-        return _UserSpec("0", True, "", False)  # runc: no User = the entry of uid 0
+        return "0", ""  # runc: no User = the entry of uid 0
     if "\n" in user:
         raise StartScriptError("User contains a newline, so it cannot name a passwd entry.")
     parts = user.split(":")
@@ -472,13 +456,13 @@ def _parse_user(user: object) -> _UserSpec:
         raise StartScriptError(f"User {user[:80]!r} has more than one ':'.")
     if parts[0] == "":
         raise StartScriptError(f"User {user[:80]!r} has an empty user part.")
-    name, user_is_id = _parse_id_or_name(parts[0], "uid")
-    group, group_is_id = "", False
+    name = _parse_id_or_name(parts[0], "uid")
+    group = ""
     if len(parts) == 2:
         if parts[1] == "":
             raise StartScriptError(f"User {user[:80]!r} has an empty group after ':'.")
-        group, group_is_id = _parse_id_or_name(parts[1], "gid")
-    return _UserSpec(name, user_is_id, group, group_is_id)
+        group = _parse_id_or_name(parts[1], "gid")
+    return name, group
 
 
 # --------------------------------------------------------------------------------------
@@ -660,24 +644,18 @@ def _env_words(process: OciProcess) -> list[str]:
     """``docker run``'s environment as shell words: PATH and HOSTNAME first (the image's
     own values replace them in place), the image Env in order, then HOME when the image
     does not set it. HOSTNAME and HOME are known only in the guest, at start time."""
-    entries: list[tuple[str, str | None]] = [("PATH", DEFAULT_PATH), ("HOSTNAME", None)]
-    index = {"PATH": 0, "HOSTNAME": 1}
-    for name, value in process.env:
-        if name in index:
-            entries[index[name]] = (name, value)
-        else:
-            index[name] = len(entries)
-            entries.append((name, value))
-    if "HOME" not in index:
-        entries.append(("HOME", None))
+    entries: dict[str, str | None] = {"PATH": DEFAULT_PATH, "HOSTNAME": None}
+    entries.update(process.env)  # a dict keeps a replaced name in its place
+    entries.setdefault("HOME", None)
     runtime = {"HOSTNAME": '"HOSTNAME=$hostname"', "HOME": '"HOME=$home"'}
-    return [runtime[name] if value is None else _q(f"{name}={value}") for name, value in entries]
+    return [runtime[name] if value is None else _q(f"{name}={value}")
+            for name, value in entries.items()]
 
 
 def _render(process: OciProcess, options: StartScriptOptions, *, packed: bool) -> str:
     """start_script.sh around launcher.sh rendered for ``process``: the code part packed
     (what templates carry) or as it is (the readable form; it runs the same way)."""
-    spec = _parse_user(process.user)
+    user, group = _parse_user(process.user)
     signal = process.stop_signal[3:]
     number = _SIGNAL_NUMBERS[signal]
     words = {
@@ -685,8 +663,8 @@ def _render(process: OciProcess, options: StartScriptOptions, *, packed: bool) -
         "LOG": _q(options.log_file),
         "USER_SPEC": _q(process.user),
         # A name never consists of digits only (that is an id), so the shell tells them apart.
-        "USER": _q(spec.user),
-        "GROUP": _q(spec.group),
+        "USER": _q(user),
+        "GROUP": _q(group),
         "WORKDIR": _q(process.workdir),
         "STOP_NUMBER": str(number),
         "STOP_NAME": _q(process.stop_signal),

@@ -33,11 +33,8 @@ class Vector:
 
     @classmethod
     def of(cls, mapping: Mapping[str, str] | Iterable[tuple[str, str]]) -> Vector:
-        pairs = mapping.items() if isinstance(mapping, Mapping) else mapping
-        seen: dict[str, str] = {}
-        for key, value in pairs:
-            seen[key] = value
-        return cls(tuple(seen.items()))
+        # A later duplicate replaces the value and keeps the first one's place, as in a dict.
+        return cls(tuple(dict(mapping).items()))
 
     def get(self, name: str, default: str | None = None) -> str | None:
         for key, value in self.items:
@@ -104,13 +101,6 @@ class Template:
     def vectors(self, name: str) -> list[Vector]:
         name = name.upper()
         return [a.value for a in self.attributes if a.name == name and isinstance(a.value, Vector)]
-
-    def values(self, name: str) -> list[Value]:
-        name = name.upper()
-        return [a.value for a in self.attributes if a.name == name]
-
-    def names(self) -> list[str]:
-        return [a.name for a in self.attributes]
 
     # -- building ----------------------------------------------------------------------
     @classmethod

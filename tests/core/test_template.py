@@ -72,7 +72,7 @@ def test_replaced_is_oned_merge() -> None:
     tmpl = Template.of(("A", "1"), ("DISK", Vector.of({"X": "1"})), ("B", "2"),
                        ("DISK", Vector.of({"X": "2"})))
     merged = tmpl.replaced("DISK", [Vector.of({"X": "3"})])
-    assert merged.names() == ["A", "DISK", "B"]
+    assert [a.name for a in merged] == ["A", "DISK", "B"]
     assert [v.get("X") for v in merged.vectors("DISK")] == ["3"]
     assert tmpl.replaced("NEW", ["v"]).get("NEW") == "v"
 
