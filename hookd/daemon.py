@@ -214,9 +214,9 @@ class Daemon:
         elif trigger.kind == "template":
             self.reconciler.submit_template(trigger.object_id, trigger.why)
         elif trigger.kind == "template_deleted":
-            c.engine.forget_template(trigger.object_id)
+            c.index.remove(trigger.object_id)
         elif trigger.kind == "image_deleted":
-            c.engine.forget_image(trigger.object_id)
+            c.index.forget_image(trigger.object_id)
             self.reconciler.waiting.discard(trigger.object_id)
         elif trigger.kind == "world":
             c.world.invalidate()

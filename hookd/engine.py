@@ -83,7 +83,6 @@ class SweepStats:
 @dataclass
 class ReconcileResult:
     plan: ImagePlan | None
-    calls: int = 0
     templates_updated: list[int] = field(default_factory=list)
 
 
@@ -237,8 +236,8 @@ class Engine:
         try:
             image = self.client.image(image_id)
         except NotFound:
-            self.forget_image(image_id)
-            return ReconcileResult(None, 1)
+            self.index.forget_image(image_id)
+            return ReconcileResult(None)
         base = self.world.base_world(image)
         # What the plan will need, decided from the image alone: only a container image
         # needs its config, only one hookd may act on needs its templates read.
@@ -286,7 +285,7 @@ class Engine:
         result = self.applier.apply(plan, trigger=trigger)
         if any(key == CONCURRENT_ATTR for key, _ in plan.image_attributes):
             self.echo.forget_concurrent(plan.image_id)  # it is on the image now
-        return ReconcileResult(plan, result.calls, result.templates_updated)
+        return ReconcileResult(plan, result.templates_updated)
 
     def preview(self, image_id: int) -> ImagePlan | None:
         """The plan for one image without writing anything (``hookd plan``).
@@ -305,12 +304,6 @@ class Engine:
             return [], None
         refs = self.index.put(template)
         return self.index.resolve(refs), template
-
-    def forget_template(self, template_id: int) -> None:
-        self.index.remove(template_id)
-
-    def forget_image(self, image_id: int) -> None:
-        self.index.forget_image(image_id)
 
     # -- record a failure -------------------------------------------------------------------
     def record_error(self, image_id: int, reason: str, *, trigger: str = "") -> None:
@@ -448,11 +441,9 @@ class Engine:
         self._sweep_plans = memo.plans
 
         for image_id, planning in candidates.items():
-            if resolved.get(image_id) is False:
-                submit(image_id, why)  # its reconcile retries the registry with backoff
-                stats.submitted += 1
-                continue
-            if (image_id in needs_work or not planning.finish().is_noop) and not dry_run:
+            # World not complete (False): its reconcile retries the registry with backoff.
+            if resolved.get(image_id) is False or (
+                    (image_id in needs_work or not planning.finish().is_noop) and not dry_run):
                 submit(image_id, why)
                 stats.submitted += 1
         stats.duration = time.monotonic() - started
