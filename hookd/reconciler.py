@@ -55,10 +55,10 @@ class Backoff:
     maximum: float = 300.0
     attempts: int = 8
 
-    def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
+    def delay(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(max, initial * 2**attempt)], at least 10 ms."""
         ceiling = min(self.maximum, self.initial * (2.0 ** max(0, attempt - 1)))
-        return max(0.01, float(ceiling * rng()))
+        return max(0.01, ceiling * random.random())  # noqa: S311 (jitter, not a secret)
 
 
 class Reconciler:
@@ -70,18 +70,12 @@ class Reconciler:
         backoff: Backoff = Backoff(),
         on_reconcile: Callable[[str], None] = lambda trigger: None,
         on_failure: Callable[[str], None] = lambda reason: None,
-        clock: Callable[[], float] = time.monotonic,
-        rng: Callable[[], float] = random.random,
-        wall: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
         self.backoff = backoff
         self._workers = workers
         self._on_reconcile = on_reconcile
         self._on_failure = on_failure
-        self._clock = clock
-        self._wall = wall
-        self._rng = rng
         self._cond = threading.Condition()
         self._pending: OrderedDict[tuple[str, int], Job] = OrderedDict()
         self._delayed: dict[tuple[str, int], Job] = {}
@@ -112,12 +106,12 @@ class Reconciler:
 
     def stop(self, timeout: float) -> bool:
         """Let in-flight jobs finish (up to ``timeout``); drop the rest. True if all done."""
-        deadline = self._clock() + timeout
+        deadline = time.monotonic() + timeout
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         for thread in self._threads:
-            thread.join(max(0.0, deadline - self._clock()))
+            thread.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
 
     # -- submitting ------------------------------------------------------------------------
@@ -175,7 +169,7 @@ class Reconciler:
     def _next(self) -> Job | None:
         with self._cond:
             while not self._stopping:
-                now = self._clock()
+                now = time.monotonic()
                 while self._heap and self._heap[0][0] <= now:
                     _, _, key = heapq.heappop(self._heap)
                     job = self._delayed.pop(key, None)
@@ -211,8 +205,8 @@ class Reconciler:
 
     def _retry(self, job: Job, error: TransientError) -> None:
         job.attempt += 1
-        delay = self.backoff.delay(job.attempt, self._rng)
-        due = self._clock() + delay
+        delay = self.backoff.delay(job.attempt)
+        due = time.monotonic() + delay
         with self._cond:
             # Stopping, or a newer trigger arrived meanwhile: that one runs right away instead.
             if self._stopping or job.key in self._rerun:
@@ -226,7 +220,7 @@ class Reconciler:
         if job.kind == "image":
             # The image says what hookd waits for and when it tries next, at once (the
             # retries of a long outage take minutes); one write per attempt at most.
-            when = time.strftime("%H:%M:%S UTC", time.gmtime(self._wall() + delay))
+            when = time.strftime("%H:%M:%S UTC", time.gmtime(time.time() + delay))
             text = (f"{error.reason}; attempt {job.attempt + 1} of {self.backoff.attempts} "
                     f"at {when}")
             try:
