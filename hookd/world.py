@@ -46,9 +46,6 @@ def parse_version(text: str) -> tuple[int, int, int]:
     return parts[0], parts[1], parts[2]
 
 
-KernelInspector = Callable[[Path, str], tuple[bool, str, tuple[str, ...]]]
-
-
 def inspect_kernel_file(path: Path, hypervisor: str) -> tuple[bool, str, tuple[str, ...]]:
     """(usable, reason, warnings) for a kernel file on this front-end."""
     from hookd.kernels import verify_kernel
@@ -83,15 +80,10 @@ class WorldCache:
         initrds: Mapping[str, int | str | None],
         owner: int | str = "oneadmin",
         ttl: float = 60.0,
-        inspector: KernelInspector = inspect_kernel_file,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
-        self._kernel_refs = {k: v for k, v in kernels.items() if v is not None}
-        self._initrd_refs = {k: v for k, v in initrds.items() if v is not None}
-        self._owner = owner
         self._ttl = ttl
-        self._inspector = inspector
         self._clock = clock
         self._lock = threading.RLock()
         # One refresh at a time: when the TTL runs out, every busy worker finds the world
@@ -101,6 +93,7 @@ class WorldCache:
         self._apps: dict[int, AppFacts | None] = {}
         self._disk_images: dict[int, tuple[float, ImageFacts | None]] = {}
         self._named: dict[str, list[ImageFacts]] = {}
+        self.configure(kernels, initrds, owner)
 
     # -- configuration -------------------------------------------------------------------
     def configure(self, kernels: Mapping[str, int | str | None],
@@ -273,7 +266,7 @@ class WorldCache:
                 f"kernel {image.id} not inspected: its file is not readable on this "
                 f"front-end",), owner=owner, datastore=where), ""
         try:
-            usable, reason, warnings = self._inspector(path, hypervisor)
+            usable, reason, warnings = inspect_kernel_file(path, hypervisor)
         except PermanentError as exc:
             usable, reason, warnings = False, exc.reason, ()
         return KernelChoice(image.id, image.name, usable,
