@@ -50,10 +50,6 @@ def disk_refs(disks: Iterable[Vector], owner_uid: int) -> tuple[Key, ...]:
     return tuple(dict.fromkeys(refs))
 
 
-def image_keys(image_id: int, name: str, uid: int, uname: str) -> tuple[Key, ...]:
-    return (("i", image_id), ("u", name, uid), ("n", name, uname))
-
-
 @dataclass(frozen=True, slots=True)
 class KnownImage:
     name: str
@@ -130,7 +126,7 @@ class TemplateIndex:
     def templates_for(self, image_id: int, name: str, uid: int, uname: str) -> list[int]:
         out: set[int] = set()
         with self._lock:
-            for key in image_keys(image_id, name, uid, uname):
+            for key in (("i", image_id), ("u", name, uid), ("n", name, uname)):
                 value = self._by_key.get(key)
                 if value is None:
                     continue
