@@ -139,7 +139,6 @@ class OneClient:
         ))
         self._session = session
         self._observer = observer
-        self.user = session.split(":", 1)[0]
 
     def _request(self, name: str, params: tuple[Any, ...]) -> bytes:
         return xmlrpc.client.dumps((self._session, *params), name, encoding="utf-8").encode(

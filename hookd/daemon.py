@@ -61,10 +61,9 @@ class Components:
     metrics: HookdMetrics
 
 
-def build(config: Config, *, session: str | None = None,
-          metrics: HookdMetrics | None = None) -> Components:
+def build(config: Config, *, session: str | None = None) -> Components:
     """Everything but threads and sockets: shared by ``run``, ``reconcile``, ``plan``."""
-    metrics = metrics or HookdMetrics()
+    metrics = HookdMetrics()
     client = one_client(config, session, metrics.observe_call)
     world = WorldCache(client, kernels=config.kernels.refs(), initrds=config.initrds.refs(),
                        owner=config.kernels.owner)
