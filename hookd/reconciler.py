@@ -134,10 +134,7 @@ class Reconciler:
             if self._stopping:
                 return
             if key in self._running:
-                if key in self._rerun:
-                    self._rerun[key].merge(job)
-                else:
-                    self._rerun[key] = job
+                self._rerun.setdefault(key, job).merge(job)
                 return
             if key in self._pending:
                 self._pending[key].merge(job)
@@ -175,11 +172,9 @@ class Reconciler:
                     job = self._delayed.pop(key, None)
                     if job is None:
                         continue
-                    if key in self._pending:
-                        self._pending[key].merge(job)
-                        self._pending[key].attempt = job.attempt
-                    else:
-                        self._pending[key] = job
+                    queued = self._pending.setdefault(key, job)
+                    queued.merge(job)
+                    queued.attempt = job.attempt
                 if not self._paused:
                     for key in self._pending:
                         if key not in self._running:
@@ -197,10 +192,7 @@ class Reconciler:
             self._running.discard(job.key)
             again = self._rerun.pop(job.key, None)
             if again is not None and not self._stopping:
-                if job.key in self._pending:
-                    self._pending[job.key].merge(again)
-                else:
-                    self._pending[job.key] = again
+                self._pending.setdefault(job.key, again).merge(again)
             self._cond.notify_all()
 
     def _retry(self, job: Job, error: TransientError) -> None:

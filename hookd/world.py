@@ -244,19 +244,17 @@ class WorldCache:
             if not self._owned(image):
                 return None, f"{what} image {image.id} named {ref!r} is no longer {where}"
         expected = "KERNEL" if kind == TYPE_KERNEL else "RAMDISK"
-        if image.type != kind:
-            return KernelChoice(image.id, image.name, False,
-                                f"image {image.id} ({image.name}) is {image.type_name}, not "
-                                f"{expected}"), ""
-        if image.state != READY:
-            return KernelChoice(image.id, image.name, False,
-                                f"image {image.id} ({image.name}) is {image.state_name}, not "
-                                f"READY"), ""
         ds = snap.datastores.get(image.datastore_id)
-        if ds is None or ds.type != DS_FILE:
+        unusable = ""
+        if image.type != kind:
+            unusable = f"is {image.type_name}, not {expected}"
+        elif image.state != READY:
+            unusable = f"is {image.state_name}, not READY"
+        elif ds is None or ds.type != DS_FILE:
+            unusable = "is not in a file datastore (Kernels & Files)"
+        if unusable or ds is None:
             return KernelChoice(image.id, image.name, False,
-                                f"image {image.id} ({image.name}) is not in a file datastore "
-                                f"(Kernels & Files)"), ""
+                                f"image {image.id} ({image.name}) {unusable}"), ""
         owner, where = image.uname, f"{ds.id} ({ds.name})"
         if kind != TYPE_KERNEL:
             return KernelChoice(image.id, image.name, True, owner=owner, datastore=where), ""
