@@ -279,8 +279,7 @@ class OneClient:
             drop_ids=frozenset({"MARKETPLACEAPPS"}))]
 
     def iter_images(self) -> Iterator[ImageFacts]:
-        for element in self.iter_image_elements():
-            yield documents.image(element)
+        return map(documents.image, self.iter_image_elements())
 
     def iter_image_elements(self) -> Iterator[etree._Element]:
         """The image pool's ``<IMAGE>`` elements; each is valid until the next is asked for."""

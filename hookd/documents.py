@@ -338,18 +338,17 @@ def template_disks(el: etree._Element) -> TemplateDisks:
     element = f.find("TEMPLATE")
     disks: list[Vector] = []
     recorded: int | None = None
-    if element is not None:
-        for child in element:
-            tag = child.tag
-            if not isinstance(tag, str) or not len(child):
-                continue
-            name = tag.upper()
-            if name == "DISK":
-                disks.append(Vector(tuple((sub.tag, sub.text or "")
-                                          for sub in child if isinstance(sub.tag, str))))
-            elif name == "HOOKD":
-                text = (child.findtext("IMAGE_ID") or "").strip()
-                recorded = int(text) if text.isdigit() else None
+    for child in () if element is None else element:
+        tag = child.tag
+        if not isinstance(tag, str) or not len(child):
+            continue
+        name = tag.upper()
+        if name == "DISK":
+            disks.append(Vector(tuple((sub.tag, sub.text or "")
+                                      for sub in child if isinstance(sub.tag, str))))
+        elif name == "HOOKD":
+            text = (child.findtext("IMAGE_ID") or "").strip()
+            recorded = int(text) if text.isdigit() else None
     return TemplateDisks(id=_int(f, "ID"), uid=_int(f, "UID"), disks=tuple(disks),
                          recorded_image=recorded)
 

@@ -33,7 +33,7 @@ from handlers.planner import ImagePlanning, plan_for, start, status_plan
 from hookd import documents
 from hookd.applier import Applier
 from hookd.client import NotFound, OneClient
-from hookd.index import TemplateIndex, disk_refs
+from hookd.index import TemplateIndex, disk_refs, template_refs
 from hookd.intake import EchoFilter
 from hookd.logs import get_logger
 from hookd.triggers import SWEEP, Why
@@ -258,7 +258,7 @@ class Engine:
             watched = [] if dry_run else template_ids
             self.echo.watch(watched)
             try:
-                facts = self._read_templates(template_ids)
+                facts = [t for tid in template_ids if (t := self._read_template(tid)) is not None]
                 world = with_template(world, self.world.other_disk_images(image, facts),
                                       world.oci)
                 plan = plan_for(image, facts, world, self.settings,
@@ -267,17 +267,15 @@ class Engine:
             finally:
                 self.echo.unwatch(watched)
 
-    def _read_templates(self, template_ids: Iterable[int]) -> list[VmTemplateFacts]:
-        out: list[VmTemplateFacts] = []
-        for template_id in template_ids:
-            try:
-                facts = self.client.template(template_id)
-            except NotFound:
-                self.index.remove(template_id)
-                continue
-            self.index.put(facts)
-            out.append(facts)
-        return out
+    def _read_template(self, template_id: int) -> VmTemplateFacts | None:
+        """A template as oned has it now, indexed (None, and forgotten, when it is gone)."""
+        try:
+            template = self.client.template(template_id)
+        except NotFound:
+            self.index.remove(template_id)
+            return None
+        self.index.put(template)
+        return template
 
     def _apply(self, plan: ImagePlan, dry_run: bool, trigger: str) -> ReconcileResult:
         if dry_run or plan.is_noop:
@@ -295,15 +293,10 @@ class Engine:
         return self.reconcile_image(image_id, dry_run=True, final=False).plan
 
     # -- a template changed ----------------------------------------------------------------
-    def reconcile_template(self, template_id: int) -> tuple[list[int], VmTemplateFacts | None]:
+    def reconcile_template(self, template_id: int) -> list[int]:
         """Re-read a template, refresh the index, return the images it uses."""
-        try:
-            template = self.client.template(template_id)
-        except NotFound:
-            self.index.remove(template_id)
-            return [], None
-        refs = self.index.put(template)
-        return self.index.resolve(refs), template
+        template = self._read_template(template_id)
+        return [] if template is None else self.index.resolve(template_refs(template))
 
     # -- record a failure -------------------------------------------------------------------
     def record_error(self, image_id: int, reason: str, *, trigger: str = "") -> None:

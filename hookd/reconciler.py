@@ -236,8 +236,7 @@ class Reconciler:
         final = job.attempt >= self.backoff.attempts - 1
         try:
             if job.kind == "template":
-                images, _template = self.engine.reconcile_template(job.object_id)
-                for image_id in images:
+                for image_id in self.engine.reconcile_template(job.object_id):
                     self.submit_image(image_id,
                                       Why(Cause.EVENT, f"template {job.object_id} changed"))
                 return
