@@ -37,12 +37,9 @@ log = get_logger(__name__)
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
-    parts: list[int] = []
-    for piece in text.strip().split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    while len(parts) < 3:
-        parts.append(0)
+    parts = [int("".join(ch for ch in piece if ch.isdigit()) or "0")
+             for piece in text.strip().split(".")[:3]]
+    parts += [0] * (3 - len(parts))
     return parts[0], parts[1], parts[2]
 
 
