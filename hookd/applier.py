@@ -24,7 +24,6 @@ log = get_logger(__name__)
 @dataclass
 class ApplyResult:
     templates_updated: list[int] = field(default_factory=list)
-    calls: int = 0
 
 
 class Applier:
@@ -47,7 +46,6 @@ class Applier:
                 self._echo.expect("one.template.update", edit.template_id, payload,
                                   image_id=plan.image_id, rewritten=rewritten)
             self._client.update_template(edit.template_id, payload)
-            result.calls += 1
             result.templates_updated.append(edit.template_id)
             log.info(
                 "template.fixed",
@@ -68,7 +66,6 @@ class Applier:
             if self._echo is not None:
                 self._echo.expect("one.image.update", plan.image_id, payload)
             self._client.update_image(plan.image_id, payload)
-            result.calls += 1
             log.info(
                 "image.status",
                 image_id=plan.image_id,

@@ -159,7 +159,6 @@ class OneClient:
         ))
         self._session = session
         self._observer = observer
-        self.user = session.split(":", 1)[0]
 
     def _request(self, name: str, params: tuple[Any, ...]) -> bytes:
         return xmlrpc.client.dumps((self._session, *params), name, encoding="utf-8").encode(
@@ -300,8 +299,7 @@ class OneClient:
             drop_ids=frozenset({"MARKETPLACEAPPS"}))]
 
     def iter_images(self) -> Iterator[ImageFacts]:
-        for element in self.iter_image_elements():
-            yield documents.image(element)
+        return map(documents.image, self.iter_image_elements())
 
     def iter_image_elements(self) -> Iterator[etree._Element]:
         """The image pool's ``<IMAGE>`` elements; each is valid until the next is asked for."""

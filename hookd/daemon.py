@@ -61,10 +61,9 @@ class Components:
     metrics: HookdMetrics
 
 
-def build(config: Config, *, session: str | None = None,
-          metrics: HookdMetrics | None = None) -> Components:
+def build(config: Config, *, session: str | None = None) -> Components:
     """Everything but threads and sockets: shared by ``run``, ``reconcile``, ``plan``."""
-    metrics = metrics or HookdMetrics()
+    metrics = HookdMetrics()
     client = one_client(config, session, metrics.observe_call)
     world = WorldCache(client, kernels=config.kernels.refs(), initrds=config.initrds.refs(),
                        owner=config.kernels.owner)
@@ -214,9 +213,9 @@ class Daemon:
         elif trigger.kind == "template":
             self.reconciler.submit_template(trigger.object_id, trigger.why)
         elif trigger.kind == "template_deleted":
-            c.engine.forget_template(trigger.object_id)
+            c.index.remove(trigger.object_id)
         elif trigger.kind == "image_deleted":
-            c.engine.forget_image(trigger.object_id)
+            c.index.forget_image(trigger.object_id)
             self.reconciler.waiting.discard(trigger.object_id)
         elif trigger.kind == "world":
             c.world.invalidate()

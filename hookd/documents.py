@@ -108,12 +108,6 @@ def _expect(el: etree._Element, tag: str) -> None:
         raise MalformedObject(f"expected <{tag}>, got <{el.tag}>")
 
 
-def _special(node: etree._Element) -> bool:
-    """Comments, processing instructions and entity references are not attributes."""
-    tag: object = node.tag
-    return not isinstance(tag, str)
-
-
 def template(element: etree._Element | None) -> Template:
     """oned's ``<TEMPLATE>`` (or ``<USER_TEMPLATE>``) element. Top-level names are upper
     case in oned; vector sub-attribute names are kept exactly as stored."""
@@ -122,7 +116,7 @@ def template(element: etree._Element | None) -> Template:
     attrs: list[Attribute] = []
     for child in element:
         tag: object = child.tag
-        if not isinstance(tag, str):  # _special(), inlined: read for every pool object
+        if not isinstance(tag, str):  # a comment, processing instruction or entity reference
             continue
         if len(child):
             items = tuple((sub.tag, sub.text or "") for sub in child if isinstance(sub.tag, str))
@@ -344,18 +338,17 @@ def template_disks(el: etree._Element) -> TemplateDisks:
     element = f.find("TEMPLATE")
     disks: list[Vector] = []
     recorded: int | None = None
-    if element is not None:
-        for child in element:
-            tag = child.tag
-            if not isinstance(tag, str) or not len(child):
-                continue
-            name = tag.upper()
-            if name == "DISK":
-                disks.append(Vector(tuple((str(sub.tag), sub.text or "")
-                                          for sub in child if not _special(sub))))
-            elif name == "HOOKD":
-                text = (child.findtext("IMAGE_ID") or "").strip()
-                recorded = int(text) if text.isdigit() else None
+    for child in () if element is None else element:
+        tag = child.tag
+        if not isinstance(tag, str) or not len(child):
+            continue
+        name = tag.upper()
+        if name == "DISK":
+            disks.append(Vector(tuple((sub.tag, sub.text or "")
+                                      for sub in child if isinstance(sub.tag, str))))
+        elif name == "HOOKD":
+            text = (child.findtext("IMAGE_ID") or "").strip()
+            recorded = int(text) if text.isdigit() else None
     return TemplateDisks(id=_int(f, "ID"), uid=_int(f, "UID"), disks=tuple(disks),
                          recorded_image=recorded)
 
@@ -395,13 +388,6 @@ def pool_items(root: etree._Element, pool_tag: str, item_tag: str
             yield child
 
 
-def parse_template_xml(text: str | bytes) -> Template:
-    """A standalone ``<TEMPLATE>...</TEMPLATE>`` document (tests and the CLI)."""
-    from hookd.xmlsafe import parse
-
-    return template(parse(text))
-
-
 # -- writing -------------------------------------------------------------------------------
 # XML 1.0 cannot carry these characters at all (not even escaped).
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -412,22 +398,7 @@ _REMOVE_CHILD = "HOOKD_REMOVE"
 def _check_name(name: str) -> str:
     if not _NAME.match(name):
         raise TemplateValueError(f"{name!r} is not a valid template attribute name")
-    return name.upper()
-
-
-def _check_sub_name(name: str) -> str:
-    """A vector sub-attribute name is written as oned stored it (case kept)."""
-    if not _NAME.match(name):
-        raise TemplateValueError(f"{name!r} is not a valid template attribute name")
     return name
-
-
-def _check_value(name: str, value: str) -> str:
-    if _XML_INVALID.search(value):
-        raise TemplateValueError(
-            f"the value of {name} contains control characters that an XML template cannot carry"
-        )
-    return value
 
 
 def to_xml(attributes: Iterable[tuple[str, WriteValue]]) -> str:
@@ -442,7 +413,7 @@ def to_xml(attributes: Iterable[tuple[str, WriteValue]]) -> str:
     """
     root = etree.Element("TEMPLATE")
     for name, value in attributes:
-        tag = _check_name(name)
+        tag = _check_name(name).upper()
         element = etree.SubElement(root, tag)
         if isinstance(value, Removal):
             etree.SubElement(element, _REMOVE_CHILD)
@@ -450,7 +421,7 @@ def to_xml(attributes: Iterable[tuple[str, WriteValue]]) -> str:
             if not value.items:
                 raise TemplateValueError(f"refusing to write an empty {tag} vector")
             for sub_name, sub_value in value.items:
-                sub_tag = _check_sub_name(sub_name)
+                sub_tag = _check_name(sub_name)  # case kept, as oned stored it
                 _set_text(etree.SubElement(element, sub_tag), f"{tag}/{sub_tag}", sub_value)
         else:
             _set_text(element, tag, value)
@@ -459,5 +430,8 @@ def to_xml(attributes: Iterable[tuple[str, WriteValue]]) -> str:
 
 
 def _set_text(element: etree._Element, what: str, value: str) -> None:
-    checked = _check_value(what, value)
-    element.text = checked if checked else etree.CDATA("")
+    if _XML_INVALID.search(value):
+        raise TemplateValueError(
+            f"the value of {what} contains control characters that an XML template cannot carry"
+        )
+    element.text = value if value else etree.CDATA("")

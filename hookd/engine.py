@@ -33,7 +33,7 @@ from handlers.planner import ImagePlanning, plan_for, start, status_plan
 from hookd import documents
 from hookd.applier import Applier
 from hookd.client import NotFound, OneClient
-from hookd.index import TemplateIndex, disk_refs
+from hookd.index import TemplateIndex, disk_refs, template_refs
 from hookd.intake import EchoFilter
 from hookd.logs import get_logger
 from hookd.triggers import SWEEP, Why
@@ -83,7 +83,6 @@ class SweepStats:
 @dataclass
 class ReconcileResult:
     plan: ImagePlan | None
-    calls: int = 0
     templates_updated: list[int] = field(default_factory=list)
 
 
@@ -237,8 +236,8 @@ class Engine:
         try:
             image = self.client.image(image_id)
         except NotFound:
-            self.forget_image(image_id)
-            return ReconcileResult(None, 1)
+            self.index.forget_image(image_id)
+            return ReconcileResult(None)
         base = self.world.base_world(image)
         # What the plan will need, decided from the image alone: only a container image
         # needs its config, only one hookd may act on needs its templates read.
@@ -259,7 +258,7 @@ class Engine:
             watched = [] if dry_run else template_ids
             self.echo.watch(watched)
             try:
-                facts = self._read_templates(template_ids)
+                facts = [t for tid in template_ids if (t := self._read_template(tid)) is not None]
                 world = with_template(world, self.world.other_disk_images(image, facts),
                                       world.oci)
                 plan = plan_for(image, facts, world, self.settings,
@@ -268,17 +267,15 @@ class Engine:
             finally:
                 self.echo.unwatch(watched)
 
-    def _read_templates(self, template_ids: Iterable[int]) -> list[VmTemplateFacts]:
-        out: list[VmTemplateFacts] = []
-        for template_id in template_ids:
-            try:
-                facts = self.client.template(template_id)
-            except NotFound:
-                self.index.remove(template_id)
-                continue
-            self.index.put(facts)
-            out.append(facts)
-        return out
+    def _read_template(self, template_id: int) -> VmTemplateFacts | None:
+        """A template as oned has it now, indexed (None, and forgotten, when it is gone)."""
+        try:
+            template = self.client.template(template_id)
+        except NotFound:
+            self.index.remove(template_id)
+            return None
+        self.index.put(template)
+        return template
 
     def _apply(self, plan: ImagePlan, dry_run: bool, trigger: str) -> ReconcileResult:
         if dry_run or plan.is_noop:
@@ -286,7 +283,7 @@ class Engine:
         result = self.applier.apply(plan, trigger=trigger)
         if any(key == CONCURRENT_ATTR for key, _ in plan.image_attributes):
             self.echo.forget_concurrent(plan.image_id)  # it is on the image now
-        return ReconcileResult(plan, result.calls, result.templates_updated)
+        return ReconcileResult(plan, result.templates_updated)
 
     def preview(self, image_id: int) -> ImagePlan | None:
         """The plan for one image without writing anything (``hookd plan``).
@@ -296,21 +293,10 @@ class Engine:
         return self.reconcile_image(image_id, dry_run=True, final=False).plan
 
     # -- a template changed ----------------------------------------------------------------
-    def reconcile_template(self, template_id: int) -> tuple[list[int], VmTemplateFacts | None]:
+    def reconcile_template(self, template_id: int) -> list[int]:
         """Re-read a template, refresh the index, return the images it uses."""
-        try:
-            template = self.client.template(template_id)
-        except NotFound:
-            self.index.remove(template_id)
-            return [], None
-        refs = self.index.put(template)
-        return self.index.resolve(refs), template
-
-    def forget_template(self, template_id: int) -> None:
-        self.index.remove(template_id)
-
-    def forget_image(self, image_id: int) -> None:
-        self.index.forget_image(image_id)
+        template = self._read_template(template_id)
+        return [] if template is None else self.index.resolve(template_refs(template))
 
     # -- record a failure -------------------------------------------------------------------
     def record_error(self, image_id: int, reason: str, *, trigger: str = "") -> None:
@@ -448,11 +434,9 @@ class Engine:
         self._sweep_plans = memo.plans
 
         for image_id, planning in candidates.items():
-            if resolved.get(image_id) is False:
-                submit(image_id, why)  # its reconcile retries the registry with backoff
-                stats.submitted += 1
-                continue
-            if (image_id in needs_work or not planning.finish().is_noop) and not dry_run:
+            # World not complete (False): its reconcile retries the registry with backoff.
+            if resolved.get(image_id) is False or (
+                    (image_id in needs_work or not planning.finish().is_noop) and not dry_run):
                 submit(image_id, why)
                 stats.submitted += 1
         stats.duration = time.monotonic() - started

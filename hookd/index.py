@@ -50,10 +50,6 @@ def disk_refs(disks: Iterable[Vector], owner_uid: int) -> tuple[Key, ...]:
     return tuple(dict.fromkeys(refs))
 
 
-def image_keys(image_id: int, name: str, uid: int, uname: str) -> tuple[Key, ...]:
-    return (("i", image_id), ("u", name, uid), ("n", name, uname))
-
-
 @dataclass(frozen=True, slots=True)
 class KnownImage:
     name: str
@@ -80,23 +76,19 @@ class TemplateIndex:
     def put_refs(self, template_id: int, refs: tuple[Key, ...]) -> tuple[Key, ...]:
         """:meth:`put` for a template whose references were read already (:func:`disk_refs`)."""
         with self._lock:
-            self._put_locked(template_id, refs)
+            old = self._refs.get(template_id, ())
+            if old != refs:
+                for key in old:
+                    self._discard(key, template_id)
+                for key in refs:
+                    self._add(key, template_id)
+                if refs:
+                    self._refs[template_id] = refs
+                else:
+                    self._refs.pop(template_id, None)
             if self._seen is not None:
                 self._seen.add(template_id)
         return refs
-
-    def _put_locked(self, template_id: int, refs: tuple[Key, ...]) -> None:
-        old = self._refs.get(template_id, ())
-        if old == refs:
-            return
-        for key in old:
-            self._discard(key, template_id)
-        for key in refs:
-            self._add(key, template_id)
-        if refs:
-            self._refs[template_id] = refs
-        else:
-            self._refs.pop(template_id, None)
 
     def remove(self, template_id: int) -> None:
         with self._lock:
@@ -130,13 +122,11 @@ class TemplateIndex:
     def templates_for(self, image_id: int, name: str, uid: int, uname: str) -> list[int]:
         out: set[int] = set()
         with self._lock:
-            for key in image_keys(image_id, name, uid, uname):
+            for key in (("i", image_id), ("u", name, uid), ("n", name, uname)):
                 value = self._by_key.get(key)
-                if value is None:
-                    continue
                 if isinstance(value, int):
                     out.add(value)
-                else:
+                elif value is not None:
                     out.update(value)
         return sorted(out)
 

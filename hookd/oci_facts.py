@@ -40,6 +40,7 @@ from hookd.oci.imageconfig import FetchedConfig
 log = get_logger(__name__)
 
 FALLBACK_SOURCE = "one_entrypoint"
+_SCRIPT_CACHE = 1024  # START_SCRIPTs kept, by config digest
 
 
 class OciResolver:
@@ -52,18 +53,13 @@ class OciResolver:
         *,
         fallback: bool,
         version: Callable[[], tuple[int, int, int]],
-        cache_size: int = 1024,
     ) -> None:
         self._registry = registry
         self._options = options
         self._fallback = fallback
         self._version = version
         self._scripts: OrderedDict[str, str] = OrderedDict()
-        self._cache_size = cache_size
         self._lock = threading.Lock()
-
-    def close(self) -> None:
-        self._registry.close()
 
     def __call__(self, image: ImageFacts, final: bool) -> OciFacts:
         try:
@@ -116,10 +112,8 @@ class OciResolver:
         # The status names where the config comes from, stably: a later read served by the
         # cache or a mirror is the same source (fetched.source says which, for the log).
         if source is None:
-            if fetched.source.startswith("engine:"):
-                source = "docker-engine"
-            else:
-                source = f"registry:{ref.display_registry}"
+            engine = fetched.source.startswith("engine:")
+            source = "docker-engine" if engine else f"registry:{ref.display_registry}"
         log.debug("oci.config", image_id=image.id, reference=str(ref),
                   digest=fetched.config_digest, served_by=fetched.source)
         return OciProcessFacts(script, fetched.config_digest, source)
@@ -137,7 +131,7 @@ class OciResolver:
                               f"{exc.reason}")
         with self._lock:
             self._scripts[digest] = script
-            while len(self._scripts) > self._cache_size:
+            while len(self._scripts) > _SCRIPT_CACHE:
                 self._scripts.popitem(last=False)
         return script
 

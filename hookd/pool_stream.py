@@ -169,10 +169,9 @@ class PoolStream:
         yield from self._completed()
 
     def _completed(self) -> Iterator[etree._Element]:
-        for _event, item in self._inner.read_events():
-            if not isinstance(item, etree._Element):
+        for _event, element in self._inner.read_events():
+            if not isinstance(element, etree._Element):
                 continue  # only "end" events are asked for: never
-            element = item
             parent = element.getparent()
             if element.tag != self.item_tag:  # an <ID>, asked for when drop_ids is set
                 if parent is not None and parent.tag in self._drop_ids:

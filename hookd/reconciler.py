@@ -55,10 +55,10 @@ class Backoff:
     maximum: float = 300.0
     attempts: int = 8
 
-    def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
+    def delay(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(max, initial * 2**attempt)], at least 10 ms."""
         ceiling = min(self.maximum, self.initial * (2.0 ** max(0, attempt - 1)))
-        return max(0.01, float(ceiling * rng()))
+        return max(0.01, ceiling * random.random())  # noqa: S311 (jitter, not a secret)
 
 
 class Reconciler:
@@ -70,18 +70,12 @@ class Reconciler:
         backoff: Backoff = Backoff(),
         on_reconcile: Callable[[str], None] = lambda trigger: None,
         on_failure: Callable[[str], None] = lambda reason: None,
-        clock: Callable[[], float] = time.monotonic,
-        rng: Callable[[], float] = random.random,
-        wall: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
         self.backoff = backoff
         self._workers = workers
         self._on_reconcile = on_reconcile
         self._on_failure = on_failure
-        self._clock = clock
-        self._wall = wall
-        self._rng = rng
         self._cond = threading.Condition()
         self._pending: OrderedDict[tuple[str, int], Job] = OrderedDict()
         self._delayed: dict[tuple[str, int], Job] = {}
@@ -112,12 +106,12 @@ class Reconciler:
 
     def stop(self, timeout: float) -> bool:
         """Let in-flight jobs finish (up to ``timeout``); drop the rest. True if all done."""
-        deadline = self._clock() + timeout
+        deadline = time.monotonic() + timeout
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         for thread in self._threads:
-            thread.join(max(0.0, deadline - self._clock()))
+            thread.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
 
     # -- submitting ------------------------------------------------------------------------
@@ -140,10 +134,7 @@ class Reconciler:
             if self._stopping:
                 return
             if key in self._running:
-                if key in self._rerun:
-                    self._rerun[key].merge(job)
-                else:
-                    self._rerun[key] = job
+                self._rerun.setdefault(key, job).merge(job)
                 return
             if key in self._pending:
                 self._pending[key].merge(job)
@@ -175,17 +166,15 @@ class Reconciler:
     def _next(self) -> Job | None:
         with self._cond:
             while not self._stopping:
-                now = self._clock()
+                now = time.monotonic()
                 while self._heap and self._heap[0][0] <= now:
                     _, _, key = heapq.heappop(self._heap)
                     job = self._delayed.pop(key, None)
                     if job is None:
                         continue
-                    if key in self._pending:
-                        self._pending[key].merge(job)
-                        self._pending[key].attempt = job.attempt
-                    else:
-                        self._pending[key] = job
+                    queued = self._pending.setdefault(key, job)
+                    queued.merge(job)
+                    queued.attempt = job.attempt
                 if not self._paused:
                     for key in self._pending:
                         if key not in self._running:
@@ -203,16 +192,13 @@ class Reconciler:
             self._running.discard(job.key)
             again = self._rerun.pop(job.key, None)
             if again is not None and not self._stopping:
-                if job.key in self._pending:
-                    self._pending[job.key].merge(again)
-                else:
-                    self._pending[job.key] = again
+                self._pending.setdefault(job.key, again).merge(again)
             self._cond.notify_all()
 
     def _retry(self, job: Job, error: TransientError) -> None:
         job.attempt += 1
-        delay = self.backoff.delay(job.attempt, self._rng)
-        due = self._clock() + delay
+        delay = self.backoff.delay(job.attempt)
+        due = time.monotonic() + delay
         with self._cond:
             # Stopping, or a newer trigger arrived meanwhile: that one runs right away instead.
             if self._stopping or job.key in self._rerun:
@@ -226,7 +212,7 @@ class Reconciler:
         if job.kind == "image":
             # The image says what hookd waits for and when it tries next, at once (the
             # retries of a long outage take minutes); one write per attempt at most.
-            when = time.strftime("%H:%M:%S UTC", time.gmtime(self._wall() + delay))
+            when = time.strftime("%H:%M:%S UTC", time.gmtime(time.time() + delay))
             text = (f"{error.reason}; attempt {job.attempt + 1} of {self.backoff.attempts} "
                     f"at {when}")
             try:
@@ -250,8 +236,7 @@ class Reconciler:
         final = job.attempt >= self.backoff.attempts - 1
         try:
             if job.kind == "template":
-                images, _template = self.engine.reconcile_template(job.object_id)
-                for image_id in images:
+                for image_id in self.engine.reconcile_template(job.object_id):
                     self.submit_image(image_id,
                                       Why(Cause.EVENT, f"template {job.object_id} changed"))
                 return

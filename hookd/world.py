@@ -37,16 +37,10 @@ log = get_logger(__name__)
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
-    parts: list[int] = []
-    for piece in text.strip().split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    while len(parts) < 3:
-        parts.append(0)
+    parts = [int("".join(ch for ch in piece if ch.isdigit()) or "0")
+             for piece in text.strip().split(".")[:3]]
+    parts += [0] * (3 - len(parts))
     return parts[0], parts[1], parts[2]
-
-
-KernelInspector = Callable[[Path, str], tuple[bool, str, tuple[str, ...]]]
 
 
 def inspect_kernel_file(path: Path, hypervisor: str) -> tuple[bool, str, tuple[str, ...]]:
@@ -83,15 +77,10 @@ class WorldCache:
         initrds: Mapping[str, int | str | None],
         owner: int | str = "oneadmin",
         ttl: float = 60.0,
-        inspector: KernelInspector = inspect_kernel_file,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
-        self._kernel_refs = {k: v for k, v in kernels.items() if v is not None}
-        self._initrd_refs = {k: v for k, v in initrds.items() if v is not None}
-        self._owner = owner
         self._ttl = ttl
-        self._inspector = inspector
         self._clock = clock
         self._lock = threading.RLock()
         # One refresh at a time: when the TTL runs out, every busy worker finds the world
@@ -101,6 +90,7 @@ class WorldCache:
         self._apps: dict[int, AppFacts | None] = {}
         self._disk_images: dict[int, tuple[float, ImageFacts | None]] = {}
         self._named: dict[str, list[ImageFacts]] = {}
+        self.configure(kernels, initrds, owner)
 
     # -- configuration -------------------------------------------------------------------
     def configure(self, kernels: Mapping[str, int | str | None],
@@ -251,19 +241,17 @@ class WorldCache:
             if not self._owned(image):
                 return None, f"{what} image {image.id} named {ref!r} is no longer {where}"
         expected = "KERNEL" if kind == TYPE_KERNEL else "RAMDISK"
-        if image.type != kind:
-            return KernelChoice(image.id, image.name, False,
-                                f"image {image.id} ({image.name}) is {image.type_name}, not "
-                                f"{expected}"), ""
-        if image.state != READY:
-            return KernelChoice(image.id, image.name, False,
-                                f"image {image.id} ({image.name}) is {image.state_name}, not "
-                                f"READY"), ""
         ds = snap.datastores.get(image.datastore_id)
-        if ds is None or ds.type != DS_FILE:
+        unusable = ""
+        if image.type != kind:
+            unusable = f"is {image.type_name}, not {expected}"
+        elif image.state != READY:
+            unusable = f"is {image.state_name}, not READY"
+        elif ds is None or ds.type != DS_FILE:
+            unusable = "is not in a file datastore (Kernels & Files)"
+        if unusable or ds is None:
             return KernelChoice(image.id, image.name, False,
-                                f"image {image.id} ({image.name}) is not in a file datastore "
-                                f"(Kernels & Files)"), ""
+                                f"image {image.id} ({image.name}) {unusable}"), ""
         owner, where = image.uname, f"{ds.id} ({ds.name})"
         if kind != TYPE_KERNEL:
             return KernelChoice(image.id, image.name, True, owner=owner, datastore=where), ""
@@ -273,7 +261,7 @@ class WorldCache:
                 f"kernel {image.id} not inspected: its file is not readable on this "
                 f"front-end",), owner=owner, datastore=where), ""
         try:
-            usable, reason, warnings = self._inspector(path, hypervisor)
+            usable, reason, warnings = inspect_kernel_file(path, hypervisor)
         except PermanentError as exc:
             usable, reason, warnings = False, exc.reason, ()
         return KernelChoice(image.id, image.name, usable,

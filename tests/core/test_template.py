@@ -9,10 +9,16 @@ from lxml import etree
 
 from handlers.template import REMOVE, Template, TemplateValueError, Vector
 from hookd import documents
-from hookd.documents import parse_template_xml, to_xml
+from hookd.documents import to_xml
+from hookd.xmlsafe import parse
 
 HARD = ['x\\', 'x\\\\', 'say "hi"', "a]]>b<c&d", "line1\nline2", "$VAR ${X} $FILE[IMAGE_ID=3]",
         "t\tü日", "", "  spaced  "]
+
+
+def parse_template_xml(text: str | bytes) -> Template:
+    """A standalone ``<TEMPLATE>...</TEMPLATE>`` document, as hookd reads oned's."""
+    return documents.template(parse(text))
 
 
 @pytest.mark.parametrize("value", HARD)
