@@ -12,6 +12,7 @@ decoding (callers that accept compression decode it themselves, bounded). Failur
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -700,10 +701,8 @@ class Stream:
             return
         self._closed = True
         handle = self._handle
-        try:
+        with contextlib.suppress(pycurl.error):
             self._multi.remove_handle(handle.curl)
-        except pycurl.error:
-            pass
         self._multi.setopt(pycurl.M_SOCKETFUNCTION, None)
         self._multi.setopt(pycurl.M_TIMERFUNCTION, None)
         self._selector.close()
