@@ -109,8 +109,7 @@ def check_metrics(listen: str) -> Line:
 def _serves_hookd(listen: str) -> bool:
     import http.client
 
-    host, _, port = listen.rpartition(":")
-    conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=2.0)
+    conn = http.client.HTTPConnection(listen, timeout=2.0)  # it splits host:port, [IPv6]:port
     try:
         conn.request("GET", "/metrics")
         return b"hookd_info" in conn.getresponse().read(1 << 20)

@@ -281,12 +281,6 @@ SECTIONS: dict[str, type[Any]] = {key: hint for key, hint in get_type_hints(Conf
                                    if isinstance(hint, type) and is_dataclass(hint)}
 
 
-def defaults(section: str) -> dict[str, Any]:
-    """A section's keys and their defaults, as the file would spell them."""
-    values = vars(SECTIONS[section]())
-    return {key: list(v) if isinstance(v, tuple) else v for key, v in values.items()}
-
-
 @dataclass(frozen=True)
 class Environment:
     """What the conventions read; injectable for tests."""

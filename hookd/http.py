@@ -12,6 +12,7 @@ decoding (callers that accept compression decode it themselves, bounded). Failur
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -21,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from urllib.parse import urlsplit
 
 import pycurl
@@ -700,10 +700,8 @@ class Stream:
             return
         self._closed = True
         handle = self._handle
-        try:
+        with contextlib.suppress(pycurl.error):
             self._multi.remove_handle(handle.curl)
-        except pycurl.error:
-            pass
         self._multi.setopt(pycurl.M_SOCKETFUNCTION, None)
         self._multi.setopt(pycurl.M_TIMERFUNCTION, None)
         self._selector.close()
@@ -713,6 +711,5 @@ class Stream:
     def __enter__(self) -> Stream:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -134,12 +133,7 @@ def run_register(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point: ``python -m hookd.kernel_cli kernel …`` is ``hookd kernel …``."""
-    from hookd.cli import main as hookd_main
+if __name__ == "__main__":  # ``python -m hookd.kernel_cli kernel …`` is ``hookd kernel …``
+    from hookd.cli import main
 
-    return hookd_main(argv)
-
-
-if __name__ == "__main__":
     sys.exit(main())

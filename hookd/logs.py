@@ -14,6 +14,7 @@ not see. Measured: ~9 µs more per emitted line, irrelevant next to one XML-RPC 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -276,14 +277,12 @@ class _QuietErrors(logging.Handler):
         if not logging.raiseExceptions or sys.stderr is None:
             return
         exc = sys.exc_info()[1]
-        try:
+        with contextlib.suppress(Exception):  # stderr itself is gone: nothing left to tell
             sys.stderr.write(
                 f"hookd: logging error in {type(self).__name__} for logger {record.name!r}: "
                 f"{type(exc).__name__}: {redact_text(str(exc))}; "
                 f"message: {redact_text(repr(record.msg))[:500]}\n"
             )
-        except Exception:  # noqa: BLE001, S110 - stderr itself is gone; nothing left to tell
-            pass
 
 
 class _StreamHandler(_QuietErrors, logging.StreamHandler):  # type: ignore[type-arg]

@@ -3,10 +3,9 @@
 * :class:`HookdMetrics` — the metric set the daemon exposes, in a
   :class:`~prometheus_client.CollectorRegistry` of its own, with the callbacks the daemon's
   components call.
-* :class:`MetricsServer` — ``GET /metrics`` on a background thread, **loopback only** unless
-  ``allow_non_loopback=True``: the endpoint has no authentication and reveals image and
-  template activity, so exposing it is an explicit decision (put a reverse proxy with TLS
-  and authentication in front, or scrape through an SSH tunnel).
+* :class:`MetricsServer` — ``GET /metrics`` on a background thread, **loopback only**: the
+  endpoint has no authentication and reveals image and template activity (to expose it, put
+  a reverse proxy with TLS and authentication in front, or scrape through an SSH tunnel).
 
 The exposition itself (text format 0.0.4, or OpenMetrics when the scraper asks for it, gzip
 when accepted) is ``prometheus_client``'s.
@@ -51,7 +50,7 @@ XMLRPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 
 # -- the HTTP endpoint -------------------------------------------------------------------------
 class MetricsBindError(ValueError):
-    """The requested listen address is not loopback and non-loopback was not allowed."""
+    """The requested listen address is not loopback."""
 
 
 def _is_loopback(host: str, port: int) -> bool:
@@ -92,36 +91,27 @@ class _Handler(MetricsHandler):
 class MetricsServer(http.server.ThreadingHTTPServer):
     """Serves ``registry`` at ``http://host:port/metrics`` from a background thread.
 
-    ``host`` must resolve to loopback addresses only, unless ``allow_non_loopback=True`` (a
-    refused address raises :class:`MetricsBindError`, a ``ValueError``). The constructor
-    binds (``port=0`` picks a free port), :meth:`start` serves.
+    ``host`` must resolve to loopback addresses only (a refused address raises
+    :class:`MetricsBindError`, a ``ValueError``). The constructor binds (``port=0`` picks a
+    free port), :meth:`start` serves.
     """
 
     daemon_threads = True
 
-    def __init__(
-        self,
-        registry: Collector,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        allow_non_loopback: bool = False,
-    ) -> None:
+    def __init__(self, registry: Collector, host: str = "127.0.0.1", port: int = 0) -> None:
         host = host.strip()
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
         if not 0 <= port <= 65535:
             raise ValueError(f"invalid metrics port {port}")
-        if not allow_non_loopback and not _is_loopback(host, port):
+        if not _is_loopback(host, port):
             raise MetricsBindError(
                 f"refusing to serve metrics on {host or 'all interfaces'!r}: not a loopback "
-                f"address (the endpoint has no authentication); listen on 127.0.0.1 or ::1, "
-                f"or allow it explicitly"
+                f"address (the endpoint has no authentication); listen on 127.0.0.1 or ::1"
             )
         try:
             self.address_family, _, _, _, sockaddr = socket.getaddrinfo(
-                host or "0.0.0.0", port,  # noqa: S104 - allowed above
-                type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
         except socket.gaierror as exc:
             raise MetricsBindError(
                 f"cannot resolve metrics listen address {host!r}: {exc}") from None

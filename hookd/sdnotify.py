@@ -55,7 +55,6 @@ class Notifier:
             # Unset, empty or relative (invalid); vsock: forms (systemd >= 253, VMs) are not
             # used on a front-end. All mean "not under systemd" rather than a guess.
             self.address = None
-        self.last_error: OSError | None = None
         self._watchdog_usec = _positive_int(env.get("WATCHDOG_USEC"))
         self._watchdog_pid = _positive_int(env.get("WATCHDOG_PID"))
 
@@ -97,10 +96,8 @@ class Notifier:
                 # A busy PID 1 (its socket buffer full) must not block the main loop for long.
                 sock.settimeout(2.0)
                 sock.sendto(payload, self.address)
-        except OSError as exc:
-            self.last_error = exc
+        except OSError:
             return False
-        self.last_error = None
         return True
 
 

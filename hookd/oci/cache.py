@@ -13,6 +13,7 @@ after ``ttl`` seconds (and lives in memory only).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
@@ -111,10 +112,8 @@ class ContentCache:
         algorithm, _ = split_digest(digest)
         if data is None or len(data) > max_size or compute_digest(data, algorithm) != digest:
             log.debug("oci.cache.corrupt_entry_removed", digest=digest)
-            try:
+            with contextlib.suppress(OSError):
                 path.unlink()
-            except OSError:
-                pass
             return None
         return data
 
@@ -137,10 +136,8 @@ class ContentCache:
             log.debug("oci.cache.write_failed", digest=digest, error=type(exc).__name__)
         finally:
             if tmp_name is not None:
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(tmp_name)
-                except OSError:
-                    pass
 
     # -- tag memo -------------------------------------------------------------------------
 

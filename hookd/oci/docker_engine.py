@@ -92,11 +92,8 @@ class EngineClient:
         section = inspect.get("Config")
         document["config"] = section if section is not None else {}
         validate_config(document, what)
-        found = config_platform(document)
-        found_platform = Platform.parse(found) if found is not None else None
-        if found_platform is not None and (
-            found_platform.os != platform.os or found_platform.architecture != platform.architecture
-        ):
+        found = config_platform(document)  # normalised: os/architecture[/variant]
+        if found is not None and found.split("/")[:2] != [platform.os, platform.architecture]:
             raise NoMatchingPlatform(
                 f"the local Docker engine has {name} for {found}, not for {platform}"
             )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,9 +10,14 @@ from hookd.oci.errors import InvalidResponse
 from hookd.oci.manifest import load_object
 from hookd.oci.platforms import Platform
 
-_STRING_LISTS = ("Cmd", "Entrypoint", "Env", "Shell", "OnBuild")
-_STRINGS = ("User", "WorkingDir", "StopSignal")
-_OBJECTS = ("ExposedPorts", "Volumes", "Labels", "Healthcheck")
+_FIELD_TYPES: tuple[tuple[tuple[str, ...], Callable[[object], bool], str], ...] = (
+    (("Cmd", "Entrypoint", "Env", "Shell", "OnBuild"),
+     lambda v: isinstance(v, list) and all(isinstance(item, str) for item in v),
+     "a list of strings"),
+    (("User", "WorkingDir", "StopSignal"), lambda v: isinstance(v, str), "a string"),
+    (("ExposedPorts", "Volumes", "Labels", "Healthcheck"), lambda v: isinstance(v, dict),
+     "an object"),
+)
 _EXEC_FIELDS = ("Cmd", "Entrypoint", "Env", "User", "WorkingDir")
 
 
@@ -24,8 +29,7 @@ class FetchedConfig:
     ``config.Env``, ``config.WorkingDir``, ``config.User``, … live under its ``"config"`` key).
     ``config_digest`` is the blob's digest; ``manifest_digest`` that of the platform's image
     manifest (None when the engine could not tell). ``source`` is ``registry:<host>``,
-    ``mirror:<host>``, ``cache`` or ``engine:<socket>``; ``platform`` is the config's own
-    ``os/architecture[/variant]`` when it states one (normalised).
+    ``mirror:<host>``, ``cache`` or ``engine:<socket>``.
 
     ``config`` is a plain ``dict`` (``handlers.start_script.parse_oci_config`` wants one),
     freshly parsed for every call: changing it cannot affect the cache or other callers.
@@ -35,10 +39,6 @@ class FetchedConfig:
     config_digest: str
     manifest_digest: str | None
     source: str
-
-    @property
-    def platform(self) -> str | None:
-        return config_platform(self.config)
 
 
 def validate_config(document: dict[str, Any], what: str) -> dict[str, Any]:
@@ -52,20 +52,11 @@ def validate_config(document: dict[str, Any], what: str) -> dict[str, Any]:
         return document
     if not isinstance(section, dict):
         raise InvalidResponse(f"{what}: the config section is not a JSON object")
-    for name in _STRING_LISTS:
-        value = section.get(name)
-        if value is not None and not (
-            isinstance(value, list) and all(isinstance(v, str) for v in value)
-        ):
-            raise InvalidResponse(f"{what}: config.{name} is not a list of strings")
-    for name in _STRINGS:
-        value = section.get(name)
-        if value is not None and not isinstance(value, str):
-            raise InvalidResponse(f"{what}: config.{name} is not a string")
-    for name in _OBJECTS:
-        value = section.get(name)
-        if value is not None and not isinstance(value, dict):
-            raise InvalidResponse(f"{what}: config.{name} is not an object")
+    for names, valid, kind in _FIELD_TYPES:
+        for name in names:
+            value = section.get(name)
+            if value is not None and not valid(value):
+                raise InvalidResponse(f"{what}: config.{name} is not {kind}")
     for name in _EXEC_FIELDS:
         value = section.get(name)
         items = value if isinstance(value, list) else [value]

@@ -90,7 +90,7 @@ def _raise_for_status(response: HttpResponse, what: str) -> None:
     status = response.status
     if 200 <= status < 300:
         return
-    host = response.host
+    host = host_of(response.url)
     code = response.error_code
     detail = f" ({code})" if code else ""
     if status == 404:

@@ -71,10 +71,6 @@ class HttpResponse:
     url: str
 
     @property
-    def host(self) -> str:
-        return host_of(self.url)
-
-    @property
     def error_code(self) -> str | None:
         """The first ``errors[].code`` of a registry error body, if it is a plain code."""
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hookd import kernel_cli
+from hookd import cli
 from hookd.kernels import (
     KernelInspectionError,
     check_kernel,
@@ -220,14 +220,14 @@ def test_cli_on_the_real_kernel(
     debian_cloud_kernel: DebianKernel, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert (
-        kernel_cli.main(
+        cli.main(
             ["kernel", "check", str(debian_cloud_kernel.vmlinuz), "--hypervisor", "kvm"]
         )
         == 1
     )
     assert "hookd kernel extract" in capsys.readouterr().out.splitlines()[-1]
     assert (
-        kernel_cli.main(
+        cli.main(
             ["kernel", "check", str(debian_cloud_kernel.vmlinux), "--hypervisor", "kvm"]
         )
         == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hookd import kernel_cli
+from hookd import cli, kernel_cli
 
 from .builders import (
     DEBIAN_CLOUD,
@@ -24,7 +24,7 @@ from .builders import (
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str]]:
-    status = kernel_cli.main(["kernel", *argv])
+    status = cli.main(["kernel", *argv])
     return status, capsys.readouterr().out.splitlines()
 
 
@@ -120,13 +120,13 @@ def test_check_explicit_config_arch_and_strict(
 
 def test_check_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
-        kernel_cli.main(["kernel", "check", str(tmp_path)])
+        cli.main(["kernel", "check", str(tmp_path)])
     assert exited.value.code == 2
     with pytest.raises(SystemExit) as exited:
-        kernel_cli.main(["kernel", "check", str(tmp_path), "--hypervisor", "xen"])
+        cli.main(["kernel", "check", str(tmp_path), "--hypervisor", "xen"])
     assert exited.value.code == 2
     with pytest.raises(SystemExit) as exited:
-        kernel_cli.main(["kernel"])
+        cli.main(["kernel"])
     assert exited.value.code == 2
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from hookd.http import DIRECT
 from hookd.oci import ImageReference, NoMatchingPlatform, RegistrySettings, probe
+from hookd.oci.imageconfig import config_platform
 from hookd.testing.registry import (
     RealRegistry,
     canonical_json,
@@ -93,7 +94,7 @@ def test_oci_manifest_and_probe(real_registry: RealRegistry, make_client: Client
     push_image(real_registry.url, "hookd/tiny", "oci", single, kind="oci-manifest")
     fetched = make_client(real_registry.host).fetch_config(_ref(real_registry, "hookd/tiny:oci"))
     assert fetched.config == CONFIGS["linux/s390x"]  # a single manifest is what the tag is
-    assert fetched.platform == "linux/s390x"
+    assert config_platform(fetched.config) == "linux/s390x"
     settings = RegistrySettings(plain_http_registries=frozenset({real_registry.host}))
     ok, message = probe(settings, real_registry.host, proxies=DIRECT)
     assert ok, message

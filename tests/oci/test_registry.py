@@ -35,6 +35,7 @@ from hookd.oci import (
     UnexpectedStatus,
     probe,
 )
+from hookd.oci.imageconfig import config_platform
 from hookd.testing.registry import (
     DOCKER_MANIFEST,
     OCI_CONFIG,
@@ -92,7 +93,7 @@ def test_all_four_manifest_kinds(fake: FakeRegistry, make_client: ClientFactory,
     assert fetched.config == AMD64
     assert fetched.config_digest == sha256_digest(canonical_json(AMD64))
     assert fetched.source == f"registry:{fake.host}"
-    assert fetched.platform == "linux/amd64"
+    assert config_platform(fetched.config) == "linux/amd64"
     if kind in ("oci-manifest", "docker-v2"):
         assert fetched.manifest_digest == top
     else:

@@ -382,13 +382,6 @@ def test_non_loopback_bind_is_refused(host: str) -> None:
         MetricsServer(CollectorRegistry(), host=host, port=0)
 
 
-def test_non_loopback_bind_when_explicitly_allowed() -> None:
-    registry = CollectorRegistry()
-    Gauge("up_flag", "Up.", registry=registry).set(1)
-    with MetricsServer(registry, host="0.0.0.0", allow_non_loopback=True) as server:
-        assert _get(f"http://127.0.0.1:{server.port}/metrics")[0] == 200
-
-
 def test_server_lifecycle_errors() -> None:
     server = MetricsServer(CollectorRegistry())
     server.start()
