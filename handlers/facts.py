@@ -35,14 +35,11 @@ class ImageFacts:
     uname: str
     type: int
     state: int
-    prev_state: int
     datastore_id: int
     datastore: str
     path: str
     source: str
-    persistent: bool
     template: Template = field(default_factory=Template)
-    locked: bool = False
 
     @property
     def type_name(self) -> str:
@@ -79,10 +76,7 @@ class DatastoreFacts:
     id: int
     name: str
     type: int
-    ds_mad: str
-    tm_mad: str
     cluster_ids: tuple[int, ...]
-    base_path: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +84,7 @@ class HostFacts:
     id: int
     name: str
     vm_mad: str
-    im_mad: str
     cluster_id: int
-    state: int
-    template: Template = field(default_factory=Template)
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,7 +129,6 @@ def template(element: etree._Element | None) -> Template:
 def image(el: etree._Element) -> ImageFacts:
     _expect(el, "IMAGE")
     f = _Children(el)
-    lock = f.find("LOCK")
     return ImageFacts(
         id=_int(f, "ID"),
         name=_text(f, "NAME"),
@@ -137,14 +136,11 @@ def image(el: etree._Element) -> ImageFacts:
         uname=_text(f, "UNAME", ""),
         type=_int(f, "TYPE"),
         state=_int(f, "STATE"),
-        prev_state=_int(f, "PREV_STATE", -1),
         datastore_id=_int(f, "DATASTORE_ID"),
         datastore=_text(f, "DATASTORE", ""),
         path=_text(f, "PATH", ""),
         source=_text(f, "SOURCE", ""),
-        persistent=_text(f, "PERSISTENT", "0").strip() == "1",
         template=template(f.find("TEMPLATE")),
-        locked=lock is not None and _int(lock, "LOCKED", 0) > 0,
     )
 
 
@@ -193,10 +189,7 @@ def datastore(el: etree._Element) -> DatastoreFacts:
         id=_int(el, "ID"),
         name=_text(el, "NAME"),
         type=_int(el, "TYPE"),
-        ds_mad=_text(el, "DS_MAD", ""),
-        tm_mad=_text(el, "TM_MAD", ""),
         cluster_ids=_ids(el, "CLUSTERS"),
-        base_path=_text(el, "BASE_PATH", ""),
     )
 
 
@@ -206,10 +199,7 @@ def host(el: etree._Element) -> HostFacts:
         id=_int(el, "ID"),
         name=_text(el, "NAME"),
         vm_mad=_text(el, "VM_MAD", "").strip().lower(),
-        im_mad=_text(el, "IM_MAD", "").strip().lower(),
         cluster_id=_int(el, "CLUSTER_ID", -1),
-        state=_int(el, "STATE", 0),
-        template=template(el.find("TEMPLATE")),
     )
 
 

@@ -67,7 +67,6 @@ class TemplateIndex:
         self._images: dict[int, KnownImage] = {}
         self._names: dict[Key, int] = {}
         self._seen: set[int] | None = None
-        self.complete = False
 
     # -- templates ---------------------------------------------------------------------
     def put(self, template: VmTemplateFacts) -> tuple[Key, ...]:
@@ -158,7 +157,6 @@ class TemplateIndex:
             for tid in gone:
                 for key in self._refs.pop(tid, ()):
                     self._discard(key, tid)
-            self.complete = True
             return gone
 
     # -- images worth resolving by name ----------------------------------------------------

@@ -46,8 +46,8 @@ def image(image_id: int = 10, *, name: str = "nginx", type_: int = 0, state: int
           attrs: Iterable[AttrSpec] = (("DEV_PREFIX", "vd"), ("FROM_APP", "0")),
           source: str = "dummy_path") -> ImageFacts:
     return ImageFacts(id=image_id, name=name, uid=uid, uname=uname, type=type_, state=state,
-                      prev_state=4, datastore_id=ds, datastore="images", path=path,
-                      source=source, persistent=False, template=template(attrs))
+                      datastore_id=ds, datastore="images", path=path, source=source,
+                      template=template(attrs))
 
 
 DOCKERHUB_VM = (
@@ -81,12 +81,12 @@ def world(hypervisors: Iterable[str] = ("kvm",), *, market: str | None = "docker
           oci: OciFacts | None = DEFAULT_OCI,
           version: tuple[int, int, int] = (6, 8, 3),
           disk_images: Mapping[int, ImageFacts] | None = None) -> World:
-    hosts = tuple(HostFacts(i, f"{hv}-host", hv, "kvm", 100, 2)
+    hosts = tuple(HostFacts(i, f"{hv}-host", hv, 100)
                   for i, hv in enumerate(hypervisors))
     app = AppFacts(0, "nginx", MARKETS[market].id, DOCKER_PATH) if market else None
     return World(
         one_version=version,
-        datastore=DatastoreFacts(101, "images", 0, "fs", "ssh", (100,), "/var/lib/one/ds/101"),
+        datastore=DatastoreFacts(101, "images", 0, (100,)),
         hosts=hosts,
         app=app,
         market=MARKETS[market] if market else None,
@@ -114,8 +114,7 @@ def apply_status(img: ImageFacts, plan: ImagePlan) -> ImageFacts:
     for name, value in plan.image_attributes:
         result = result.replaced(name, [] if isinstance(value, Removal) else [value])
     return ImageFacts(img.id, img.name, img.uid, img.uname, img.type, img.state,
-                      img.prev_state, img.datastore_id, img.datastore, img.path, img.source,
-                      img.persistent, result)
+                      img.datastore_id, img.datastore, img.path, img.source, result)
 
 
 DEFAULTS = PlannerSettings()

@@ -28,8 +28,7 @@ PATH = "docker://nginx?size=2048&filesystem=ext4&format=raw"
 
 def image(**attributes: str) -> ImageFacts:
     return ImageFacts(id=7, name="nginx", uid=0, uname="oneadmin", type=0, state=1,
-                      prev_state=4, datastore_id=101, datastore="images", path=PATH,
-                      source="x", persistent=False,
+                      datastore_id=101, datastore="images", path=PATH, source="x",
                       template=Template.of(*attributes.items()))
 
 
