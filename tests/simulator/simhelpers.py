@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import importlib
 import json
 import selectors
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import zmq
 
@@ -72,6 +74,26 @@ def rpc(url: str, method: str, *params: Any) -> Any:
 def probe(url: str, session: str) -> None:
     """Publish one probe event."""
     rpc(url, "one.template.unlock", session, -1)
+
+
+def replay_call(url: str, name: str, request: bytes, entry: dict[str, Any]) -> bytes:
+    """POST a recorded request as it was sent; check the HTTP status, the header names in
+    order and the values oned's xmlrpc-c fixes (Content-type, Connection, Server) against
+    the recording's index ``entry`` (``name`` in the messages); return the body."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port)
+    connection.request("POST", parts.path, request, {"Content-Type": "text/xml"})
+    response = connection.getresponse()
+    body = response.read()
+    headers = response.getheaders()
+    connection.close()
+    assert response.status == entry["http_status"], name
+    assert [h for h, _ in headers] == [h for h, _ in entry["http_headers"]], name
+    recorded_headers = dict(entry["http_headers"])
+    for header, value in headers:
+        if header in ("Content-type", "Connection", "Server"):
+            assert value == recorded_headers[header], (name, header)
+    return body
 
 
 # ---------------------------------------------------------------------------------------
