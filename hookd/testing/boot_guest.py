@@ -26,7 +26,6 @@ read from the unpacked Debian kernel package (:class:`~hookd.testing.debian_kern
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import hashlib
 import lzma
@@ -37,12 +36,12 @@ import stat
 import struct
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from hookd.testing.debian_kernel import DebianKernel
+from hookd.testing.debian_kernel import DebianKernel, cache_lock
 
 __all__ = [
     "INITRD_MODULES",
@@ -561,16 +560,6 @@ def _sha256_file(path: Path) -> str:
 # --------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def _place(out: Path, build: Callable[[Path], None], cache_dir: Path | None, kind: str,
            suffix: str, key: str) -> Path:
     """Build into ``out`` atomically; with ``cache_dir``, build once per ``key`` there (as
@@ -581,7 +570,7 @@ def _place(out: Path, build: Callable[[Path], None], cache_dir: Path | None, kin
         return out
     cache_dir.mkdir(parents=True, exist_ok=True)
     cached = cache_dir / f"{kind}-{key[:24]}{suffix}"
-    with _locked(cache_dir / ".lock"):
+    with cache_lock(cache_dir / ".lock"):
         if not cached.is_file():
             _build_atomically(cached, build)
             _prune(cache_dir, f"{kind}-*{suffix}")

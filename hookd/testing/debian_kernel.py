@@ -121,12 +121,14 @@ def fetch_debian_kernel(
         base.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise KernelUnavailable(f"Cannot create the kernel cache {base}: {error}.") from None
-    with _locked(base / ".lock"):
+    with cache_lock(base / ".lock"):
         return _fetch_locked(base, package)
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def cache_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` (a cache's lock file): one process fills a cache
+    entry, the others wait and then find it."""
     with open(path, "a+b") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:

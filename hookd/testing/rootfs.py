@@ -71,7 +71,6 @@ one-sentence ``reason``; anything else that fails raises :class:`RootfsBuildErro
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -84,7 +83,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -98,7 +97,12 @@ from hookd.testing.boot_guest import (
     build_initrd,
 )
 from hookd.testing.debian_kernel import DEFAULT_PACKAGE as DEFAULT_KERNEL_PACKAGE
-from hookd.testing.debian_kernel import DebianKernel, default_cache_dir, fetch_debian_kernel
+from hookd.testing.debian_kernel import (
+    DebianKernel,
+    cache_lock,
+    default_cache_dir,
+    fetch_debian_kernel,
+)
 
 __all__ = [
     "DEBIAN_BOOT_TIMEOUT",
@@ -389,7 +393,7 @@ def build_debian_rootfs(
     except OSError as error:
         raise RootfsUnavailable(f"Cannot create the rootfs cache {base}: {error}.") from None
     entry = base / f"{suite}-{key[:16]}"
-    with _locked(base / ".lock"):
+    with cache_lock(base / ".lock"):
         cached = _load_entry(entry, key, from_cache=True)
         if cached is not None:
             os.utime(entry / _MANIFEST)
@@ -411,16 +415,6 @@ def _key(suite: str, packages: Sequence[str], size_mb: int, files: Mapping[str, 
         sorted(links.items()),
     )
     return hashlib.sha256(repr(parts).encode()).hexdigest()
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _load_entry(entry: Path, key: str, *, from_cache: bool) -> DebianRootfs | None:
