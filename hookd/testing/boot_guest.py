@@ -131,6 +131,24 @@ class GuestFile:
 # Guest programs
 # --------------------------------------------------------------------------------------
 
+# Shell for a guest's init or proof unit (after its say() is defined): one report line on
+# the root file system, which device, mounted how, writable or not.
+ROOT_MOUNT_PROBE = r"""r_devno='' r_opts='' r_rest=''
+while read -r _id _parent devno _root mnt opts rest; do
+	[ "$mnt" = / ] || continue
+	r_devno=$devno r_opts=$opts r_rest=$rest
+done </proc/self/mountinfo
+r_after=${r_rest#*- }
+r_fstype=${r_after%% *}
+r_src=${r_after#* }
+r_src=${r_src%% *}
+r_dev=$(sed -n 's/^DEVNAME=//p' "/sys/dev/block/$r_devno/uevent" 2>/dev/null)
+[ -n "$r_dev" ] && r_dev=/dev/$r_dev || r_dev=unknown
+if (: >/.hookd-rw-probe) 2>/dev/null; then rm -f /.hookd-rw-probe && w=yes; else w=no; fi
+say root-device=$r_dev root-devno=$r_devno root-source=$r_src root-fstype=$r_fstype \
+	root-mode=${r_opts%%,*} root-writable=$w
+"""
+
 _REPORT_APP = r"""#!/bin/sh
 # report-app: stands in for a container image's process. It reports what it was started
 # with, exactly as the kernel handed it over (/proc/$$/cmdline and /proc/$$/environ are the
@@ -211,21 +229,7 @@ case $app_wait in '' | *[!0-9]*) app_wait=@APP_WAIT@ ;; esac
 say hostname-b64=$(printf '%s' "$(uname -n)" | b64)
 
 # -- the root filesystem: which device, mounted how --------------------------------------
-r_devno='' r_opts='' r_rest=''
-while read -r _id _parent devno _root mnt opts rest; do
-	[ "$mnt" = / ] || continue
-	r_devno=$devno r_opts=$opts r_rest=$rest
-done </proc/self/mountinfo
-r_after=${r_rest#*- }
-r_fstype=${r_after%% *}
-r_src=${r_after#* }
-r_src=${r_src%% *}
-r_dev=$(sed -n 's/^DEVNAME=//p' "/sys/dev/block/$r_devno/uevent" 2>/dev/null)
-[ -n "$r_dev" ] && r_dev=/dev/$r_dev || r_dev=unknown
-if (: >/.hookd-rw-probe) 2>/dev/null; then rm -f /.hookd-rw-probe && w=yes; else w=no; fi
-say root-device=$r_dev root-devno=$r_devno root-source=$r_src root-fstype=$r_fstype \
-	root-mode=${r_opts%%,*} root-writable=$w
-
+""" + ROOT_MOUNT_PROBE + r"""
 # The app runs unprivileged and reports on the console (test-harness concession).
 chmod 0622 /dev/console
 mkdir -p -m 1777 @REPORT_DIR@

@@ -91,6 +91,7 @@ from typing import Final
 from hookd.testing.boot import BootResult, boot_template, require_boot_tools
 from hookd.testing.boot_guest import (
     MARKER,
+    ROOT_MOUNT_PROBE,
     BootUnavailable,
     GuestBuildError,
     GuestFile,
@@ -260,19 +261,7 @@ cmdline=$(cat /proc/cmdline)
 say cmdline-b64=$(printf '%s' "$cmdline" | b64)
 
 # The root file system: which device, mounted how.
-r_devno='' r_opts='' r_rest=''
-while read -r _id _parent devno _root mnt opts rest; do
-	[ "$mnt" = / ] || continue
-	r_devno=$devno r_opts=$opts r_rest=$rest
-done </proc/self/mountinfo
-r_after=${r_rest#*- }
-r_fstype=${r_after%% *}
-r_dev=$(sed -n 's/^DEVNAME=//p' "/sys/dev/block/$r_devno/uevent" 2>/dev/null)
-[ -n "$r_dev" ] && r_dev=/dev/$r_dev || r_dev=unknown
-if (: >/.hookd-rw-probe) 2>/dev/null; then rm -f /.hookd-rw-probe && w=yes; else w=no; fi
-say root-device=$r_dev root-devno=$r_devno root-fstype=$r_fstype \
-	root-mode=${r_opts%%,*} root-writable=$w
-
+""" + ROOT_MOUNT_PROBE + r"""
 # Wait until systemd's boot job queue is empty; every @STEP@ s say what it still waits for.
 waited=0
 while :; do
